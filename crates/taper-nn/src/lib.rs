@@ -1,7 +1,57 @@
 //! # taper-nn
 //!
-//! Layers, activations, initializers, losses and regularizers for Taper, each a candle
-//! `Module` that registers its parameters in a [`taper_tensor::ParamStore`] under
-//! PyTorch's state_dict names. (Being built: see the project's taper-nn issue.)
+//! Layers, activations, initializers, losses and regularizers for Taper. Every layer is a
+//! candle `Module` (or `ModuleT` where training and evaluation differ: [`Dropout`],
+//! [`BatchNorm`], [`Sequential`]) and registers its parameters in a
+//! [`taper_tensor::ParamStore`] under PyTorch's state_dict names and layouts, so a Taper
+//! model's parameters map one to one onto the equivalent PyTorch module's.
+//!
+//! ```
+//! use taper_nn::{loss::Reduction, cross_entropy, Activation, Linear, Sequential};
+//! use taper_tensor::{Gradients, ModuleT, ParamStore, Tensor, DType, Device};
+//! let store = ParamStore::new(&Device::Cpu, DType::F32);
+//! let model = Sequential::new(&store)
+//!     .append_with(|s| Linear::new(4, 8, s))?
+//!     .append(Activation::Relu)
+//!     .append_with(|s| Linear::new(8, 3, s))?;
+//! let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu)?;
+//! let y = Tensor::new(&[0u32, 2], &Device::Cpu)?;
+//! let loss = cross_entropy(&model.forward_t(&x, true)?, &y)?;
+//! let grads = Gradients::compute(&loss, &store)?;
+//! assert_eq!(grads.len(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-pub use taper_tensor;
+pub mod activation;
+mod batch_norm;
+mod conv;
+mod cross_entropy;
+mod dropout;
+mod embedding;
+mod error;
+mod flatten;
+pub mod init;
+mod kl_div;
+mod layer_norm;
+mod linear;
+pub mod loss;
+mod pool;
+pub mod regularization;
+mod sequential;
+
+pub use activation::Activation;
+pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use conv::{Conv2d, Conv2dConfig};
+pub use cross_entropy::{
+    binary_cross_entropy_with_logits, cross_entropy, CrossEntropyLoss, NllLoss, Target,
+};
+pub use dropout::{dropout, Dropout};
+pub use embedding::Embedding;
+pub use error::{Error, Result};
+pub use flatten::Flatten;
+pub use kl_div::{kl_div, KlReduction};
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use loss::{huber_loss, l1_loss, mse_loss, smooth_l1_loss, Reduction};
+pub use pool::{AvgPool2d, MaxPool2d};
+pub use sequential::Sequential;

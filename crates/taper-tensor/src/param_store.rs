@@ -154,16 +154,18 @@ impl ParamStore {
             init,
             ParamKind::Parameter { trainable: true },
         )
+        .map(Var::into_inner)
     }
 
     /// Gets buffer `name` of this view, creating it with `init` if it does not exist.
-    /// Buffers are saved with the model and never given to an optimizer.
+    /// Buffers are saved with the model and never given to an optimizer. The variable is
+    /// returned so the layer can update it (e.g. running statistics) with `Var::set`.
     pub fn buffer(
         &self,
         name: &str,
         shape: impl Into<Shape>,
         init: impl FnOnce(&Shape, DType, &Device) -> Result<Tensor>,
-    ) -> Result<Tensor> {
+    ) -> Result<Var> {
         self.get_or_init(name, shape.into(), init, ParamKind::Buffer)
     }
 
@@ -173,7 +175,7 @@ impl ParamStore {
         shape: Shape,
         init: impl FnOnce(&Shape, DType, &Device) -> Result<Tensor>,
         kind: ParamKind,
-    ) -> Result<Tensor> {
+    ) -> Result<Var> {
         let full = self.full_name(name);
         check_name(&full)?;
         if let Some(e) = self.entry(&full) {
@@ -185,7 +187,7 @@ impl ParamStore {
                     actual: e.var.dims().to_vec(),
                 });
             }
-            return Ok(e.var.as_tensor().clone());
+            return Ok(e.var);
         }
         let t = init(&shape, self.dtype, &self.device)?;
         if t.dims() != shape.dims() {
@@ -196,7 +198,6 @@ impl ParamStore {
             });
         }
         self.push(full, Var::from_tensor(&t)?, kind)
-            .map(|v| v.as_tensor().clone())
     }
 
     /// Adds an existing variable under `name` (a full name in this view). Re-adding the same

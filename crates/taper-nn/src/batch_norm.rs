@@ -1,0 +1,187 @@
+//! Batch normalization: PyTorch's `BatchNorm1d` and `BatchNorm2d`.
+//!
+//! Training normalizes with the batch statistics (biased variance) and updates the running
+//! statistics with momentum 0.1 and the *unbiased* batch variance, exactly as PyTorch;
+//! evaluation uses the running statistics. `running_mean`, `running_var` and
+//! `num_batches_tracked` are buffers: saved with the model, never optimized.
+
+use candle_core::{DType, Result, Tensor, Var};
+use taper_tensor::{tracked, ModuleT, ParamStore};
+
+use crate::error::check;
+use crate::init::Init;
+use crate::Error;
+
+/// Hyperparameters of [`BatchNorm`], with PyTorch's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance for stability (default 1e-5).
+    pub eps: f64,
+    /// Weight of the new batch in the running statistics (default 0.1).
+    pub momentum: f64,
+    /// Whether to learn a scale `weight` and shift `bias` (default true).
+    pub affine: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: 0.1,
+            affine: true,
+        }
+    }
+}
+
+/// Batch normalization over the channel dimension 1 of (N, C), (N, C, L) or (N, C, H, W).
+#[doc(alias = "BatchNorm1d")]
+#[doc(alias = "BatchNorm2d")]
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    name: &'static str,
+    ranks: &'static [usize],
+    num_features: usize,
+    config: BatchNormConfig,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: Var,
+}
+
+impl BatchNorm {
+    /// `BatchNorm1d(num_features)`: inputs (N, C) or (N, C, L).
+    pub fn new_1d(
+        num_features: usize,
+        config: BatchNormConfig,
+        store: &ParamStore,
+    ) -> crate::Result<Self> {
+        Self::build("BatchNorm1d", &[2, 3], num_features, config, store)
+    }
+
+    /// `BatchNorm2d(num_features)`: inputs (N, C, H, W).
+    pub fn new_2d(
+        num_features: usize,
+        config: BatchNormConfig,
+        store: &ParamStore,
+    ) -> crate::Result<Self> {
+        Self::build("BatchNorm2d", &[4], num_features, config, store)
+    }
+
+    fn build(
+        name: &'static str,
+        ranks: &'static [usize],
+        c: usize,
+        config: BatchNormConfig,
+        store: &ParamStore,
+    ) -> crate::Result<Self> {
+        check("eps", config.eps, config.eps > 0.0, "eps > 0")?;
+        let m = config.momentum;
+        check(
+            "momentum",
+            m,
+            (0.0..=1.0).contains(&m),
+            "momentum in [0, 1]",
+        )?;
+        let (weight, bias) = if config.affine {
+            (
+                Some(store.parameter("weight", c, Init::Ones.init_fn())?),
+                Some(store.parameter("bias", c, Init::Zeros.init_fn())?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            name,
+            ranks,
+            num_features: c,
+            config,
+            weight,
+            bias,
+            running_mean: store.buffer("running_mean", c, Init::Zeros.init_fn())?,
+            running_var: store.buffer("running_var", c, Init::Ones.init_fn())?,
+            num_batches_tracked: store.buffer("num_batches_tracked", (), |s, _, d| {
+                Ok(Tensor::zeros(s, DType::I64, d)?)
+            })?,
+        })
+    }
+
+    /// The running mean buffer.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The running (unbiased) variance buffer.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// How many training batches updated the running statistics.
+    pub fn num_batches_tracked(&self) -> Result<i64> {
+        self.num_batches_tracked.as_tensor().to_scalar::<i64>()
+    }
+
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let m = self.config.momentum;
+        let unbiased = var.affine(n as f64 / (n - 1) as f64, 0.0)?;
+        let blend = |run: &Var, batch: &Tensor| -> Result<()> {
+            let new = (run.as_tensor().affine(1.0 - m, 0.0)? + batch.affine(m, 0.0)?)?;
+            run.set(&new.to_dtype(run.dtype())?)
+        };
+        blend(&self.running_mean, mean)?;
+        blend(&self.running_var, &unbiased)?;
+        let t = self.num_batches_tracked.as_tensor();
+        self.num_batches_tracked
+            .set(&(t.to_dtype(DType::F64)? + 1.0)?.to_dtype(DType::I64)?)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.num_features;
+        let dims = x.dims();
+        if !self.ranks.contains(&x.rank()) || dims[1] != c {
+            let expected = match self.ranks {
+                [4] => format!("(N, {c}, H, W)"),
+                _ => format!("(N, {c}) or (N, {c}, L)"),
+            };
+            return Err(Error::shape(format!("{}({c})", self.name), expected, dims).into_candle());
+        }
+        // View as (N, C, S) and reduce over N and S.
+        let n = dims[0];
+        let s: usize = dims[2..].iter().product();
+        let x3 = x.reshape((n, c, s))?;
+        let (mean, var) = if train {
+            if n * s <= 1 {
+                let msg = format!("{}: expected more than 1 value per channel when training, got input of shape {dims:?}", self.name);
+                return Err(candle_core::Error::Msg(msg));
+            }
+            let mean = x3.mean_keepdim(2)?.mean_keepdim(0)?;
+            let var = x3
+                .broadcast_sub(&mean)?
+                .sqr()?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?;
+            self.update_running(
+                &mean.detach().flatten_all()?,
+                &var.detach().flatten_all()?,
+                n * s,
+            )?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().detach().reshape((1, c, 1))?,
+                self.running_var.as_tensor().detach().reshape((1, c, 1))?,
+            )
+        };
+        let mut y = x3
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + self.config.eps)?.sqrt()?)?;
+        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
+            y = y
+                .broadcast_mul(&tracked(w).reshape((1, c, 1))?)?
+                .broadcast_add(&tracked(b).reshape((1, c, 1))?)?;
+        }
+        y.reshape(dims)
+    }
+}

@@ -1,0 +1,85 @@
+//! `LayerNorm`: normalization over the trailing dimensions, built from differentiable ops.
+//!
+//! candle-nn's fused `layer_norm` cuts the gradient, so it is not used here.
+
+use candle_core::{Result, Tensor};
+use taper_tensor::{tracked, Module, ParamStore};
+
+use crate::error::check;
+use crate::init::Init;
+use crate::Error;
+
+/// PyTorch's `nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True)`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    normalized_shape: Vec<usize>,
+    eps: f64,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+}
+
+impl LayerNorm {
+    /// Normalizes over the last dimensions given by `normalized_shape`, with a learned
+    /// `weight` (ones) and `bias` (zeros), eps 1e-5.
+    pub fn new(normalized_shape: &[usize], store: &ParamStore) -> crate::Result<Self> {
+        Self::with_options(normalized_shape, 1e-5, true, store)
+    }
+
+    /// Full control: `eps` and whether to learn the affine parameters.
+    pub fn with_options(
+        normalized_shape: &[usize],
+        eps: f64,
+        elementwise_affine: bool,
+        store: &ParamStore,
+    ) -> crate::Result<Self> {
+        check("eps", eps, eps > 0.0, "eps > 0")?;
+        if normalized_shape.is_empty() || normalized_shape.contains(&0) {
+            return Err(Error::InvalidValue {
+                field: "normalized_shape",
+                value: format!("{normalized_shape:?}"),
+                expected: "a non-empty shape of positive sizes",
+            });
+        }
+        let shape = normalized_shape.to_vec();
+        let (weight, bias) = if elementwise_affine {
+            (
+                Some(store.parameter("weight", shape.clone(), Init::Ones.init_fn())?),
+                Some(store.parameter("bias", shape.clone(), Init::Zeros.init_fn())?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            normalized_shape: shape,
+            eps,
+            weight,
+            bias,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.normalized_shape.len();
+        let dims = x.dims();
+        if dims.len() < k || dims[dims.len() - k..] != self.normalized_shape[..] {
+            let layer = format!("LayerNorm({:?})", self.normalized_shape);
+            return Err(
+                Error::shape(layer, format!("(*, {:?})", self.normalized_shape), dims)
+                    .into_candle(),
+            );
+        }
+        let d: usize = self.normalized_shape.iter().product();
+        let x2 = x.reshape((x.elem_count() / d, d))?;
+        let mean = x2.mean_keepdim(1)?;
+        let centered = x2.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(1)?;
+        let mut y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
+            y = y
+                .broadcast_mul(&tracked(w).reshape((1, d))?)?
+                .broadcast_add(&tracked(b).reshape((1, d))?)?;
+        }
+        y.reshape(dims)
+    }
+}

@@ -1,0 +1,97 @@
+//! `Linear`: y = x·Wᵀ + b, PyTorch's `nn.Linear` with its names, layout and default init.
+
+use candle_core::{Result, Tensor};
+use taper_tensor::{tracked, Module, ParamStore};
+
+use crate::init::Init;
+use crate::Error;
+
+/// A fully connected layer. `weight` has shape (out_features, in_features) and `bias`
+/// (out_features), as in PyTorch; the input is (*, in_features).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer with bias, registered as `weight` and `bias` in `store`, initialized as
+    /// PyTorch does: U(±1/√in_features) for both.
+    ///
+    /// ```
+    /// use taper_nn::Linear;
+    /// use taper_tensor::{Module, ParamStore, Tensor, DType, Device};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// let fc = Linear::new(784, 10, &store.sub("fc"))?;
+    /// assert_eq!(store.names(), ["fc.weight", "fc.bias"]);
+    /// let y = fc.forward(&Tensor::zeros((32, 784), DType::F32, &Device::Cpu)?)?;
+    /// assert_eq!(y.dims(), &[32, 10]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(in_features: usize, out_features: usize, store: &ParamStore) -> crate::Result<Self> {
+        Self::build(in_features, out_features, true, store)
+    }
+
+    /// A layer without bias (PyTorch's `bias=False`).
+    pub fn no_bias(
+        in_features: usize,
+        out_features: usize,
+        store: &ParamStore,
+    ) -> crate::Result<Self> {
+        Self::build(in_features, out_features, false, store)
+    }
+
+    fn build(i: usize, o: usize, bias: bool, store: &ParamStore) -> crate::Result<Self> {
+        let weight = store.parameter("weight", (o, i), Init::pytorch_default_weight().init_fn())?;
+        let bias = if bias {
+            Some(store.parameter("bias", o, Init::pytorch_default_bias(i).init_fn())?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// A layer over existing tensors (weight (out, in), optional bias (out)).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// The weight, (out_features, in_features).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Input size.
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// Output size.
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (i, o) = (self.in_features(), self.out_features());
+        if x.rank() == 0 || x.dims()[x.rank() - 1] != i {
+            let layer = format!("Linear({i} -> {o})");
+            return Err(Error::shape(layer, format!("(*, {i})"), x.dims()).into_candle());
+        }
+        let w = tracked(&self.weight).t()?;
+        let y = match x.rank() {
+            2 => x.matmul(&w)?,
+            _ => x.broadcast_matmul(&w)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&tracked(b)),
+            None => Ok(y),
+        }
+    }
+}

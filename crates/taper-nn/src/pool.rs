@@ -1,0 +1,135 @@
+//! `MaxPool2d` and `AvgPool2d` over (N, C, H, W), no padding, floor mode (PyTorch's defaults).
+//!
+//! When the stride equals the kernel (the common case), max pooling reshapes the input into
+//! windows and reduces them, and average pooling uses candle's kernel. Candle cannot
+//! differentiate its pooling kernels for other strides (and its max-pool backward is off by
+//! the window size), so there the windows are gathered with `index_select`, which is
+//! differentiable on every device, and reduced.
+
+use candle_core::{DType, Result, Tensor};
+use taper_tensor::Module;
+
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reduce {
+    Max,
+    Mean,
+}
+
+fn pool(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    how: Reduce,
+    name: &str,
+) -> Result<Tensor> {
+    let (kh, kw) = kernel;
+    let layer = || format!("{name}(kernel {kernel:?}, stride {stride:?})");
+    if x.rank() != 4 || x.dims()[2] < kh || x.dims()[3] < kw {
+        let expected = format!("(N, C, H >= {kh}, W >= {kw})");
+        return Err(Error::shape(layer(), expected, x.dims()).into_candle());
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = ((h - kh) / stride.0 + 1, (w - kw) / stride.1 + 1);
+    if kernel == stride {
+        return match how {
+            // Candle's max-pool backward scales the gradient by 1/(kh·kw) (0.11); a
+            // reshape into windows and a max reduction differentiate correctly.
+            Reduce::Max => x
+                .narrow(2, 0, oh * kh)?
+                .narrow(3, 0, ow * kw)?
+                .reshape((n, c, oh, kh, ow, kw))?
+                .max(5)?
+                .max(3),
+            Reduce::Mean => x.avg_pool2d_with_stride(kernel, stride),
+        };
+    }
+    let index = |offset: usize, n: usize, step: usize| {
+        let v: Vec<u32> = (0..n).map(|o| (offset + o * step) as u32).collect();
+        Tensor::from_vec(v, n, x.device())
+    };
+    let mut windows = Vec::with_capacity(kh * kw);
+    for i in 0..kh {
+        let rows = x.index_select(&index(i, oh, stride.0)?, 2)?;
+        for j in 0..kw {
+            windows.push(rows.index_select(&index(j, ow, stride.1)?, 3)?);
+        }
+    }
+    let stacked = Tensor::stack(&windows, 4)?;
+    match how {
+        Reduce::Max => stacked.max(4),
+        Reduce::Mean => stacked.mean(4),
+    }
+}
+
+/// `nn.MaxPool2d(kernel_size, stride=kernel_size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Window size (kh, kw).
+    pub kernel: (usize, usize),
+    /// Step (sh, sw).
+    pub stride: (usize, usize),
+}
+
+impl MaxPool2d {
+    /// Square windows of size `k` with stride `k`.
+    pub fn new(k: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (k, k),
+        }
+    }
+
+    /// Square windows of size `k` with stride `s`.
+    pub fn with_stride(k: usize, s: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (s, s),
+        }
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        pool(x, self.kernel, self.stride, Reduce::Max, "MaxPool2d")
+    }
+}
+
+/// `nn.AvgPool2d(kernel_size, stride=kernel_size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvgPool2d {
+    /// Window size (kh, kw).
+    pub kernel: (usize, usize),
+    /// Step (sh, sw).
+    pub stride: (usize, usize),
+}
+
+impl AvgPool2d {
+    /// Square windows of size `k` with stride `k`.
+    pub fn new(k: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (k, k),
+        }
+    }
+
+    /// Square windows of size `k` with stride `s`.
+    pub fn with_stride(k: usize, s: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (s, s),
+        }
+    }
+}
+
+impl Module for AvgPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        pool(x, self.kernel, self.stride, Reduce::Mean, "AvgPool2d")
+    }
+}
+
+/// Whether a dtype is an integer type usable as indices.
+pub(crate) fn is_index_dtype(dt: DType) -> bool {
+    matches!(dt, DType::U8 | DType::U32 | DType::I64)
+}

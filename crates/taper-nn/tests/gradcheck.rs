@@ -1,0 +1,272 @@
+//! Every layer (with respect to its input and its parameters), activation and loss passes
+//! `gradcheck`: f64 central differences, PyTorch's tolerances.
+
+mod common;
+
+use common::store_with;
+use taper_nn::*;
+use taper_tensor::{
+    gradcheck, manual_seed, randn, DType, Device, GradcheckOptions, Module, ModuleT, Tensor,
+};
+
+fn r(shape: &[usize], seed: u64) -> Tensor {
+    manual_seed(seed);
+    randn(shape, 0.0, 1.0, DType::F64, &Device::Cpu).unwrap()
+}
+
+fn check(what: &str, f: impl Fn(&[Tensor]) -> anyhow::Result<Tensor>, inputs: &[Tensor]) {
+    let f = |xs: &[Tensor]| f(xs).map_err(|e| taper_tensor::Error::GradcheckFailed(e.to_string()));
+    let report = gradcheck(f, inputs, GradcheckOptions::default()).unwrap();
+    assert!(report.passed, "{what}: {report:?}");
+    assert!(report.checked > 0);
+}
+
+#[test]
+fn linear_wrt_input_weight_and_bias() {
+    check(
+        "linear",
+        |xs| {
+            let s = store_with(&["weight", "bias"], xs);
+            Ok(Linear::new(4, 3, &s)?.forward(&xs[0])?)
+        },
+        &[r(&[2, 4], 1), r(&[3, 4], 2), r(&[3], 3)],
+    );
+    check(
+        "linear 3-d input",
+        |xs| {
+            let s = store_with(&["weight"], xs);
+            Ok(Linear::no_bias(4, 2, &s)?.forward(&xs[0])?)
+        },
+        &[r(&[2, 3, 4], 1), r(&[2, 4], 2)],
+    );
+}
+
+#[test]
+fn normalization_layers() {
+    for train in [true, false] {
+        check(
+            "batchnorm1d",
+            |xs| {
+                let s = store_with(&["weight", "bias"], xs);
+                Ok(BatchNorm::new_1d(3, Default::default(), &s)?.forward_t(&xs[0], train)?)
+            },
+            &[r(&[5, 3], 1), r(&[3], 2), r(&[3], 3)],
+        );
+    }
+    check(
+        "batchnorm2d",
+        |xs| {
+            let s = store_with(&["weight", "bias"], xs);
+            Ok(BatchNorm::new_2d(2, Default::default(), &s)?.forward_t(&xs[0], true)?)
+        },
+        &[r(&[2, 2, 3, 3], 1), r(&[2], 2), r(&[2], 3)],
+    );
+    check(
+        "layernorm",
+        |xs| {
+            let s = store_with(&["weight", "bias"], xs);
+            Ok(LayerNorm::new(&[2, 3], &s)?.forward(&xs[0])?)
+        },
+        &[r(&[4, 2, 3], 1), r(&[2, 3], 2), r(&[2, 3], 3)],
+    );
+}
+
+#[test]
+fn conv_pool_embedding_flatten_dropout() {
+    check(
+        "conv2d",
+        |xs| {
+            let s = store_with(&["weight", "bias"], xs);
+            let cfg = Conv2dConfig {
+                padding: 1,
+                stride: 2,
+                ..Default::default()
+            };
+            Ok(Conv2d::new(2, 3, (3, 3), cfg, &s)?.forward(&xs[0])?)
+        },
+        &[r(&[1, 2, 5, 5], 1), r(&[3, 2, 3, 3], 2), r(&[3], 3)],
+    );
+    check(
+        "maxpool 2",
+        |xs| Ok(MaxPool2d::new(2).forward(&xs[0])?),
+        &[r(&[1, 2, 4, 5], 4)],
+    );
+    check(
+        "maxpool 3/2",
+        |xs| Ok(MaxPool2d::with_stride(3, 2).forward(&xs[0])?),
+        &[r(&[1, 1, 7, 6], 5)],
+    );
+    check(
+        "avgpool 2",
+        |xs| Ok(AvgPool2d::new(2).forward(&xs[0])?),
+        &[r(&[1, 2, 4, 4], 6)],
+    );
+    check(
+        "avgpool 3/1",
+        |xs| Ok(AvgPool2d::with_stride(3, 1).forward(&xs[0])?),
+        &[r(&[1, 1, 5, 4], 7)],
+    );
+    let ids = Tensor::new(&[[1u32, 4], [4, 0]], &Device::Cpu).unwrap();
+    check(
+        "embedding",
+        |xs| {
+            let s = store_with(&["weight"], xs);
+            Ok(Embedding::new(5, 3, &s)?.forward(&ids)?)
+        },
+        &[r(&[1], 0), r(&[5, 3], 8)],
+    );
+    check(
+        "flatten",
+        |xs| Ok(Flatten::default().forward(&xs[0])?),
+        &[r(&[2, 3, 2], 9)],
+    );
+    // Dropout with a fixed mask (re-seeded on every evaluation).
+    check(
+        "dropout",
+        |xs| {
+            manual_seed(11);
+            Ok(Dropout::new(0.3)?.forward_t(&xs[0], true)?)
+        },
+        &[r(&[4, 5], 10)],
+    );
+}
+
+#[test]
+fn activations() {
+    // Keep away from the kinks of relu/leaky relu/elu at 0.
+    let x = r(&[3, 4], 12).affine(1.0, 0.0).unwrap();
+    for a in [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Elu(1.3),
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::Silu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Softmax(-1),
+        Activation::Softmax(0),
+        Activation::LogSoftmax(1),
+    ] {
+        check(
+            &format!("{a:?}"),
+            |xs| Ok(a.forward(&xs[0])?),
+            std::slice::from_ref(&x),
+        );
+    }
+}
+
+#[test]
+fn losses() {
+    let (x, y) = (r(&[4, 3], 13), r(&[4, 3], 14));
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        check(
+            "mse",
+            |xs| Ok(mse_loss(&xs[0], &xs[1], red)?),
+            &[x.clone(), y.clone()],
+        );
+        check(
+            "l1",
+            |xs| Ok(l1_loss(&xs[0], &y, red)?),
+            std::slice::from_ref(&x),
+        );
+        check(
+            "smooth_l1",
+            |xs| Ok(smooth_l1_loss(&xs[0], &y, 0.8, red)?),
+            std::slice::from_ref(&x),
+        );
+        check(
+            "huber",
+            |xs| Ok(huber_loss(&xs[0], &y, 0.6, red)?),
+            std::slice::from_ref(&x),
+        );
+        let classes = Tensor::new(&[2i64, -100, 0, 1], &Device::Cpu).unwrap();
+        let w = Tensor::new(&[0.5f64, 2.0, 1.0], &Device::Cpu).unwrap();
+        check(
+            "cross_entropy",
+            |xs| {
+                let ce = CrossEntropyLoss {
+                    weight: Some(w.clone()),
+                    label_smoothing: 0.1,
+                    reduction: red,
+                    ..CrossEntropyLoss::new()
+                };
+                Ok(ce.forward(&xs[0], Target::Classes(&classes))?)
+            },
+            std::slice::from_ref(&x),
+        );
+        let probs = taper_nn::activation::softmax(&y, 1).unwrap();
+        check(
+            "cross_entropy probs",
+            |xs| {
+                let ce = CrossEntropyLoss {
+                    reduction: red,
+                    label_smoothing: 0.05,
+                    ..CrossEntropyLoss::new()
+                };
+                Ok(ce.forward(&xs[0], Target::Probs(&probs))?)
+            },
+            std::slice::from_ref(&x),
+        );
+        check(
+            "nll",
+            |xs| {
+                let nll = NllLoss {
+                    weight: Some(w.clone()),
+                    reduction: red,
+                    ..NllLoss::new()
+                };
+                Ok(nll.forward(&xs[0], &classes)?)
+            },
+            std::slice::from_ref(&x),
+        );
+        let t = y.gt(0.0).unwrap().to_dtype(DType::F64).unwrap();
+        let pw = Tensor::new(&[1.5f64, 0.5, 2.0], &Device::Cpu).unwrap();
+        check(
+            "bce_with_logits",
+            |xs| {
+                Ok(binary_cross_entropy_with_logits(
+                    &xs[0],
+                    &t,
+                    Some(&pw),
+                    Some(&pw),
+                    red,
+                )?)
+            },
+            std::slice::from_ref(&x),
+        );
+    }
+    let logp = taper_nn::activation::log_softmax(&x, 1).unwrap();
+    let p = taper_nn::activation::softmax(&y, 1).unwrap();
+    for red in [
+        KlReduction::Mean,
+        KlReduction::BatchMean,
+        KlReduction::Sum,
+        KlReduction::None,
+    ] {
+        check(
+            "kl_div",
+            |xs| Ok(kl_div(&xs[0], &p, red, false)?),
+            std::slice::from_ref(&logp),
+        );
+        check(
+            "kl_div log_target",
+            |xs| Ok(kl_div(&xs[0], &xs[1], red, true)?),
+            &[logp.clone(), p.log().unwrap()],
+        );
+    }
+}
+
+#[test]
+fn regularizers() {
+    check(
+        "l1 + l2 penalties",
+        |xs| {
+            let s = store_with(&["0.weight", "0.bias"], xs);
+            let l1 = regularization::l1_penalty(&s, regularization::all)?;
+            let l2 = regularization::l2_penalty(&s, regularization::weights_only)?;
+            Ok((l1 + l2)?)
+        },
+        &[r(&[1], 0), r(&[3, 2], 15), r(&[3], 16)],
+    );
+}

@@ -1,0 +1,377 @@
+//! Layer behaviour: PyTorch naming, shape errors, dropout and batch-norm modes,
+//! default-initialization statistics, numerically extreme losses, penalties.
+
+use taper_nn::init::{calculate_gain, FanMode, Init, Nonlinearity};
+use taper_nn::*;
+use taper_tensor::{manual_seed, DType, Device, Gradients, Module, ModuleT, ParamStore, Tensor};
+
+fn store() -> ParamStore {
+    ParamStore::new(&Device::Cpu, DType::F32)
+}
+
+#[test]
+fn mlp_has_pytorch_names_and_shapes() -> anyhow::Result<()> {
+    let s = store();
+    let _model = Sequential::new(&s)
+        .append_with(|s| Linear::new(784, 256, s))?
+        .append(Activation::Relu)
+        .append_with(|s| Linear::new(256, 10, s))?;
+    let got: Vec<(String, Vec<usize>)> = s
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| (n, t.dims().to_vec()))
+        .collect();
+    let want = [
+        ("0.weight", vec![256, 784]),
+        ("0.bias", vec![256]),
+        ("2.weight", vec![10, 256]),
+        ("2.bias", vec![10]),
+    ];
+    assert_eq!(got, want.map(|(n, d)| (n.to_string(), d)));
+    Ok(())
+}
+
+fn err_text<T: std::fmt::Debug>(r: candle_core::Result<T>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn wrong_input_shapes_name_the_layer_and_both_shapes() -> anyhow::Result<()> {
+    let s = store();
+    let x = Tensor::zeros((8, 100), DType::F32, &Device::Cpu)?;
+    let e = err_text(Linear::new(784, 256, &s.sub("fc"))?.forward(&x));
+    assert!(
+        e.contains("Linear(784 -> 256)") && e.contains("(*, 784)") && e.contains("[8, 100]"),
+        "{e}"
+    );
+    let e = err_text(Conv2d::new(1, 4, (3, 3), Default::default(), &s.sub("c"))?.forward(&x));
+    assert!(
+        e.contains("Conv2d(1 -> 4") && e.contains("(N, 1, H, W)") && e.contains("[8, 100]"),
+        "{e}"
+    );
+    let e = err_text(BatchNorm::new_2d(3, Default::default(), &s.sub("bn"))?.forward_t(&x, true));
+    assert!(
+        e.contains("BatchNorm2d(3)") && e.contains("(N, 3, H, W)"),
+        "{e}"
+    );
+    let e = err_text(BatchNorm::new_1d(3, Default::default(), &s.sub("bn1"))?.forward_t(&x, true));
+    assert!(
+        e.contains("BatchNorm1d(3)") && e.contains("(N, 3) or (N, 3, L)"),
+        "{e}"
+    );
+    let e = err_text(LayerNorm::new(&[64], &s.sub("ln"))?.forward(&x));
+    assert!(
+        e.contains("LayerNorm([64])") && e.contains("[8, 100]"),
+        "{e}"
+    );
+    let e = err_text(MaxPool2d::new(2).forward(&x));
+    assert!(e.contains("MaxPool2d") && e.contains("[8, 100]"), "{e}");
+    let emb = Embedding::new(10, 4, &s.sub("emb"))?;
+    let e = err_text(emb.forward(&Tensor::new(&[3u32, 10], &Device::Cpu)?));
+    assert!(
+        e.contains("Embedding(10, 4)") && e.contains("3..=10"),
+        "{e}"
+    );
+    let e = err_text(emb.forward(&x));
+    assert!(e.contains("integer ids"), "{e}");
+    // BatchNorm refuses one value per channel in training, as PyTorch does.
+    let one = Tensor::zeros((1, 3), DType::F32, &Device::Cpu)?;
+    let e =
+        err_text(BatchNorm::new_1d(3, Default::default(), &s.sub("bn3"))?.forward_t(&one, true));
+    assert!(e.contains("more than 1 value per channel"), "{e}");
+    // Losses.
+    let e = mse_loss(&x, &x.narrow(1, 0, 5)?, Reduction::Mean)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mse_loss") && e.contains("[8, 5]") && e.contains("[8, 100]"),
+        "{e}"
+    );
+    let bad = Tensor::new(&[0i64, 7], &Device::Cpu)?;
+    let e = cross_entropy(&Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`target`") && e.contains("7 at position 1"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn invalid_hyperparameters_are_rejected_by_name() -> anyhow::Result<()> {
+    let s = store();
+    for (e, field) in [
+        (Dropout::new(1.5).unwrap_err(), "`p`"),
+        (
+            BatchNorm::new_1d(
+                3,
+                BatchNormConfig {
+                    momentum: 2.0,
+                    ..Default::default()
+                },
+                &s,
+            )
+            .unwrap_err(),
+            "`momentum`",
+        ),
+        (
+            LayerNorm::with_options(&[3], 0.0, true, &s).unwrap_err(),
+            "`eps`",
+        ),
+        (
+            Conv2d::new(
+                3,
+                4,
+                (3, 3),
+                Conv2dConfig {
+                    groups: 2,
+                    ..Default::default()
+                },
+                &s,
+            )
+            .unwrap_err(),
+            "`groups`",
+        ),
+    ] {
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
+    let ce = CrossEntropyLoss {
+        label_smoothing: 1.5,
+        ..CrossEntropyLoss::new()
+    };
+    let e = ce.forward(&x, Target::Probs(&x)).unwrap_err();
+    assert!(e.to_string().contains("`label_smoothing`"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn dropout_train_and_eval() -> anyhow::Result<()> {
+    let d = Dropout::new(0.25)?;
+    let x = Tensor::ones((200, 500), DType::F32, &Device::Cpu)?;
+    assert_eq!(
+        d.forward_t(&x, false)?.to_vec2::<f32>()?,
+        x.to_vec2::<f32>()?,
+        "eval is the identity"
+    );
+    manual_seed(5);
+    let y = d.forward_t(&x, true)?;
+    let v = y.flatten_all()?.to_vec1::<f32>()?;
+    let zeros = v.iter().filter(|&&a| a == 0.0).count() as f64 / v.len() as f64;
+    assert!((zeros - 0.25).abs() < 0.005, "dropped fraction {zeros}");
+    assert!(
+        v.iter().all(|&a| a == 0.0 || (a - 1.0 / 0.75).abs() < 1e-6),
+        "survivors scaled by 1/(1-p)"
+    );
+    let mean = v.iter().sum::<f32>() / v.len() as f32;
+    assert!((mean - 1.0).abs() < 0.01, "expectation preserved: {mean}");
+    manual_seed(5);
+    assert_eq!(
+        d.forward_t(&x, true)?.flatten_all()?.to_vec1::<f32>()?,
+        v,
+        "seeded masks repeat"
+    );
+    assert_eq!(
+        Dropout::new(1.0)?
+            .forward_t(&x, true)?
+            .sum_all()?
+            .to_scalar::<f32>()?,
+        0.0
+    );
+    Ok(())
+}
+
+#[test]
+fn batch_norm_buffers_are_not_trainable_and_eval_uses_them() -> anyhow::Result<()> {
+    let s = store();
+    let bn = BatchNorm::new_1d(2, Default::default(), &s)?;
+    assert_eq!(s.trainable().len(), 2);
+    assert_eq!(
+        s.buffers()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["running_mean", "running_var", "num_batches_tracked"]
+    );
+    let x = Tensor::new(&[[1f32, 10.], [3., 20.], [5., 60.]], &Device::Cpu)?;
+    bn.forward_t(&x, true)?;
+    bn.forward_t(&x, true)?;
+    // mean (3, 30), unbiased var (4, 700); two updates with momentum 0.1 from (0, 1):
+    // m = 0.19·batch, v = 0.81 + 0.19·batch.
+    let rm = bn.running_mean().to_vec1::<f32>()?;
+    let rv = bn.running_var().to_vec1::<f32>()?;
+    assert!(
+        (rm[0] - 0.57).abs() < 1e-5 && (rm[1] - 5.7).abs() < 1e-4,
+        "{rm:?}"
+    );
+    assert!(
+        (rv[0] - (0.81 + 0.76)).abs() < 1e-5 && (rv[1] - (0.81 + 133.0)).abs() < 1e-3,
+        "{rv:?}"
+    );
+    assert_eq!(bn.num_batches_tracked()?, 2);
+    // Eval normalizes with the running statistics, and does not update them.
+    let y = bn.forward_t(&x, false)?.to_vec2::<f32>()?;
+    let expect = (1.0 - 0.57) / (1.57f32 + 1e-5).sqrt();
+    assert!((y[0][0] - expect).abs() < 1e-5, "{} vs {expect}", y[0][0]);
+    assert_eq!(bn.num_batches_tracked()?, 2);
+    Ok(())
+}
+
+fn stats(t: &Tensor) -> (f64, f64, f64) {
+    let v: Vec<f64> = t
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let max = v.iter().fold(0f64, |m, x| m.max(x.abs()));
+    (mean, std, max)
+}
+
+#[test]
+fn default_initialization_statistics() -> anyhow::Result<()> {
+    manual_seed(0);
+    let s = store();
+    let fc = Linear::new(1000, 500, &s)?;
+    let bound = 1.0 / 1000f64.sqrt();
+    let (mean, std, max) = stats(fc.weight());
+    assert!(
+        max <= bound && max > 0.99 * bound,
+        "weight within U(±1/√fan_in): {max}"
+    );
+    assert!(mean.abs() < 1e-3 * 10.0 * bound, "{mean}");
+    assert!(
+        (std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.01,
+        "uniform std: {std}"
+    );
+    let (_, _, bmax) = stats(fc.bias().unwrap());
+    assert!(bmax <= bound && bmax > 0.9 * bound);
+    let conv = Conv2d::new(16, 32, (5, 5), Default::default(), &s.sub("conv"))?;
+    let cb = 1.0 / (16.0 * 25.0f64).sqrt();
+    assert!(stats(&s.var("conv.weight")?.as_tensor().clone()).2 <= cb);
+    assert!(stats(&s.var("conv.bias")?.as_tensor().clone()).2 <= cb);
+    let _ = conv;
+    // The other schemes, over (400, 600).
+    let (fi, fo) = (600.0f64, 400.0f64);
+    let cases = [
+        (Init::XavierUniform { gain: 1.0 }, (2.0 / (fi + fo)).sqrt()),
+        (
+            Init::XavierNormal { gain: 2.0 },
+            2.0 * (2.0 / (fi + fo)).sqrt(),
+        ),
+        (
+            Init::KaimingUniform {
+                nonlinearity: Nonlinearity::Relu,
+                mode: FanMode::FanIn,
+            },
+            (2.0 / fi).sqrt(),
+        ),
+        (
+            Init::KaimingNormal {
+                nonlinearity: Nonlinearity::Relu,
+                mode: FanMode::FanOut,
+            },
+            (2.0 / fo).sqrt(),
+        ),
+        (
+            Init::Normal {
+                mean: 0.0,
+                std: 0.02,
+            },
+            0.02,
+        ),
+        (
+            Init::Uniform {
+                low: -0.5,
+                high: 0.5,
+            },
+            1.0 / 12f64.sqrt(),
+        ),
+    ];
+    for (init, want_std) in cases {
+        let (mean, std, _) = stats(&init.tensor((400, 600), DType::F32, &Device::Cpu)?);
+        assert!(
+            (std / want_std - 1.0).abs() < 0.01,
+            "{init:?}: std {std} vs {want_std}"
+        );
+        assert!(mean.abs() < 0.01 * want_std * 3.0, "{init:?}: mean {mean}");
+    }
+    assert_eq!(
+        stats(&Init::Constant(0.3).tensor(5, DType::F32, &Device::Cpu)?).0 as f32,
+        0.3
+    );
+    assert_eq!(calculate_gain(Nonlinearity::Tanh), 5.0 / 3.0);
+    assert!(
+        (calculate_gain(Nonlinearity::LeakyRelu(5f64.sqrt())) - (1.0f64 / 3.0).sqrt()).abs()
+            < 1e-15
+    );
+    assert!(
+        Init::XavierUniform { gain: 1.0 }
+            .tensor(5, DType::F32, &Device::Cpu)
+            .is_err(),
+        "fans need 2-D"
+    );
+    Ok(())
+}
+
+#[test]
+fn cross_entropy_is_stable_for_huge_logits() -> anyhow::Result<()> {
+    let s = store();
+    let w = s.parameter("logits", (2, 3), |_, _, d| {
+        Ok(Tensor::new(&[[1e4f32, -1e4, 0.], [-1e4, 1e4, 5.]], d)?)
+    })?;
+    let t = Tensor::new(&[1u32, 0], &Device::Cpu)?;
+    let loss = cross_entropy(&w, &t)?;
+    let l = loss.to_scalar::<f32>()?;
+    assert!(l.is_finite() && (l - 2e4).abs() < 1.0, "{l}");
+    let g = Gradients::compute(&loss, &s)?;
+    g.check_finite()?;
+    let bce = binary_cross_entropy_with_logits(&w, &w.ones_like()?, None, None, Reduction::Sum)?;
+    assert!(bce.to_scalar::<f32>()?.is_finite());
+    Gradients::compute(&bce, &s)?.check_finite()?;
+    Ok(())
+}
+
+#[test]
+fn penalties_match_hand_computed_values() -> anyhow::Result<()> {
+    let s = store();
+    s.parameter("0.weight", (1, 2), |_, _, d| {
+        Ok(Tensor::new(&[[3f32, -4.]], d)?)
+    })?;
+    s.parameter("0.bias", 1, |_, _, d| Ok(Tensor::new(&[2f32], d)?))?;
+    s.parameter("1.weight", (1, 1), |_, _, d| {
+        Ok(Tensor::new(&[[10f32]], d)?)
+    })?;
+    use regularization::*;
+    assert_eq!(l1_penalty(&s, all)?.to_scalar::<f32>()?, 19.0);
+    assert_eq!(l2_penalty(&s, all)?.to_scalar::<f32>()?, 129.0);
+    assert_eq!(l2_penalty(&s, weights_only)?.to_scalar::<f32>()?, 125.0);
+    assert_eq!(
+        l1_penalty(&s, |n: &str, _: &Tensor| n.starts_with("0."))?.to_scalar::<f32>()?,
+        9.0
+    );
+    s.freeze("1")?;
+    assert_eq!(
+        l2_penalty(&s, weights_only)?.to_scalar::<f32>()?,
+        25.0,
+        "frozen parameters are not penalized"
+    );
+    Ok(())
+}
+
+#[test]
+fn no_grad_builds_no_graph_through_taper_layers() -> anyhow::Result<()> {
+    let s = store();
+    let model = Sequential::new(&s)
+        .append_with(|s| Linear::new(3, 2, s))?
+        .append(Activation::Tanh);
+    let x = Tensor::ones((1, 3), DType::F32, &Device::Cpu)?;
+    assert!(model.forward_t(&x, false)?.track_op());
+    assert!(!taper_tensor::no_grad(|| model.forward_t(&x, false))?.track_op());
+    Ok(())
+}
