@@ -1,6 +1,53 @@
 //! # taper-optim
 //!
-//! Optimizers (the source documents' forms and torch.optim's), learning-rate schedules and
-//! optimizer state save/load for Taper. (Being built: see the project's taper-optim issues.)
+//! Every optimizer of the source documents, exactly as they write it, and torch.optim's,
+//! with PyTorch's update rules and defaults, so trajectories match step for step.
+//!
+//! | algorithm | type | documents' form | PyTorch form |
+//! | --- | --- | --- | --- |
+//! | gradient descent (batch, stochastic, mini-batch) | [`Sgd`] | `Sgd::new(lr)` | `SGD(lr)` |
+//! | momentum as an exponential average | [`Sgd`] + [`Momentum::Ema`] | v ← βv + (1−β)g, v₀ = 0 | — |
+//! | heavy-ball / Nesterov momentum | [`Sgd`] + [`Momentum::Classic`] / [`Momentum::Nesterov`] | — | `SGD(momentum, dampening, nesterov)` |
+//! | AdaGrad | [`Adagrad`] | `Adagrad::documents(lr, eps)`: ε inside √ | `Adagrad(...)`: ε outside |
+//! | RMSProp | [`RmsProp`] | `RmsProp::documents(lr, beta, eps)`: ε inside √ | `RMSprop(...)`, centered, momentum |
+//! | Adam | [`Adam`] | m̂/(√v̂+ε) and m̂/√(v̂+ε) ([`EpsPlacement`]) | `Adam(...)`, amsgrad |
+//! | AdamW | [`Adam::adamw`] | — | `AdamW(...)` |
+//! | Adamax, NAdam, RAdam, Adadelta | [`Adamax`], [`NAdam`], [`RAdam`], [`Adadelta`] | — | same names |
+//! | Lion | [`Lion`] | — | (not in torch.optim) |
+//!
+//! Every algorithm is a [`Rule`] run by one [`Optimizer`]: parameter groups, per-parameter
+//! state keyed by name, [`WeightDecay`] coupled or decoupled, `maximize`, a NaN-skipping
+//! mode ([`NonFiniteGrads::Skip`]), and state saved through safetensors. Each rule's math
+//! is written once over [`Lane`] and runs on two paths: candle tensor ops (any device) and a
+//! fused in-place CPU loop (no allocation per step).
 
-pub use taper_tensor;
+mod adadelta;
+mod adagrad;
+mod adam;
+mod adamax;
+mod error;
+mod fused;
+mod lane;
+mod lion;
+mod nadam;
+mod optimizer;
+mod radam;
+mod rmsprop;
+mod rule;
+mod sgd;
+mod state;
+
+pub use adadelta::Adadelta;
+pub use adagrad::Adagrad;
+pub use adam::Adam;
+pub use adamax::Adamax;
+pub use error::{Error, Result};
+pub use lane::Lane;
+pub use lion::Lion;
+pub use nadam::NAdam;
+pub use optimizer::{Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
+pub use radam::RAdam;
+pub use rmsprop::RmsProp;
+pub use rule::{update, Common, EpsPlacement, Rule, WeightDecay};
+pub use sgd::{Momentum, Sgd};
+pub use state::{OptimizerState, STATE_FORMAT};

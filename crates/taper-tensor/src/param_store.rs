@@ -382,7 +382,9 @@ impl ParamStore {
             } else {
                 t
             };
-            out.push(e.name, Var::from_tensor(&t)?, e.kind)?;
+            // Same device and dtype return the variable itself; detaching makes
+            // `from_tensor` copy the storage, so the copy never aliases the original.
+            out.push(e.name, Var::from_tensor(&t.detach())?, e.kind)?;
         }
         Ok(out)
     }

@@ -136,7 +136,16 @@ fn copies_to_another_dtype_keep_names_order_and_flags() -> Result<()> {
         f64s.var("layers.0.bias")?.as_tensor().id(),
         store.var("layers.0.bias")?.as_tensor().id()
     );
-    assert!(store.to_device(&Device::Cpu)?.device().is_cpu());
+    // Same device and dtype: still a copy, not an alias.
+    let same = store.to_device(&Device::Cpu)?;
+    assert!(same.device().is_cpu());
+    let (orig, copy) = (store.var("layers.0.bias")?, same.var("layers.0.bias")?);
+    copy.set(&Tensor::ones(4, DType::F32, &Device::Cpu)?)?;
+    assert_eq!(
+        orig.to_vec1::<f32>()?,
+        [0.0; 4],
+        "the copy must not share storage"
+    );
     assert!(store.summary().contains("frozen"));
     Ok(())
 }

@@ -1,0 +1,109 @@
+//! Adadelta (Zeiler 2012).
+//!
+//! E[g²] ← ρE[g²] + (1 − ρ)g², Δ = √(E[Δ²] + ε)/√(E[g²] + ε)·g,
+//! E[Δ²] ← ρE[Δ²] + (1 − ρ)Δ², θ ← θ − η·Δ.
+//!
+//! PyTorch counterpart: `torch.optim.Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0,
+//! maximize=False)`.
+
+use crate::adam::check_eps;
+use crate::error::check;
+use crate::lane::Lane;
+use crate::rule::{Common, Rule};
+use crate::Result;
+
+/// Adadelta's hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adadelta {
+    /// Learning rate (default 1.0), weight decay, maximize.
+    pub common: Common,
+    /// ρ (default 0.9).
+    pub rho: f64,
+    /// ε (default 1e-6).
+    pub eps: f64,
+}
+
+impl Default for Adadelta {
+    fn default() -> Self {
+        Self {
+            common: Common::new(1.0),
+            rho: 0.9,
+            eps: 1e-6,
+        }
+    }
+}
+
+impl Adadelta {
+    /// PyTorch's Adadelta with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Self::default().with_lr(lr)
+    }
+
+    /// Builder: ρ.
+    pub fn rho(mut self, rho: f64) -> Self {
+        self.rho = rho;
+        self
+    }
+
+    /// Builder: ε.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+/// Per-step scalars of [`Adadelta`].
+#[derive(Debug, Clone, Copy)]
+pub struct AdadeltaStep {
+    lr: f64,
+}
+
+impl Rule for Adadelta {
+    const NAME: &'static str = "Adadelta";
+    type Step = AdadeltaStep;
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_eps("Adadelta", self.eps)?;
+        check(
+            "Adadelta",
+            "rho",
+            self.rho,
+            (0.0..=1.0).contains(&self.rho),
+            "rho in [0, 1]",
+        )
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        &["square_avg", "acc_delta"]
+    }
+
+    fn prepare(&self, _: u64, _: &mut [f64]) -> AdadeltaStep {
+        AdadeltaStep { lr: self.common.lr }
+    }
+
+    #[inline(always)]
+    fn direction<L: Lane>(
+        &self,
+        s: &AdadeltaStep,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err> {
+        state[0] = state[0]
+            .scale(self.rho)?
+            .add(&g.sqr()?.scale(1.0 - self.rho)?)?;
+        let std = state[0].affine(1.0, self.eps)?.sqrt()?;
+        let delta = state[1].affine(1.0, self.eps)?.sqrt()?.div(&std)?.mul(g)?;
+        state[1] = state[1]
+            .scale(self.rho)?
+            .add(&delta.sqr()?.scale(1.0 - self.rho)?)?;
+        delta.scale(s.lr)
+    }
+}

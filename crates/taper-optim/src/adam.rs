@@ -1,0 +1,188 @@
+//! Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019), with AMSGrad
+//! (Reddi et al. 2018) and both of the source documents' ε placements.
+//!
+//! m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ), and
+//! - `EpsPlacement::OutsideRoot`: θ ← θ − η·m̂/(√v̂ + ε) — the documents' first form and
+//!   PyTorch's (computed in PyTorch's order: (η/(1 − β₁ᵗ))·m / (√v/√(1 − β₂ᵗ) + ε));
+//! - `EpsPlacement::InsideRoot`: θ ← θ − η·m̂/√(v̂ + ε) — the documents' second form.
+//!
+//! AdamW is Adam with `WeightDecay::Decoupled` (PyTorch's default λ = 0.01).
+//!
+//! PyTorch counterparts: `torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+//! weight_decay=0, amsgrad=False, maximize=False)` and `torch.optim.AdamW(..., weight_decay=1e-2)`.
+
+use crate::error::check;
+use crate::lane::Lane;
+use crate::rule::{Common, EpsPlacement, Rule, WeightDecay};
+use crate::Result;
+
+/// Adam's hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adam {
+    /// Learning rate (default 1e-3), weight decay (default none), maximize.
+    pub common: Common,
+    /// β₁ (default 0.9).
+    pub beta1: f64,
+    /// β₂ (default 0.999).
+    pub beta2: f64,
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// Use the running maximum of v (AMSGrad; default false).
+    pub amsgrad: bool,
+    /// Where ε goes (default outside the root, as PyTorch).
+    pub eps_placement: EpsPlacement,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Self::new(1e-3)
+    }
+}
+
+impl Adam {
+    /// Adam with PyTorch's defaults and learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            common: Common::new(lr),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: false,
+            eps_placement: EpsPlacement::OutsideRoot,
+        }
+    }
+
+    /// AdamW: PyTorch's defaults, decoupled weight decay 0.01.
+    pub fn adamw(lr: f64) -> Self {
+        Self::new(lr).with_weight_decay(WeightDecay::Decoupled(0.01))
+    }
+
+    /// Builder: (β₁, β₂).
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
+    }
+
+    /// Builder: ε.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Builder: AMSGrad.
+    pub fn amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+
+    /// Builder: ε placement.
+    pub fn eps_placement(mut self, placement: EpsPlacement) -> Self {
+        self.eps_placement = placement;
+        self
+    }
+}
+
+pub(crate) fn check_betas(name: &'static str, b1: f64, b2: f64) -> Result<()> {
+    check(
+        name,
+        "beta1",
+        b1,
+        (0.0..1.0).contains(&b1),
+        "beta1 in [0, 1)",
+    )?;
+    check(
+        name,
+        "beta2",
+        b2,
+        (0.0..1.0).contains(&b2),
+        "beta2 in [0, 1)",
+    )
+}
+
+pub(crate) fn check_eps(name: &'static str, eps: f64) -> Result<()> {
+    check(
+        name,
+        "eps",
+        eps,
+        eps > 0.0 && eps.is_finite(),
+        "a finite eps > 0",
+    )
+}
+
+/// Per-step scalars of [`Adam`].
+#[derive(Debug, Clone, Copy)]
+pub struct AdamStep {
+    step_size: f64,
+    bc2: f64,
+    bc2_sqrt: f64,
+}
+
+impl Rule for Adam {
+    const NAME: &'static str = "Adam";
+    type Step = AdamStep;
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_betas("Adam", self.beta1, self.beta2)?;
+        check_eps("Adam", self.eps)
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        if self.amsgrad {
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        } else {
+            &["exp_avg", "exp_avg_sq"]
+        }
+    }
+
+    fn prepare(&self, step: u64, _: &mut [f64]) -> AdamStep {
+        let t = step as i32;
+        let bc2 = 1.0 - self.beta2.powi(t);
+        AdamStep {
+            step_size: self.common.lr / (1.0 - self.beta1.powi(t)),
+            bc2,
+            bc2_sqrt: bc2.sqrt(),
+        }
+    }
+
+    #[inline(always)]
+    fn direction<L: Lane>(
+        &self,
+        s: &AdamStep,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err> {
+        state[0] = state[0].ema(g, self.beta1)?;
+        state[1] = state[1]
+            .scale(self.beta2)?
+            .add(&g.sqr()?.scale(1.0 - self.beta2)?)?;
+        let v = if self.amsgrad {
+            state[2] = state[2].maximum(&state[1])?;
+            &state[2]
+        } else {
+            &state[1]
+        };
+        let denom = match self.eps_placement {
+            EpsPlacement::OutsideRoot => v.sqrt()?.affine(1.0 / s.bc2_sqrt, self.eps)?,
+            EpsPlacement::InsideRoot => v.affine(1.0 / s.bc2, self.eps)?.sqrt()?,
+        };
+        state[0].div(&denom)?.scale(s.step_size)
+    }
+
+    fn momentum(&self) -> Option<f64> {
+        Some(self.beta1)
+    }
+
+    fn set_momentum(&mut self, m: f64) -> bool {
+        self.beta1 = m;
+        true
+    }
+}

@@ -1,0 +1,107 @@
+//! Adamax, Adam's infinity-norm variant (Kingma & Ba 2015, section 7.1).
+//!
+//! m ← β₁m + (1 − β₁)g, u ← max(β₂u, |g| + ε), θ ← θ − (η/(1 − β₁ᵗ))·m/u.
+//! (ε inside the max, as PyTorch.)
+//!
+//! PyTorch counterpart: `torch.optim.Adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+//! weight_decay=0, maximize=False)`.
+
+use crate::adam::{check_betas, check_eps};
+use crate::lane::Lane;
+use crate::rule::{Common, Rule};
+use crate::Result;
+
+/// Adamax's hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adamax {
+    /// Learning rate (default 2e-3), weight decay, maximize.
+    pub common: Common,
+    /// β₁ (default 0.9).
+    pub beta1: f64,
+    /// β₂ (default 0.999).
+    pub beta2: f64,
+    /// ε (default 1e-8).
+    pub eps: f64,
+}
+
+impl Default for Adamax {
+    fn default() -> Self {
+        Self::new(2e-3)
+    }
+}
+
+impl Adamax {
+    /// PyTorch's Adamax with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            common: Common::new(lr),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// Builder: (β₁, β₂).
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
+    }
+}
+
+/// Per-step scalars of [`Adamax`].
+#[derive(Debug, Clone, Copy)]
+pub struct AdamaxStep {
+    clr: f64,
+}
+
+impl Rule for Adamax {
+    const NAME: &'static str = "Adamax";
+    type Step = AdamaxStep;
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_betas("Adamax", self.beta1, self.beta2)?;
+        check_eps("Adamax", self.eps)
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        &["exp_avg", "exp_inf"]
+    }
+
+    fn prepare(&self, step: u64, _: &mut [f64]) -> AdamaxStep {
+        AdamaxStep {
+            clr: self.common.lr / (1.0 - self.beta1.powi(step as i32)),
+        }
+    }
+
+    #[inline(always)]
+    fn direction<L: Lane>(
+        &self,
+        s: &AdamaxStep,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err> {
+        state[0] = state[0].ema(g, self.beta1)?;
+        state[1] = state[1]
+            .scale(self.beta2)?
+            .maximum(&g.abs()?.affine(1.0, self.eps)?)?;
+        state[0].div(&state[1])?.scale(s.clr)
+    }
+
+    fn momentum(&self) -> Option<f64> {
+        Some(self.beta1)
+    }
+
+    fn set_momentum(&mut self, m: f64) -> bool {
+        self.beta1 = m;
+        true
+    }
+}

@@ -1,0 +1,81 @@
+//! The error type of taper-optim.
+
+/// Everything that can go wrong building, stepping, saving or loading an optimizer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from taper-tensor.
+    #[error(transparent)]
+    Tensor(#[from] taper_tensor::Error),
+
+    /// An error raised by candle inside an op.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A hyperparameter is out of range; raised when the optimizer is built or changed.
+    #[error("{optimizer}: invalid `{field}` = {value} ({expected})")]
+    InvalidHyperparameter {
+        /// The optimizer (e.g. `Adam`).
+        optimizer: &'static str,
+        /// The hyperparameter's name, as torch.optim names it.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+
+    /// A gradient's shape differs from its parameter's.
+    #[error("gradient of `{name}` has shape {actual:?}, but the parameter has shape {expected:?}")]
+    GradientShape {
+        /// The parameter.
+        name: String,
+        /// The parameter's shape.
+        expected: Vec<usize>,
+        /// The gradient's shape.
+        actual: Vec<usize>,
+    },
+
+    /// A parameter group selected no parameters.
+    #[error("parameter group `{group}` matches no trainable parameter")]
+    EmptyGroup {
+        /// A description of the group's selector.
+        group: String,
+    },
+
+    /// Saved optimizer state does not fit this optimizer's parameters.
+    #[error("optimizer state does not fit: {0}")]
+    StateMismatch(String),
+
+    /// A state file could not be read or written.
+    #[error("optimizer state file `{path}`: {reason}")]
+    StateFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The result type of taper-optim.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Checks a hyperparameter, else [`Error::InvalidHyperparameter`].
+pub(crate) fn check(
+    optimizer: &'static str,
+    field: &'static str,
+    value: f64,
+    ok: bool,
+    expected: &'static str,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidHyperparameter {
+            optimizer,
+            field,
+            value: value.to_string(),
+            expected,
+        })
+    }
+}

@@ -1,0 +1,233 @@
+//! The fused CPU path: one pass over memory that updates a parameter and its state in place.
+//!
+//! Candle gives mutable access to a tensor's storage only through in-place custom ops, one
+//! tensor per op. [`with_slices`] nests one op per tensor (parameter, then each state
+//! tensor) so the innermost code holds all of them as `&mut [T]`, with the gradient as `&[T]`.
+//! The element loop then runs [`crate::rule::update`] on scalars: the same formula as the
+//! tensor path, with no allocation and no intermediate tensors. Large tensors are split into
+//! chunks updated on rayon's threads.
+
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::lane::Lane;
+use crate::rule::{update, Rule};
+use crate::{Error, Result};
+
+/// Elements per chunk handed to one thread.
+const CHUNK: usize = 1 << 15;
+
+/// The float types the fused path handles.
+pub(crate) trait FusedFloat:
+    Lane<Err = std::convert::Infallible> + Copy + Send + Sync + 'static
+{
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
+    fn slice(s: &CpuStorage) -> Option<&[Self]>;
+}
+
+impl FusedFloat for f32 {
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice(s: &CpuStorage) -> Option<&[Self]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl FusedFloat for f64 {
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice(s: &CpuStorage) -> Option<&[Self]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the fused path applies: CPU, f32 or f64, one dtype, contiguous, at most 3 state
+/// tensors, all the same size.
+pub(crate) fn eligible(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
+    let dt = p.dtype();
+    let n = p.elem_count();
+    p.device().is_cpu()
+        && matches!(dt, DType::F32 | DType::F64)
+        && state.len() <= 3
+        && std::iter::once(g)
+            .chain(state)
+            .chain(std::iter::once(p))
+            .all(|t| {
+                t.device().is_cpu() && t.dtype() == dt && t.is_contiguous() && t.elem_count() == n
+            })
+}
+
+/// Runs one fused update of `p` (and `state`) with gradient `g`. Call only when [`eligible`].
+pub(crate) fn step<R: Rule>(
+    rule: &R,
+    s: &R::Step,
+    p: &Tensor,
+    g: &Tensor,
+    state: &[Tensor],
+) -> Result<()> {
+    match p.dtype() {
+        DType::F32 => run::<R, f32>(rule, s, p, g, state),
+        DType::F64 => run::<R, f64>(rule, s, p, g, state),
+        dt => Err(Error::Candle(candle_core::Error::Msg(format!(
+            "fused step: unsupported dtype {dt:?}"
+        )))),
+    }
+}
+
+fn run<R: Rule, T: FusedFloat>(
+    rule: &R,
+    s: &R::Step,
+    p: &Tensor,
+    g: &Tensor,
+    state: &[Tensor],
+) -> Result<()> {
+    let mut tensors = vec![p];
+    tensors.extend(state);
+    with_slices::<T>(&tensors, g, &mut |muts, g| {
+        let (p, st) = muts
+            .split_first_mut()
+            .expect("the parameter is always first");
+        match st {
+            [] => chunked::<R, T, 0>(rule, s, p, g, []),
+            [a] => chunked::<R, T, 1>(rule, s, p, g, [a]),
+            [a, b] => chunked::<R, T, 2>(rule, s, p, g, [a, b]),
+            [a, b, c] => chunked::<R, T, 3>(rule, s, p, g, [a, b, c]),
+            _ => unreachable!("eligible() admits at most 3 state tensors"),
+        }
+    })
+}
+
+fn chunked<R: Rule, T: FusedFloat, const K: usize>(
+    rule: &R,
+    s: &R::Step,
+    p: &mut [T],
+    g: &[T],
+    st: [&mut &mut [T]; K],
+) {
+    if p.len() <= CHUNK {
+        return kernel::<R, T, K>(rule, s, p, g, st.map(|x| &mut **x));
+    }
+    let mut its = st.map(|x| x.chunks_mut(CHUNK));
+    let work: Vec<(&mut [T], &[T], [&mut [T]; K])> = p
+        .chunks_mut(CHUNK)
+        .zip(g.chunks(CHUNK))
+        .map(|(pc, gc)| {
+            (
+                pc,
+                gc,
+                std::array::from_fn(|k| its[k].next().expect("state chunks match the parameter's")),
+            )
+        })
+        .collect();
+    work.into_par_iter()
+        .for_each(|(pc, gc, sc)| kernel::<R, T, K>(rule, s, pc, gc, sc));
+}
+
+#[inline(always)]
+fn kernel<R: Rule, T: FusedFloat, const K: usize>(
+    rule: &R,
+    s: &R::Step,
+    p: &mut [T],
+    g: &[T],
+    st: [&mut [T]; K],
+) {
+    let n = p.len().min(g.len());
+    for i in 0..n {
+        let mut v: [T; K] = std::array::from_fn(|k| st[k][i]);
+        let Ok(new) = update(rule, s, &p[i], &g[i], &mut v);
+        p[i] = new;
+        for (k, x) in v.into_iter().enumerate() {
+            st[k][i] = x;
+        }
+    }
+}
+
+type SliceFn<'f, T> = dyn FnMut(&mut [&mut [T]], &[T]) + 'f;
+
+/// Calls `f` with mutable slices of every tensor in `muts` and a read slice of `read`.
+fn with_slices<T: FusedFloat>(
+    muts: &[&Tensor],
+    read: &Tensor,
+    f: &mut SliceFn<'_, T>,
+) -> Result<()> {
+    let first = Nest {
+        acc: RefCell::new(Some(Vec::new())),
+        rest: &muts[1..],
+        read,
+        f: RefCell::new(f),
+    };
+    Ok(muts[0].inplace_op1(&first)?)
+}
+
+/// One level of nesting: takes the slices gathered so far, adds this tensor's, and either
+/// recurses into the next tensor or, at the end, reads the gradient and calls `f`.
+struct Nest<'a, 'b, 'f, T> {
+    acc: RefCell<Option<Vec<&'a mut [T]>>>,
+    rest: &'b [&'b Tensor],
+    read: &'b Tensor,
+    f: RefCell<&'b mut SliceFn<'f, T>>,
+}
+
+fn contiguous<'s, T>(s: &'s mut [T], l: &Layout) -> candle_core::Result<&'s mut [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut s[a..b]),
+        None => candle_core::bail!("fused step: tensor is not contiguous"),
+    }
+}
+
+impl<T: FusedFloat> InplaceOp1 for Nest<'_, '_, '_, T> {
+    fn name(&self) -> &'static str {
+        "taper-fused-optimizer-step"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let Some(slice) = T::slice_mut(storage) else {
+            candle_core::bail!("fused step: dtype changed under the optimizer")
+        };
+        let slice = contiguous(slice, layout)?;
+        let Some(acc) = self.acc.borrow_mut().take() else {
+            candle_core::bail!("fused step: storage visited twice")
+        };
+        let mut acc: Vec<&mut [T]> = acc;
+        acc.push(slice);
+        let mut f = self.f.borrow_mut();
+        match self.rest.split_first() {
+            Some((next, rest)) => {
+                let nest = Nest {
+                    acc: RefCell::new(Some(acc)),
+                    rest,
+                    read: self.read,
+                    f: RefCell::new(&mut **f),
+                };
+                next.inplace_op1(&nest)
+            }
+            None => {
+                let (guard, l) = self.read.storage_and_layout();
+                let Storage::Cpu(cpu) = &*guard else {
+                    candle_core::bail!("fused step: gradient is not on the CPU")
+                };
+                let (Some(g), Some((a, b))) = (T::slice(cpu), l.contiguous_offsets()) else {
+                    candle_core::bail!("fused step: gradient dtype or layout does not fit")
+                };
+                (*f)(&mut acc, &g[a..b]);
+                Ok(())
+            }
+        }
+    }
+}

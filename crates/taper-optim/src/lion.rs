@@ -1,0 +1,98 @@
+//! Lion: evolved sign momentum (Chen et al. 2023, "Symbolic Discovery of Optimization
+//! Algorithms"). Not in torch.optim.
+//!
+//! c = β₁m + (1 − β₁)g, θ ← θ − η·sign(c), m ← β₂m + (1 − β₂)g. Weight decay, as in the
+//! paper, is decoupled: use `WeightDecay::Decoupled(λ)` (θ ← θ(1 − ηλ) first). The paper
+//! recommends a learning rate 3–10× smaller than AdamW's.
+
+use crate::adam::check_betas;
+use crate::lane::Lane;
+use crate::rule::{Common, Rule};
+use crate::Result;
+
+/// Lion's hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lion {
+    /// Learning rate (default 1e-4), weight decay, maximize.
+    pub common: Common,
+    /// β₁, the interpolation for the update (default 0.9).
+    pub beta1: f64,
+    /// β₂, the momentum's decay (default 0.99).
+    pub beta2: f64,
+}
+
+impl Default for Lion {
+    fn default() -> Self {
+        Self::new(1e-4)
+    }
+}
+
+impl Lion {
+    /// Lion with the paper's defaults and learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            common: Common::new(lr),
+            beta1: 0.9,
+            beta2: 0.99,
+        }
+    }
+
+    /// Builder: (β₁, β₂).
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
+    }
+}
+
+/// Per-step scalars of [`Lion`].
+#[derive(Debug, Clone, Copy)]
+pub struct LionStep {
+    lr: f64,
+}
+
+impl Rule for Lion {
+    const NAME: &'static str = "Lion";
+    type Step = LionStep;
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_betas("Lion", self.beta1, self.beta2)
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        &["exp_avg"]
+    }
+
+    fn prepare(&self, _: u64, _: &mut [f64]) -> LionStep {
+        LionStep { lr: self.common.lr }
+    }
+
+    #[inline(always)]
+    fn direction<L: Lane>(
+        &self,
+        s: &LionStep,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err> {
+        let c = state[0].ema(g, self.beta1)?;
+        state[0] = state[0].ema(g, self.beta2)?;
+        c.sign()?.scale(s.lr)
+    }
+
+    fn momentum(&self) -> Option<f64> {
+        Some(self.beta1)
+    }
+
+    fn set_momentum(&mut self, m: f64) -> bool {
+        self.beta1 = m;
+        true
+    }
+}

@@ -1,0 +1,318 @@
+//! `Optimizer`: runs a [`Rule`] over named parameters, in groups, keeping per-parameter state.
+//!
+//! State is keyed by parameter name (never by candle's per-process `TensorId`), counted per
+//! parameter as torch.optim does (a parameter that gets no gradient in a step does not
+//! advance), and stored as plain tensors and scalars ([`ParamState`]).
+
+use std::collections::HashMap;
+
+use candle_core::{Tensor, Var};
+use taper_tensor::{Gradients, ParamStore};
+
+use crate::rule::{update, Rule};
+use crate::{fused, Error, Result};
+
+/// Which implementation runs the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Path {
+    /// The fused in-place CPU loop where it applies (CPU, f32/f64, contiguous), else tensor ops.
+    #[default]
+    Auto,
+    /// Always candle tensor ops (works on every device and dtype).
+    Generic,
+}
+
+/// What `step` does when a gradient holds NaN or infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFiniteGrads {
+    /// Update anyway, as torch.optim does (state may become NaN).
+    #[default]
+    Apply,
+    /// Check every gradient first; if any is not finite, skip the whole step (no parameter,
+    /// state or step count changes) and name the offenders in the [`StepReport`]. Costs one
+    /// extra pass over the gradients.
+    Skip,
+}
+
+/// What one `step` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Number of parameters updated.
+    pub updated: usize,
+    /// Parameters of the optimizer that received no gradient (not updated).
+    pub missing: Vec<String>,
+    /// With [`NonFiniteGrads::Skip`]: the parameters whose gradients were not finite.
+    pub non_finite: Vec<String>,
+    /// True when the step was skipped because of non-finite gradients.
+    pub skipped: bool,
+}
+
+/// A set of parameters sharing one configuration of the rule.
+#[derive(Debug, Clone)]
+pub struct Group<R> {
+    /// The group's hyperparameters.
+    pub rule: R,
+    label: String,
+    params: Vec<(String, Var)>,
+}
+
+impl<R> Group<R> {
+    /// The group's label (`default` or the one given to `add_group`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The names of the group's parameters, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// Per-parameter optimizer state: the step count, the rule's scalars and its tensors.
+#[derive(Debug, Clone)]
+pub struct ParamState {
+    /// How many updates this parameter has received.
+    pub step: u64,
+    /// Scalars named by `Rule::scalar_names`.
+    pub scalars: Vec<f64>,
+    /// Tensors named by `Rule::state_names`.
+    pub tensors: Vec<Tensor>,
+}
+
+/// An optimizer: a rule applied to groups of named parameters.
+///
+/// ```
+/// use taper_optim::{Adam, Optimizer, Rule};
+/// use taper_tensor::{Gradients, ParamStore, Tensor, DType, Device};
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let w = store.parameter("w", 2, |_, _, d| Ok(Tensor::new(&[1f32, -1.], d)?))?;
+/// let mut opt = Optimizer::new(Adam::new(0.1), &store)?;
+/// for _ in 0..100 {
+///     let loss = w.sqr()?.sum_all()?;
+///     opt.step(&Gradients::compute(&loss, &store)?)?;
+/// }
+/// assert!(w.abs()?.max_all()?.to_scalar::<f32>()? < 0.05);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Optimizer<R: Rule> {
+    groups: Vec<Group<R>>,
+    state: HashMap<String, ParamState>,
+    steps: u64,
+    path: Path,
+    non_finite: NonFiniteGrads,
+}
+
+impl<R: Rule> Optimizer<R> {
+    /// An optimizer over the trainable parameters of `store` (frozen ones and buffers
+    /// excluded), all in one group with `rule`'s hyperparameters.
+    pub fn new(rule: R, store: &ParamStore) -> Result<Self> {
+        Self::from_vars(rule, store.trainable())
+    }
+
+    /// An optimizer over any named candle variables (e.g. a candle-nn `VarMap`'s).
+    pub fn from_vars(rule: R, params: Vec<(String, Var)>) -> Result<Self> {
+        validate(&rule)?;
+        Ok(Self {
+            groups: vec![Group {
+                rule,
+                label: "default".into(),
+                params,
+            }],
+            state: HashMap::new(),
+            steps: 0,
+            path: Path::Auto,
+            non_finite: NonFiniteGrads::Apply,
+        })
+    }
+
+    /// Moves the parameters whose names satisfy `select` into a new group with its own
+    /// hyperparameters (e.g. no weight decay on biases). Returns how many moved; selecting
+    /// none is an error.
+    pub fn add_group(
+        &mut self,
+        label: &str,
+        select: impl Fn(&str) -> bool,
+        rule: R,
+    ) -> Result<usize> {
+        validate(&rule)?;
+        let mut moved = Vec::new();
+        for g in &mut self.groups {
+            let (take, keep): (Vec<_>, Vec<_>) = g.params.drain(..).partition(|(n, _)| select(n));
+            g.params = keep;
+            moved.extend(take);
+        }
+        if moved.is_empty() {
+            return Err(Error::EmptyGroup {
+                group: label.to_string(),
+            });
+        }
+        let n = moved.len();
+        self.groups.push(Group {
+            rule,
+            label: label.to_string(),
+            params: moved,
+        });
+        Ok(n)
+    }
+
+    /// Chooses the execution path (default [`Path::Auto`]).
+    pub fn with_path(mut self, path: Path) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Chooses what happens on non-finite gradients (default [`NonFiniteGrads::Apply`]).
+    pub fn with_non_finite(mut self, policy: NonFiniteGrads) -> Self {
+        self.non_finite = policy;
+        self
+    }
+
+    /// The groups, in order (the first is `default`).
+    pub fn groups(&self) -> &[Group<R>] {
+        &self.groups
+    }
+
+    /// Changes group `i`'s hyperparameters through `f`, then validates them; an invalid
+    /// change is rolled back and returned as the error.
+    pub fn update_group(&mut self, i: usize, f: impl FnOnce(&mut R)) -> Result<()> {
+        let Some(group) = self.groups.get_mut(i) else {
+            return Err(Error::EmptyGroup {
+                group: format!("#{i}"),
+            });
+        };
+        let mut rule = group.rule.clone();
+        f(&mut rule);
+        validate(&rule)?;
+        group.rule = rule;
+        Ok(())
+    }
+
+    /// The learning rate of the first group.
+    pub fn lr(&self) -> f64 {
+        self.groups[0].rule.common().lr
+    }
+
+    /// Sets the learning rate of every group.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        for i in 0..self.groups.len() {
+            self.update_group(i, |r| r.common_mut().lr = lr)?;
+        }
+        Ok(())
+    }
+
+    /// Number of steps taken (skipped ones not counted).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The state of parameter `name`, once it has been updated.
+    pub fn state(&self, name: &str) -> Option<&ParamState> {
+        self.state.get(name)
+    }
+
+    pub(crate) fn state_map(&self) -> &HashMap<String, ParamState> {
+        &self.state
+    }
+
+    pub(crate) fn state_map_mut(&mut self) -> &mut HashMap<String, ParamState> {
+        &mut self.state
+    }
+
+    pub(crate) fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// All (name, variable, group index) triples, in order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &Var, usize)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.params.iter().map(move |(n, v)| (n.as_str(), v, i)))
+    }
+
+    /// Computes the gradients of `loss` for this optimizer's parameters and steps.
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<StepReport> {
+        let grads = loss.backward()?;
+        let params: Vec<(String, Var)> = self
+            .params()
+            .map(|(n, v, _)| (n.to_string(), v.clone()))
+            .collect();
+        self.step(&Gradients::from_grad_store(&grads, &params))
+    }
+
+    /// Updates every parameter that has a gradient in `grads`.
+    pub fn step(&mut self, grads: &Gradients) -> Result<StepReport> {
+        let mut report = StepReport::default();
+        if self.non_finite == NonFiniteGrads::Skip {
+            report.non_finite = grads.non_finite()?;
+            if !report.non_finite.is_empty() {
+                report.skipped = true;
+                return Ok(report);
+            }
+        }
+        for group in &self.groups {
+            for (name, var) in &group.params {
+                let Some(g) = grads.get(name) else {
+                    report.missing.push(name.clone());
+                    continue;
+                };
+                if g.dims() != var.dims() {
+                    return Err(Error::GradientShape {
+                        name: name.clone(),
+                        expected: var.dims().to_vec(),
+                        actual: g.dims().to_vec(),
+                    });
+                }
+                let st = match self.state.get_mut(name) {
+                    Some(st) => st,
+                    None => self
+                        .state
+                        .entry(name.clone())
+                        .or_insert(init_state(&group.rule, var)?),
+                };
+                apply(&group.rule, self.path, var, g, st)?;
+                report.updated += 1;
+            }
+        }
+        self.steps += 1;
+        Ok(report)
+    }
+}
+
+fn validate<R: Rule>(rule: &R) -> Result<()> {
+    rule.common().validate(R::NAME)?;
+    rule.validate()
+}
+
+pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
+    let tensors = (0..rule.state_names().len())
+        .map(|i| {
+            Ok(var
+                .as_tensor()
+                .ones_like()?
+                .affine(rule.initial_state(i), 0.0)?)
+        })
+        .collect::<Result<_>>()?;
+    let scalars = (0..rule.scalar_names().len())
+        .map(|i| rule.initial_scalar(i))
+        .collect();
+    Ok(ParamState {
+        step: 0,
+        scalars,
+        tensors,
+    })
+}
+
+fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamState) -> Result<()> {
+    st.step += 1;
+    let s = rule.prepare(st.step, &mut st.scalars);
+    let p = var.as_tensor();
+    if path == Path::Auto && fused::eligible(p, g, &st.tensors) {
+        return fused::step(rule, &s, p, g, &st.tensors);
+    }
+    let g = g.to_dtype(p.dtype())?.detach();
+    let new = update(rule, &s, &p.detach(), &g, &mut st.tensors)?;
+    var.set(&new)?;
+    Ok(())
+}

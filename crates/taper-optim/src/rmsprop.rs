@@ -1,0 +1,179 @@
+//! RMSProp (Tieleman & Hinton 2012, lecture 6.5), in the source documents' form and PyTorch's.
+//!
+//! E ← αE + (1 − α)g², θ ← θ − η·g / D with
+//! - `EpsPlacement::InsideRoot`: D = √(E + ε) — the documents' form (their β is α here);
+//! - `EpsPlacement::OutsideRoot`: D = √E + ε — PyTorch's form (the default here).
+//!
+//! `centered` subtracts the squared running mean of g from E (Graves 2013); `momentum`
+//! accumulates b ← μb + g/D and steps θ ← θ − η·b.
+//!
+//! PyTorch counterpart: `torch.optim.RMSprop(lr=1e-2, alpha=0.99, eps=1e-8,
+//! weight_decay=0, momentum=0, centered=False, maximize=False)`.
+
+use crate::adam::check_eps;
+use crate::error::check;
+use crate::lane::Lane;
+use crate::rule::{Common, EpsPlacement, Rule};
+use crate::Result;
+
+/// RMSProp's hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmsProp {
+    /// Learning rate (default 1e-2), weight decay, maximize.
+    pub common: Common,
+    /// Smoothing constant α (default 0.99).
+    pub alpha: f64,
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// Normalize by the estimated variance instead of the second moment (default false).
+    pub centered: bool,
+    /// Momentum μ (default 0: none).
+    pub momentum: f64,
+    /// Where ε goes (default outside the root, as PyTorch).
+    pub eps_placement: EpsPlacement,
+}
+
+impl Default for RmsProp {
+    fn default() -> Self {
+        Self::new(1e-2)
+    }
+}
+
+impl RmsProp {
+    /// PyTorch's RMSprop with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            common: Common::new(lr),
+            alpha: 0.99,
+            eps: 1e-8,
+            centered: false,
+            momentum: 0.0,
+            eps_placement: EpsPlacement::OutsideRoot,
+        }
+    }
+
+    /// The documents' RMSProp: E ← βE + (1 − β)g², θ ← θ − η·g/√(E + ε).
+    pub fn documents(lr: f64, beta: f64, eps: f64) -> Self {
+        Self::new(lr)
+            .alpha(beta)
+            .eps(eps)
+            .eps_placement(EpsPlacement::InsideRoot)
+    }
+
+    /// Builder: α.
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Builder: ε.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Builder: centered.
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.centered = centered;
+        self
+    }
+
+    /// Builder: momentum.
+    pub fn with_momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Builder: ε placement.
+    pub fn eps_placement(mut self, placement: EpsPlacement) -> Self {
+        self.eps_placement = placement;
+        self
+    }
+}
+
+/// Per-step scalars of [`RmsProp`].
+#[derive(Debug, Clone, Copy)]
+pub struct RmsPropStep {
+    lr: f64,
+}
+
+impl Rule for RmsProp {
+    const NAME: &'static str = "RMSprop";
+    type Step = RmsPropStep;
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_eps("RMSprop", self.eps)?;
+        check(
+            "RMSprop",
+            "alpha",
+            self.alpha,
+            (0.0..1.0).contains(&self.alpha),
+            "alpha in [0, 1)",
+        )?;
+        check(
+            "RMSprop",
+            "momentum",
+            self.momentum,
+            (0.0..=1.0).contains(&self.momentum),
+            "momentum in [0, 1]",
+        )
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        match (self.centered, self.momentum > 0.0) {
+            (false, false) => &["square_avg"],
+            (true, false) => &["square_avg", "grad_avg"],
+            (false, true) => &["square_avg", "momentum_buffer"],
+            (true, true) => &["square_avg", "grad_avg", "momentum_buffer"],
+        }
+    }
+
+    fn prepare(&self, _: u64, _: &mut [f64]) -> RmsPropStep {
+        RmsPropStep { lr: self.common.lr }
+    }
+
+    #[inline(always)]
+    fn direction<L: Lane>(
+        &self,
+        s: &RmsPropStep,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err> {
+        state[0] = state[0]
+            .scale(self.alpha)?
+            .add(&g.sqr()?.scale(1.0 - self.alpha)?)?;
+        let avg = if self.centered {
+            state[1] = state[1].ema(g, self.alpha)?;
+            state[0].sub(&state[1].sqr()?)?
+        } else {
+            state[0].clone()
+        };
+        let step = g.div(&self.eps_placement.denom(&avg, self.eps)?)?;
+        if self.momentum > 0.0 {
+            let b = state.len() - 1;
+            state[b] = state[b].scale(self.momentum)?.add(&step)?;
+            state[b].scale(s.lr)
+        } else {
+            step.scale(s.lr)
+        }
+    }
+
+    fn momentum(&self) -> Option<f64> {
+        (self.momentum > 0.0).then_some(self.momentum)
+    }
+
+    fn set_momentum(&mut self, m: f64) -> bool {
+        if self.momentum > 0.0 {
+            self.momentum = m;
+        }
+        self.momentum > 0.0
+    }
+}

@@ -1,0 +1,201 @@
+//! `Rule`: what an optimizer algorithm is, and the options every algorithm shares.
+//!
+//! An algorithm is a plain config struct (its hyperparameters, with documented defaults)
+//! that implements [`Rule`]: which per-parameter state it keeps, the per-step scalars it
+//! derives from the step count (bias corrections, rates), and its update direction written
+//! once over [`Lane`]. [`update`] composes that direction with the shared options:
+//! `maximize` and weight decay, coupled or decoupled.
+
+use std::fmt::Debug;
+
+use crate::lane::Lane;
+use crate::Result;
+
+/// How weight decay enters the update.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum WeightDecay {
+    /// No weight decay.
+    #[default]
+    None,
+    /// Coupled L2: λ·θ is added to the gradient before the rule sees it (torch.optim's
+    /// `weight_decay` for SGD, Adam, Adagrad, RMSprop, ...).
+    L2(f64),
+    /// Decoupled (AdamW, Loshchilov & Hutter 2019): θ ← θ·(1 − η·λ) before the update.
+    Decoupled(f64),
+}
+
+impl WeightDecay {
+    /// The coefficient λ (0 for `None`).
+    pub fn value(&self) -> f64 {
+        match *self {
+            WeightDecay::None => 0.0,
+            WeightDecay::L2(v) | WeightDecay::Decoupled(v) => v,
+        }
+    }
+}
+
+/// Where ε goes in adaptive methods' denominators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EpsPlacement {
+    /// √(v) + ε: PyTorch's form (and the documents' first Adam form).
+    #[default]
+    OutsideRoot,
+    /// √(v + ε): the documents' AdaGrad, RMSProp and second Adam form.
+    InsideRoot,
+}
+
+impl EpsPlacement {
+    /// The denominator √v + ε or √(v + ε).
+    #[inline(always)]
+    pub fn denom<L: Lane>(self, v: &L, eps: f64) -> std::result::Result<L, L::Err> {
+        match self {
+            EpsPlacement::OutsideRoot => v.sqrt()?.affine(1.0, eps),
+            EpsPlacement::InsideRoot => v.affine(1.0, eps)?.sqrt(),
+        }
+    }
+}
+
+/// Options every optimizer has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Common {
+    /// The learning rate η.
+    pub lr: f64,
+    /// Weight decay, coupled or decoupled.
+    pub weight_decay: WeightDecay,
+    /// Maximize the objective instead of minimizing it (the gradient is negated first).
+    pub maximize: bool,
+}
+
+impl Common {
+    /// Learning rate `lr`, no weight decay, minimizing.
+    pub fn new(lr: f64) -> Self {
+        Self {
+            lr,
+            weight_decay: WeightDecay::None,
+            maximize: false,
+        }
+    }
+
+    pub(crate) fn validate(&self, name: &'static str) -> Result<()> {
+        crate::error::check(
+            name,
+            "lr",
+            self.lr,
+            self.lr >= 0.0 && self.lr.is_finite(),
+            "a finite lr >= 0",
+        )?;
+        let wd = self.weight_decay.value();
+        crate::error::check(
+            name,
+            "weight_decay",
+            wd,
+            wd >= 0.0 && wd.is_finite(),
+            "a finite weight_decay >= 0",
+        )
+    }
+}
+
+/// An optimization algorithm: its hyperparameters and its update rule.
+pub trait Rule: Clone + Debug + Send + Sync + 'static {
+    /// The algorithm's name, as torch.optim names it where it exists there.
+    const NAME: &'static str;
+
+    /// Scalars derived once per parameter and step (rates, bias corrections).
+    type Step: Copy + Send + Sync;
+
+    /// The shared options.
+    fn common(&self) -> &Common;
+
+    /// The shared options, mutably (schedules change the learning rate through this).
+    fn common_mut(&mut self) -> &mut Common;
+
+    /// Checks the algorithm's own hyperparameters, naming the field at fault.
+    fn validate(&self) -> Result<()>;
+
+    /// Names of the per-parameter state tensors, in the order `direction` receives them
+    /// (e.g. `["exp_avg", "exp_avg_sq"]`); saved as `{param}.{name}`.
+    fn state_names(&self) -> &'static [&'static str];
+
+    /// Initial value of state tensor `i` (0 unless the algorithm says otherwise).
+    fn initial_state(&self, _i: usize) -> f64 {
+        0.0
+    }
+
+    /// Names of per-parameter scalar state beyond the step count (e.g. NAdam's `mu_product`).
+    fn scalar_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Initial value of scalar `i`.
+    fn initial_scalar(&self, _i: usize) -> f64 {
+        0.0
+    }
+
+    /// The step's scalars, for a parameter at its `step`-th update (1-based); may advance
+    /// the parameter's scalar state.
+    fn prepare(&self, step: u64, scalars: &mut [f64]) -> Self::Step;
+
+    /// The amount to subtract from the parameter, given the (possibly decayed and negated)
+    /// gradient `g`; updates `state` in place.
+    fn direction<L: Lane>(
+        &self,
+        s: &Self::Step,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err>;
+
+    /// The momentum-like coefficient schedules may cycle (SGD's momentum, Adam's β₁), if any.
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+
+    /// Sets that coefficient; false when the algorithm has none.
+    fn set_momentum(&mut self, _m: f64) -> bool {
+        false
+    }
+
+    /// Builder: sets the learning rate.
+    fn with_lr(mut self, lr: f64) -> Self {
+        self.common_mut().lr = lr;
+        self
+    }
+
+    /// Builder: sets weight decay.
+    fn with_weight_decay(mut self, wd: WeightDecay) -> Self {
+        self.common_mut().weight_decay = wd;
+        self
+    }
+
+    /// Builder: maximize instead of minimize.
+    fn with_maximize(mut self, maximize: bool) -> Self {
+        self.common_mut().maximize = maximize;
+        self
+    }
+}
+
+/// One update of one parameter, composed from the shared options and the rule's direction:
+/// negate for `maximize`, add coupled L2 to the gradient or shrink θ for decoupled decay,
+/// then θ ← θ − direction. Both execution paths run exactly this.
+#[inline(always)]
+pub fn update<R: Rule, L: Lane>(
+    rule: &R,
+    s: &R::Step,
+    p: &L,
+    g: &L,
+    state: &mut [L],
+) -> std::result::Result<L, L::Err> {
+    let c = rule.common();
+    let mut g = if c.maximize {
+        g.scale(-1.0)?
+    } else {
+        g.clone()
+    };
+    let mut p = p.clone();
+    match c.weight_decay {
+        WeightDecay::L2(wd) if wd != 0.0 => g = g.add(&p.scale(wd)?)?,
+        WeightDecay::Decoupled(wd) if wd != 0.0 => p = p.scale(1.0 - c.lr * wd)?,
+        _ => {}
+    }
+    let d = rule.direction(s, &g, state)?;
+    p.sub(&d)
+}

@@ -1,0 +1,192 @@
+//! SGD: gradient descent, with PyTorch's momentum, Nesterov momentum, or the source
+//! documents' exponential-average momentum.
+//!
+//! - Plain gradient descent θ ← θ − η·g (Robbins & Monro 1951) is the optimizer behind
+//!   batch, stochastic and mini-batch training; the three differ only in the batches.
+//! - `Momentum::Classic` and `Momentum::Nesterov` are `torch.optim.SGD` exactly
+//!   (Sutskever et al. 2013): b ← μ·b + (1 − dampening)·g, with b = g on the first step.
+//! - `Momentum::Ema` is the documents' form: v ← β·v + (1 − β)·g, θ ← θ − η·v, v₀ = 0.
+//!   Its first step moves by η(1 − β)g, where PyTorch's moves by ηg.
+//!
+//! PyTorch counterpart: `torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov, maximize)`.
+
+use crate::error::check;
+use crate::lane::Lane;
+use crate::rule::{Common, Rule};
+use crate::Result;
+
+/// The momentum variant of [`Sgd`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Momentum {
+    /// Plain gradient descent (PyTorch's default `momentum=0`).
+    #[default]
+    None,
+    /// PyTorch's heavy-ball momentum: b ← μ·b + (1 − dampening)·g (b₁ = g), θ ← θ − η·b.
+    Classic {
+        /// μ, in (0, 1].
+        momentum: f64,
+        /// Dampening, in [0, 1].
+        dampening: f64,
+    },
+    /// PyTorch's Nesterov momentum: b as Classic without dampening, θ ← θ − η·(g + μ·b).
+    Nesterov {
+        /// μ, in (0, 1].
+        momentum: f64,
+    },
+    /// The documents' exponential average: v ← β·v + (1 − β)·g (v₀ = 0), θ ← θ − η·v.
+    Ema {
+        /// β, in [0, 1).
+        beta: f64,
+    },
+}
+
+/// Stochastic gradient descent. `Sgd::new(lr)` is plain gradient descent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sgd {
+    /// Learning rate, weight decay, maximize.
+    pub common: Common,
+    /// The momentum variant.
+    pub momentum: Momentum,
+}
+
+impl Sgd {
+    /// Plain gradient descent with learning rate `lr` (PyTorch requires lr; so does Taper).
+    pub fn new(lr: f64) -> Self {
+        Self {
+            common: Common::new(lr),
+            momentum: Momentum::None,
+        }
+    }
+
+    /// Builder: the momentum variant.
+    pub fn with_momentum(mut self, momentum: Momentum) -> Self {
+        self.momentum = momentum;
+        self
+    }
+}
+
+/// Per-step scalars of [`Sgd`].
+#[derive(Debug, Clone, Copy)]
+pub struct SgdStep {
+    lr: f64,
+    first: bool,
+}
+
+impl Rule for Sgd {
+    const NAME: &'static str = "SGD";
+    type Step = SgdStep;
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self.momentum {
+            Momentum::None => Ok(()),
+            Momentum::Classic {
+                momentum,
+                dampening,
+            } => {
+                check(
+                    "SGD",
+                    "momentum",
+                    momentum,
+                    momentum > 0.0 && momentum <= 1.0,
+                    "momentum in (0, 1]; use Momentum::None for none",
+                )?;
+                check(
+                    "SGD",
+                    "dampening",
+                    dampening,
+                    (0.0..=1.0).contains(&dampening),
+                    "dampening in [0, 1]",
+                )
+            }
+            Momentum::Nesterov { momentum } => check(
+                "SGD",
+                "momentum",
+                momentum,
+                momentum > 0.0 && momentum <= 1.0,
+                "Nesterov momentum requires momentum in (0, 1]",
+            ),
+            Momentum::Ema { beta } => check(
+                "SGD",
+                "beta",
+                beta,
+                (0.0..1.0).contains(&beta),
+                "beta in [0, 1)",
+            ),
+        }
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        match self.momentum {
+            Momentum::None => &[],
+            _ => &["momentum_buffer"],
+        }
+    }
+
+    fn prepare(&self, step: u64, _: &mut [f64]) -> SgdStep {
+        SgdStep {
+            lr: self.common.lr,
+            first: step == 1,
+        }
+    }
+
+    #[inline(always)]
+    fn direction<L: Lane>(
+        &self,
+        s: &SgdStep,
+        g: &L,
+        state: &mut [L],
+    ) -> std::result::Result<L, L::Err> {
+        let d = match self.momentum {
+            Momentum::None => g.clone(),
+            Momentum::Classic {
+                momentum,
+                dampening,
+            } => {
+                state[0] = if s.first {
+                    g.clone()
+                } else {
+                    state[0].scale(momentum)?.add(&g.scale(1.0 - dampening)?)?
+                };
+                state[0].clone()
+            }
+            Momentum::Nesterov { momentum } => {
+                state[0] = if s.first {
+                    g.clone()
+                } else {
+                    state[0].scale(momentum)?.add(g)?
+                };
+                g.add(&state[0].scale(momentum)?)?
+            }
+            Momentum::Ema { beta } => {
+                state[0] = state[0].ema(g, beta)?;
+                state[0].clone()
+            }
+        };
+        d.scale(s.lr)
+    }
+
+    fn momentum(&self) -> Option<f64> {
+        match self.momentum {
+            Momentum::None => None,
+            Momentum::Classic { momentum, .. } | Momentum::Nesterov { momentum } => Some(momentum),
+            Momentum::Ema { beta } => Some(beta),
+        }
+    }
+
+    fn set_momentum(&mut self, m: f64) -> bool {
+        match &mut self.momentum {
+            Momentum::None => return false,
+            Momentum::Classic { momentum, .. } | Momentum::Nesterov { momentum } => *momentum = m,
+            Momentum::Ema { beta } => *beta = m,
+        }
+        true
+    }
+}
