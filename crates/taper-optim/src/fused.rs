@@ -16,6 +16,9 @@ use crate::lane::Lane;
 use crate::rule::{update, Rule};
 use crate::{Error, Result};
 
+/// One thread's share: parameter, gradient and state slices of the same range.
+type Chunk<'a, T, const K: usize> = (&'a mut [T], &'a [T], [&'a mut [T]; K]);
+
 /// Elements per chunk handed to one thread.
 const CHUNK: usize = 1 << 15;
 
@@ -124,7 +127,7 @@ fn chunked<R: Rule, T: FusedFloat, const K: usize>(
         return kernel::<R, T, K>(rule, s, p, g, st.map(|x| &mut **x));
     }
     let mut its = st.map(|x| x.chunks_mut(CHUNK));
-    let work: Vec<(&mut [T], &[T], [&mut [T]; K])> = p
+    let work: Vec<Chunk<'_, T, K>> = p
         .chunks_mut(CHUNK)
         .zip(g.chunks(CHUNK))
         .map(|(pc, gc)| {

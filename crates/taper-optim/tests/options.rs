@@ -1,0 +1,240 @@
+//! Construction-time validation, parameter groups, non-finite gradients, missing
+//! gradients, and candle-nn interop.
+
+use taper_optim::*;
+use taper_tensor::{candle_nn, DType, Device, Gradients, Module, ParamStore, Tensor};
+
+fn store() -> ParamStore {
+    let s = ParamStore::new(&Device::Cpu, DType::F32);
+    s.parameter("fc.weight", (2, 2), |_, _, d| {
+        Ok(Tensor::new(&[[1f32, 2.], [3., 4.]], d)?)
+    })
+    .unwrap();
+    s.parameter("fc.bias", 2, |_, _, d| Ok(Tensor::new(&[1f32, 1.], d)?))
+        .unwrap();
+    s
+}
+
+fn ones(s: &ParamStore) -> Gradients {
+    let mut g = Gradients::default();
+    for (n, v) in s.trainable() {
+        g.insert(&n, v.ones_like().unwrap());
+    }
+    g
+}
+
+fn message<R: Rule>(rule: R) -> String {
+    Optimizer::new(rule, &store()).unwrap_err().to_string()
+}
+
+#[test]
+fn invalid_hyperparameters_name_the_field() {
+    let cases = [
+        (message(Sgd::new(-0.1)), "SGD: invalid `lr` = -0.1"),
+        (message(Sgd::new(f64::NAN)), "`lr` = NaN"),
+        (
+            message(Sgd::new(0.1).with_momentum(Momentum::Nesterov { momentum: 0.0 })),
+            "Nesterov momentum requires",
+        ),
+        (
+            message(Sgd::new(0.1).with_momentum(Momentum::Classic {
+                momentum: 0.9,
+                dampening: 1.5,
+            })),
+            "`dampening`",
+        ),
+        (
+            message(Sgd::new(0.1).with_momentum(Momentum::Ema { beta: 1.0 })),
+            "`beta`",
+        ),
+        (
+            message(Adam::new(1e-3).betas(1.0, 0.999)),
+            "Adam: invalid `beta1` = 1",
+        ),
+        (message(Adam::new(1e-3).betas(0.9, -0.1)), "`beta2` = -0.1"),
+        (message(Adam::new(1e-3).eps(0.0)), "`eps` = 0"),
+        (
+            message(Adam::new(1e-3).with_weight_decay(WeightDecay::Decoupled(-1.0))),
+            "`weight_decay` = -1",
+        ),
+        (message(Adagrad::new(0.1).lr_decay(-1.0)), "`lr_decay`"),
+        (
+            message(RmsProp::new(0.1).alpha(1.0)),
+            "RMSprop: invalid `alpha`",
+        ),
+        (message(RmsProp::new(0.1).with_momentum(-0.5)), "`momentum`"),
+        (message(Adadelta::default().rho(1.5)), "`rho`"),
+        (
+            message(NAdam::new(0.1).momentum_decay(-1.0)),
+            "`momentum_decay`",
+        ),
+        (
+            message(Lion::new(0.1).betas(0.9, 1.0)),
+            "Lion: invalid `beta2`",
+        ),
+        (
+            message(RAdam::new(0.1).betas(-0.1, 0.9)),
+            "RAdam: invalid `beta1`",
+        ),
+        (
+            message(Adamax::new(0.1).betas(0.9, 2.0)),
+            "Adamax: invalid `beta2`",
+        ),
+    ];
+    for (got, want) in cases {
+        assert!(got.contains(want), "{got:?} should contain {want:?}");
+    }
+    // Run-time changes are validated too, and a bad change is rolled back.
+    let mut opt = Optimizer::new(Adam::new(0.01), &store()).unwrap();
+    assert!(opt.set_lr(-1.0).is_err());
+    assert_eq!(opt.lr(), 0.01);
+    assert!(opt
+        .update_group(0, |r| r.beta1 = 1.0)
+        .unwrap_err()
+        .to_string()
+        .contains("`beta1`"));
+    assert_eq!(opt.groups()[0].rule.beta1, 0.9);
+}
+
+#[test]
+fn parameter_groups_have_their_own_hyperparameters() {
+    let s = store();
+    let mut opt =
+        Optimizer::new(Sgd::new(0.1).with_weight_decay(WeightDecay::L2(0.5)), &s).unwrap();
+    assert_eq!(
+        opt.add_group("no_decay", |n| n.ends_with("bias"), Sgd::new(0.01))
+            .unwrap(),
+        1
+    );
+    assert_eq!(opt.groups()[1].names().collect::<Vec<_>>(), ["fc.bias"]);
+    opt.step(&ones(&s)).unwrap();
+    // weight: w − 0.1·(1 + 0.5w); bias: b − 0.01·1.
+    let w = s
+        .var("fc.weight")
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(
+        w,
+        [
+            1.0 - 0.1 * 1.5,
+            2.0 - 0.1 * 2.0,
+            3.0 - 0.1 * 2.5,
+            4.0 - 0.1 * 3.0
+        ]
+    );
+    assert_eq!(
+        s.var("fc.bias").unwrap().to_vec1::<f32>().unwrap(),
+        [0.99, 0.99]
+    );
+    let e = opt
+        .add_group("nothing", |n| n.starts_with("conv"), Sgd::new(0.1))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`nothing` matches no trainable parameter"),
+        "{e}"
+    );
+    opt.set_lr(0.2).unwrap();
+    assert!(opt.groups().iter().all(|g| g.rule.common.lr == 0.2));
+}
+
+#[test]
+fn non_finite_gradients_can_be_skipped_and_reported() {
+    let s = store();
+    let mut opt = Optimizer::new(Adam::new(0.1), &s)
+        .unwrap()
+        .with_non_finite(NonFiniteGrads::Skip);
+    opt.step(&ones(&s)).unwrap();
+    let before: Vec<Vec<f32>> = s
+        .state_dict()
+        .iter()
+        .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    let exp_avg = opt.state("fc.bias").unwrap().tensors[0]
+        .to_vec1::<f32>()
+        .unwrap();
+    let mut bad = ones(&s);
+    bad.insert(
+        "fc.bias",
+        Tensor::new(&[f32::NAN, 1.0], &Device::Cpu).unwrap(),
+    );
+    let report = opt.step(&bad).unwrap();
+    assert!(report.skipped);
+    assert_eq!(report.non_finite, ["fc.bias"]);
+    assert_eq!(report.updated, 0);
+    let after: Vec<Vec<f32>> = s
+        .state_dict()
+        .iter()
+        .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    assert_eq!(before, after, "parameters untouched");
+    assert_eq!(
+        opt.state("fc.bias").unwrap().tensors[0]
+            .to_vec1::<f32>()
+            .unwrap(),
+        exp_avg,
+        "state untouched"
+    );
+    assert_eq!(opt.steps(), 1);
+    // The default, like torch.optim, applies the step.
+    let mut apply = Optimizer::new(Adam::new(0.1), &s).unwrap();
+    assert!(!apply.step(&bad).unwrap().skipped);
+    assert!(s.var("fc.bias").unwrap().to_vec1::<f32>().unwrap()[0].is_nan());
+}
+
+#[test]
+fn missing_gradients_are_reported_and_bad_shapes_rejected() {
+    let s = store();
+    let mut opt = Optimizer::new(Sgd::new(0.1), &s).unwrap();
+    let mut g = Gradients::default();
+    g.insert(
+        "fc.weight",
+        Tensor::ones((2, 2), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let report = opt.step(&g).unwrap();
+    assert_eq!(
+        (report.updated, report.missing.clone()),
+        (1, vec!["fc.bias".to_string()])
+    );
+    assert!(
+        opt.state("fc.bias").is_none(),
+        "no gradient, no state, no step"
+    );
+    g.insert(
+        "fc.bias",
+        Tensor::ones(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = opt.step(&g).unwrap_err().to_string();
+    assert!(
+        e.contains("`fc.bias`") && e.contains("[3]") && e.contains("[2]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn trains_a_candle_nn_model_through_its_varmap() -> anyhow::Result<()> {
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = candle_nn::linear(3, 1, vb.pp("fc"))?;
+    let store = ParamStore::from_varmap(&varmap, &Device::Cpu, DType::F32)?;
+    let mut opt = Optimizer::new(Adam::new(0.05), &store)?;
+    let x = Tensor::new(
+        &[[1f32, 0., 0.], [0., 1., 0.], [0., 0., 1.], [1., 1., 1.]],
+        &Device::Cpu,
+    )?;
+    let y = Tensor::new(&[[1f32], [2.], [3.], [6.]], &Device::Cpu)?;
+    let loss = |m: &candle_nn::Linear| -> anyhow::Result<f32> {
+        Ok(m.forward(&x)?.sub(&y)?.sqr()?.mean_all()?.to_scalar()?)
+    };
+    let first = loss(&model)?;
+    for _ in 0..300 {
+        let l = model.forward(&x)?.sub(&y)?.sqr()?.mean_all()?;
+        opt.backward_step(&l)?;
+    }
+    let last = loss(&model)?;
+    assert!(last < 1e-3 * first, "{first} -> {last}");
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Optimizer state: named tensors and scalars, saved mid-run and loaded into a fresh
+//! optimizer, continues bit-identically; state that does not fit is an error naming it.
+
+mod common;
+
+use taper_optim::*;
+use taper_tensor::{manual_seed, randn, DType, Device, Gradients, ParamStore, Tensor};
+
+fn store() -> ParamStore {
+    manual_seed(7);
+    let s = ParamStore::new(&Device::Cpu, DType::F32);
+    s.parameter("0.weight", (4, 3), |sh, dt, d| randn(sh, 0.0, 1.0, dt, d))
+        .unwrap();
+    s.parameter("0.bias", 4, |sh, dt, d| randn(sh, 0.0, 1.0, dt, d))
+        .unwrap();
+    s
+}
+
+/// A deterministic gradient sequence that depends on the current parameters.
+fn grads_at(s: &ParamStore, step: usize) -> Gradients {
+    let mut g = Gradients::default();
+    for (name, v) in s.trainable() {
+        let t = v.as_tensor();
+        g.insert(
+            &name,
+            (t.sin().unwrap() + (step as f64 * 0.3).cos()).unwrap(),
+        );
+    }
+    g
+}
+
+fn bits(s: &ParamStore) -> Vec<Vec<u32>> {
+    s.state_dict()
+        .iter()
+        .map(|(_, t)| {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        })
+        .collect()
+}
+
+fn resume_is_exact<R: Rule>(name: &str, rule: R) {
+    const N: usize = 12;
+    let dir = std::env::temp_dir().join(format!(
+        "taper-optim-state-{}-{}",
+        std::process::id(),
+        name.replace(' ', "_")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("optim.safetensors");
+    // Straight through.
+    let a = store();
+    let mut opt = Optimizer::new(rule.clone(), &a).unwrap();
+    opt.add_group(
+        "biases",
+        |n| n.ends_with("bias"),
+        rule.clone().with_lr(rule.common().lr * 0.5),
+    )
+    .unwrap();
+    for t in 0..N {
+        opt.step(&grads_at(&a, t)).unwrap();
+    }
+    // Half, save, load into fresh objects, the other half.
+    let b = store();
+    let mut first = Optimizer::new(rule.clone(), &b).unwrap();
+    first
+        .add_group(
+            "biases",
+            |n| n.ends_with("bias"),
+            rule.clone().with_lr(rule.common().lr * 0.5),
+        )
+        .unwrap();
+    for t in 0..N / 2 {
+        first.step(&grads_at(&b, t)).unwrap();
+    }
+    first.save(&file).unwrap();
+    let weights: Vec<(String, Tensor)> = b
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy().unwrap()))
+        .collect();
+    drop(first);
+    let c = ParamStore::new(&Device::Cpu, DType::F32);
+    for (n, t) in &weights {
+        c.parameter(n, t.shape(), |_, _, _| Ok(t.clone())).unwrap();
+    }
+    let mut second = Optimizer::new(rule.clone(), &c).unwrap();
+    second
+        .add_group("biases", |n| n.ends_with("bias"), rule.clone())
+        .unwrap(); // lr restored from the file
+    second.load(&file).unwrap();
+    assert_eq!(second.steps(), (N / 2) as u64);
+    assert_eq!(
+        second.groups()[1].rule.common().lr,
+        rule.common().lr * 0.5,
+        "{name}: group lr restored"
+    );
+    for t in N / 2..N {
+        second.step(&grads_at(&c, t)).unwrap();
+    }
+    assert_eq!(
+        bits(&a),
+        bits(&c),
+        "{name}: resumed run differs from the uninterrupted one"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn save_and_load_mid_run_continues_identically_for_every_rule() {
+    for_every_rule!(resume_is_exact);
+}
+
+#[test]
+fn state_is_named_by_parameter_and_field() {
+    let s = store();
+    let mut opt = Optimizer::new(Adam::new(0.01).amsgrad(true), &s).unwrap();
+    opt.step(&grads_at(&s, 0)).unwrap();
+    let st = opt.state_dict();
+    let names: Vec<&str> = st.tensors.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "0.bias.exp_avg",
+            "0.bias.exp_avg_sq",
+            "0.bias.max_exp_avg_sq",
+            "0.weight.exp_avg",
+            "0.weight.exp_avg_sq",
+            "0.weight.max_exp_avg_sq"
+        ]
+    );
+    assert_eq!(st.scalars["0.weight.step"], 1.0);
+    assert_eq!(st.scalars["steps"], 1.0);
+    assert_eq!(st.scalars["group.0.lr"], 0.01);
+    let mut nadam = Optimizer::new(NAdam::new(0.01), &s).unwrap();
+    nadam.step(&grads_at(&s, 0)).unwrap();
+    let mu = nadam.state_dict().scalars["0.bias.mu_product"];
+    assert!((mu - 0.9 * (1.0 - 0.5 * 0.96f64.powf(0.004))).abs() < 1e-15);
+}
+
+#[test]
+fn state_that_does_not_fit_is_rejected_by_name() {
+    let s = store();
+    let mut opt = Optimizer::new(Adam::new(0.01), &s).unwrap();
+    opt.step(&grads_at(&s, 0)).unwrap();
+    let good = opt.state_dict();
+
+    let mut missing = good.clone();
+    missing.tensors.remove("0.weight.exp_avg_sq");
+    let e = opt.load_state_dict(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing tensor `0.weight.exp_avg_sq`"), "{e}");
+
+    let mut shape = good.clone();
+    shape.tensors.insert(
+        "0.bias.exp_avg".into(),
+        Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = opt.load_state_dict(&shape).unwrap_err().to_string();
+    assert!(
+        e.contains("`0.bias.exp_avg` has shape [5]") && e.contains("[4]"),
+        "{e}"
+    );
+
+    let mut extra = good.clone();
+    extra.scalars.insert("1.weight.step".into(), 1.0);
+    extra.tensors.insert(
+        "1.weight.exp_avg".into(),
+        Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = opt.load_state_dict(&extra).unwrap_err().to_string();
+    assert!(
+        e.contains("1.weight.exp_avg") && e.contains("1.weight.step"),
+        "{e}"
+    );
+
+    let mut sgd = Optimizer::new(Sgd::new(0.1), &s).unwrap();
+    let e = sgd.load_state_dict(&good).unwrap_err().to_string();
+    assert!(
+        e.contains("state is for Adam, this optimizer is SGD"),
+        "{e}"
+    );
+
+    // Nothing changed after the failed loads.
+    assert_eq!(opt.state("0.weight").unwrap().step, 1);
+    opt.load_state_dict(&good).unwrap();
+
+    // Files: not safetensors, or not a Taper state.
+    let dir = std::env::temp_dir().join(format!("taper-optim-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a safetensors file").unwrap();
+    let e = opt.load(&junk).unwrap_err().to_string();
+    assert!(
+        e.contains("junk.safetensors") && e.contains("not a safetensors file"),
+        "{e}"
+    );
+    let foreign = dir.join("foreign.safetensors");
+    let t = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("w".to_string(), t)]),
+        &foreign,
+    )
+    .unwrap();
+    let e = opt.load(&foreign).unwrap_err().to_string();
+    assert!(e.contains("not a Taper optimizer state"), "{e}");
+    let e = opt
+        .load(dir.join("absent.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("absent.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
