@@ -12,10 +12,11 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A hyperparameter is out of range; raised when the optimizer is built or changed.
+    /// A hyperparameter is out of range; raised when an optimizer or schedule is built or
+    /// changed.
     #[error("{optimizer}: invalid `{field}` = {value} ({expected})")]
     InvalidHyperparameter {
-        /// The optimizer (e.g. `Adam`).
+        /// The optimizer or schedule (e.g. `Adam`, `StepLR`).
         optimizer: &'static str,
         /// The hyperparameter's name, as torch.optim names it.
         field: &'static str,
@@ -23,6 +24,17 @@ pub enum Error {
         value: String,
         /// What is allowed.
         expected: &'static str,
+    },
+
+    /// A schedule was stepped past its end (OneCycleLR's `total_steps`).
+    #[error("{schedule}: tried to step {step} times; `total_steps` is {total_steps}")]
+    ScheduleFinished {
+        /// The schedule.
+        schedule: &'static str,
+        /// The step asked for.
+        step: u64,
+        /// The schedule's length.
+        total_steps: u64,
     },
 
     /// A gradient's shape differs from its parameter's.

@@ -20,20 +20,36 @@
 //! mode ([`NonFiniteGrads::Skip`]), and state saved through safetensors. Each rule's math
 //! is written once over [`Lane`] and runs on two paths: candle tensor ops (any device) and a
 //! fused in-place CPU loop (no allocation per step).
+//!
+//! Learning rates: the documents' [`InverseTime`] and [`InverseSqrt`] decays, the
+//! loss-driven [`ReduceLrOnPlateau`] and the gradient-norm-ratio [`GradNormRatio`];
+//! torch.optim.lr_scheduler's [`StepLr`], [`MultiStepLr`], [`ExponentialLr`], [`ConstantLr`],
+//! [`LinearLr`], [`PolynomialLr`], [`CosineAnnealingLr`], [`CosineAnnealingWarmRestarts`],
+//! [`OneCycleLr`], [`LambdaLr`], and their compositions [`SequentialLr`] and [`ChainedLr`].
+//! A [`Schedule`] is a pure function of the step; an [`LrScheduler`] applies it to an
+//! optimizer (or one group) and saves its position with the optimizer state. Gradient
+//! clipping is an optimizer option ([`Clip`]).
 
 mod adadelta;
 mod adagrad;
 mod adam;
 mod adamax;
+mod compose;
+mod cosine;
 mod error;
 mod fused;
+mod grad_norm_rate;
 mod lane;
 mod lion;
 mod nadam;
+mod one_cycle;
 mod optimizer;
+mod plateau;
 mod radam;
 mod rmsprop;
 mod rule;
+mod schedule;
+mod scheduler;
 mod sgd;
 mod state;
 
@@ -41,13 +57,23 @@ pub use adadelta::Adadelta;
 pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use adamax::Adamax;
+pub use compose::{ChainedLr, SequentialLr};
+pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
 pub use error::{Error, Result};
+pub use grad_norm_rate::GradNormRatio;
 pub use lane::Lane;
 pub use lion::Lion;
 pub use nadam::NAdam;
-pub use optimizer::{Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
+pub use one_cycle::{Anneal, OneCycleLr};
+pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
+pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
 pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use rule::{update, Common, EpsPlacement, Rule, WeightDecay};
+pub use schedule::{
+    ConstantLr, ExponentialLr, InverseSqrt, InverseTime, LambdaLr, LinearLr, MultiStepLr,
+    PolynomialLr, Schedule, StepLr,
+};
+pub use scheduler::LrScheduler;
 pub use sgd::{Momentum, Sgd};
 pub use state::{OptimizerState, STATE_FORMAT};

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Tensor, Var};
-use taper_tensor::{Gradients, ParamStore};
+use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
 use crate::rule::{update, Rule};
 use crate::{fused, Error, Result};
@@ -34,8 +34,26 @@ pub enum NonFiniteGrads {
     Skip,
 }
 
+/// Gradient clipping applied before every step (the user's gradients are not modified).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Clip {
+    /// No clipping (default).
+    #[default]
+    None,
+    /// Rescale all gradients together so their total norm is at most `max_norm`, exactly as
+    /// `torch.nn.utils.clip_grad_norm_`; the pre-clip norm is reported.
+    Norm {
+        /// The largest total norm allowed.
+        max_norm: f64,
+        /// Which norm.
+        norm: Norm,
+    },
+    /// Clamp every element to [−v, v] (`clip_grad_value_`).
+    Value(f64),
+}
+
 /// What one `step` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepReport {
     /// Number of parameters updated.
     pub updated: usize,
@@ -45,6 +63,8 @@ pub struct StepReport {
     pub non_finite: Vec<String>,
     /// True when the step was skipped because of non-finite gradients.
     pub skipped: bool,
+    /// With [`Clip::Norm`]: the total gradient norm before clipping.
+    pub grad_norm: Option<f64>,
 }
 
 /// A set of parameters sharing one configuration of the rule.
@@ -101,6 +121,7 @@ pub struct Optimizer<R: Rule> {
     steps: u64,
     path: Path,
     non_finite: NonFiniteGrads,
+    clip: Clip,
 }
 
 impl<R: Rule> Optimizer<R> {
@@ -123,6 +144,7 @@ impl<R: Rule> Optimizer<R> {
             steps: 0,
             path: Path::Auto,
             non_finite: NonFiniteGrads::Apply,
+            clip: Clip::None,
         })
     }
 
@@ -166,6 +188,25 @@ impl<R: Rule> Optimizer<R> {
     pub fn with_non_finite(mut self, policy: NonFiniteGrads) -> Self {
         self.non_finite = policy;
         self
+    }
+
+    /// Clips gradients before every step (default [`Clip::None`]).
+    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
+        let bad = match clip {
+            Clip::None => None,
+            Clip::Norm { max_norm, .. } => (!(max_norm >= 0.0)).then_some(("max_norm", max_norm)),
+            Clip::Value(v) => (!(v >= 0.0)).then_some(("clip_value", v)),
+        };
+        if let Some((field, v)) = bad {
+            return Err(Error::InvalidHyperparameter {
+                optimizer: R::NAME,
+                field,
+                value: v.to_string(),
+                expected: "a clipping bound >= 0",
+            });
+        }
+        self.clip = clip;
+        Ok(self)
     }
 
     /// The groups, in order (the first is `default`).
@@ -251,6 +292,22 @@ impl<R: Rule> Optimizer<R> {
                 return Ok(report);
             }
         }
+        let clipped;
+        let grads = match self.clip {
+            Clip::None => grads,
+            Clip::Norm { max_norm, norm } => {
+                let mut g = grads.clone();
+                report.grad_norm = Some(g.clip_norm(max_norm, norm, NonFinite::Allow)?);
+                clipped = g;
+                &clipped
+            }
+            Clip::Value(v) => {
+                let mut g = grads.clone();
+                g.clip_value(v)?;
+                clipped = g;
+                &clipped
+            }
+        };
         for group in &self.groups {
             for (name, var) in &group.params {
                 let Some(g) = grads.get(name) else {

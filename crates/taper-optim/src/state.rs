@@ -3,7 +3,8 @@
 //! Tensors are named `{param}.{field}` (e.g. `0.weight.exp_avg`); scalars are `steps`,
 //! `{param}.step`, the rule's per-parameter scalars (`{param}.mu_product`) and each group's
 //! `group.{i}.lr`. In a file, scalars go in the safetensors metadata, written with Rust's
-//! round-trip float formatting, so a resumed run continues bit for bit.
+//! round-trip float formatting, so a resumed run continues bit for bit. Keys starting with
+//! `scheduler.` belong to learning-rate schedulers saved in the same file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -119,7 +120,7 @@ impl<R: Rule> Optimizer<R> {
             .keys()
             .chain(state.scalars.keys())
             .map(String::as_str)
-            .filter(|k| !used.contains(*k))
+            .filter(|k| !used.contains(*k) && !k.starts_with("scheduler."))
             .collect();
         if !unknown.is_empty() {
             return Err(Error::StateMismatch(format!(
@@ -135,27 +136,38 @@ impl<R: Rule> Optimizer<R> {
         Ok(())
     }
 
-    /// Saves the state to a safetensors file, atomically (a temporary file, then a rename),
-    /// so a crash never leaves a half-written file in place of a good one.
+    /// Saves [`Optimizer::state_dict`] to a safetensors file (see [`OptimizerState::save`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.state_dict().save(path)
+    }
+
+    /// Loads state saved by [`Optimizer::save`]; see [`Optimizer::load_state_dict`].
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        self.load_state_dict(&OptimizerState::load(path)?)
+    }
+}
+
+impl OptimizerState {
+    /// Saves to a safetensors file, atomically (a temporary file, then a rename), so a crash
+    /// never leaves a half-written file in place of a good one. Scalars go in the metadata.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let err = |reason: String| Error::StateFile {
             path: path.display().to_string(),
             reason,
         };
-        let st = self.state_dict();
-        let mut meta: HashMap<String, String> = st
+        let mut meta: HashMap<String, String> = self
             .scalars
             .iter()
             .map(|(k, v)| (k.clone(), format!("{v:?}")))
             .collect();
         meta.insert("format".into(), STATE_FORMAT.into());
-        meta.insert("optimizer".into(), st.optimizer.clone());
+        meta.insert("optimizer".into(), self.optimizer.clone());
         // Safetensors needs contiguous CPU data.
-        let tensors: Vec<(String, Tensor)> = st
+        let tensors: Vec<(String, Tensor)> = self
             .tensors
-            .into_iter()
-            .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?.contiguous()?)))
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
             .collect::<Result<_>>()?;
         let bytes =
             safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
@@ -166,8 +178,8 @@ impl<R: Rule> Optimizer<R> {
             .map_err(|e| err(format!("renaming {} into place: {e}", tmp.display())))
     }
 
-    /// Loads state saved by [`Optimizer::save`]; see [`Optimizer::load_state_dict`].
-    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+    /// Reads a file written by [`OptimizerState::save`], checking its format tag.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let err = |reason: String| Error::StateFile {
             path: path.display().to_string(),
@@ -198,6 +210,6 @@ impl<R: Rule> Optimizer<R> {
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| err(e.to_string()))?;
         st.tensors = tensors.into_iter().collect();
-        self.load_state_dict(&st)
+        Ok(st)
     }
 }

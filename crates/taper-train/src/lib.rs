@@ -1,6 +1,11 @@
 //! # taper-train
 //!
-//! Training-loop pieces for Taper: metrics, progress, early stopping, checkpoints and plots.
-//! (Being built: see the project's examples and checkpoints issues.)
+//! Small pieces for explicit training loops: stopping rules and early stopping (and, as
+//! their issues land, metrics, progress, checkpoints and plots). There is no mandatory
+//! trainer: a loop stays forward, loss, backward, step, all visible.
 
-pub use taper_tensor;
+mod error;
+mod stopping;
+
+pub use error::{Error, Result};
+pub use stopping::{Direction, EarlyStopping, Stop, StopRules};

@@ -1,0 +1,197 @@
+//! `OneCycleLR` (Smith & Topin 2018): warm up to `max_lr`, anneal far below the start,
+//! cycling the momentum (SGD's momentum, Adam's β₁) the other way. PyTorch's phases,
+//! defaults and annealing functions; the schedule sets absolute rates (the optimizer's
+//! base rate is not used).
+
+use std::f64::consts::PI;
+
+use crate::error::check;
+use crate::schedule::Schedule;
+use crate::{Error, Result};
+
+/// How OneCycle interpolates within a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Anneal {
+    /// Cosine (PyTorch's default `anneal_strategy='cos'`).
+    #[default]
+    Cos,
+    /// Linear.
+    Linear,
+}
+
+impl Anneal {
+    fn at(self, start: f64, end: f64, pct: f64) -> f64 {
+        match self {
+            Anneal::Cos => end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0),
+            Anneal::Linear => (end - start) * pct + start,
+        }
+    }
+}
+
+/// OneCycleLR's configuration, with PyTorch's defaults from [`OneCycleLr::new`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OneCycleLr {
+    /// Peak learning rate.
+    pub max_lr: f64,
+    /// Length of the cycle in steps.
+    pub total_steps: u64,
+    /// Fraction of the cycle spent increasing the rate (default 0.3).
+    pub pct_start: f64,
+    /// Interpolation (default cosine).
+    pub anneal: Anneal,
+    /// Initial rate = max_lr / div_factor (default 25).
+    pub div_factor: f64,
+    /// Final rate = initial / final_div_factor (default 1e4).
+    pub final_div_factor: f64,
+    /// Three phases (up, back down to the initial rate, then to the final) instead of two.
+    pub three_phase: bool,
+    /// Momentum range (base, max), cycled inversely to the rate; `None` disables cycling
+    /// (default (0.85, 0.95)).
+    pub momentum: Option<(f64, f64)>,
+}
+
+struct Phase {
+    end_step: f64,
+    lr: (f64, f64),
+    momentum: (f64, f64),
+}
+
+impl OneCycleLr {
+    /// A cycle of `total_steps` peaking at `max_lr`, with PyTorch's defaults.
+    pub fn new(max_lr: f64, total_steps: u64) -> Result<Self> {
+        Self {
+            max_lr,
+            total_steps,
+            pct_start: 0.3,
+            anneal: Anneal::Cos,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            three_phase: false,
+            momentum: Some((0.85, 0.95)),
+        }
+        .validated()
+    }
+
+    /// Checks the configuration after direct field changes.
+    pub fn validated(self) -> Result<Self> {
+        let n = "OneCycleLR";
+        check(
+            n,
+            "max_lr",
+            self.max_lr,
+            self.max_lr > 0.0 && self.max_lr.is_finite(),
+            "a finite max_lr > 0",
+        )?;
+        check(
+            n,
+            "total_steps",
+            self.total_steps as f64,
+            self.total_steps > 1,
+            "total_steps > 1",
+        )?;
+        let p = self.pct_start;
+        check(n, "pct_start", p, p > 0.0 && p < 1.0, "pct_start in (0, 1)")?;
+        check(
+            n,
+            "div_factor",
+            self.div_factor,
+            self.div_factor > 0.0,
+            "div_factor > 0",
+        )?;
+        check(
+            n,
+            "final_div_factor",
+            self.final_div_factor,
+            self.final_div_factor > 0.0,
+            "final_div_factor > 0",
+        )?;
+        if let Some((lo, hi)) = self.momentum {
+            check(
+                n,
+                "base_momentum",
+                lo,
+                (0.0..=hi).contains(&lo),
+                "0 <= base_momentum <= max_momentum",
+            )?;
+            check(n, "max_momentum", hi, hi < 1.0, "max_momentum < 1")?;
+        }
+        Ok(self)
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        let initial = self.max_lr / self.div_factor;
+        let min_lr = initial / self.final_div_factor;
+        let (lo, hi) = self.momentum.unwrap_or((0.0, 0.0));
+        let total = self.total_steps as f64;
+        let up = self.pct_start * total - 1.0;
+        if self.three_phase {
+            vec![
+                Phase {
+                    end_step: up,
+                    lr: (initial, self.max_lr),
+                    momentum: (hi, lo),
+                },
+                Phase {
+                    end_step: 2.0 * self.pct_start * total - 2.0,
+                    lr: (self.max_lr, initial),
+                    momentum: (lo, hi),
+                },
+                Phase {
+                    end_step: total - 1.0,
+                    lr: (initial, min_lr),
+                    momentum: (hi, hi),
+                },
+            ]
+        } else {
+            vec![
+                Phase {
+                    end_step: up,
+                    lr: (initial, self.max_lr),
+                    momentum: (hi, lo),
+                },
+                Phase {
+                    end_step: total - 1.0,
+                    lr: (self.max_lr, min_lr),
+                    momentum: (lo, hi),
+                },
+            ]
+        }
+    }
+
+    /// (lr, momentum) at step t, as PyTorch's `get_lr`.
+    fn at(&self, t: u64) -> Result<(f64, f64)> {
+        if t > self.total_steps {
+            return Err(Error::ScheduleFinished {
+                schedule: "OneCycleLR",
+                step: t,
+                total_steps: self.total_steps,
+            });
+        }
+        let phases = self.phases();
+        let mut start = 0.0;
+        for (i, ph) in phases.iter().enumerate() {
+            if t as f64 <= ph.end_step || i == phases.len() - 1 {
+                let pct = (t as f64 - start) / (ph.end_step - start);
+                return Ok((
+                    self.anneal.at(ph.lr.0, ph.lr.1, pct),
+                    self.anneal.at(ph.momentum.0, ph.momentum.1, pct),
+                ));
+            }
+            start = ph.end_step;
+        }
+        unreachable!("the last phase always matches")
+    }
+}
+
+impl Schedule for OneCycleLr {
+    fn name(&self) -> &'static str {
+        "OneCycleLR"
+    }
+    fn lr(&self, _base: f64, t: u64) -> Result<f64> {
+        Ok(self.at(t)?.0)
+    }
+    fn momentum(&self, t: u64) -> Option<f64> {
+        self.momentum?;
+        self.at(t).ok().map(|(_, m)| m)
+    }
+}

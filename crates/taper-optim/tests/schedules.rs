@@ -1,0 +1,384 @@
+//! Learning-rate schedules against torch.optim.lr_scheduler's own values
+//! (`fixtures/torch_schedules.py` → `fixtures/torch_schedules.json`, 45 steps each), the
+//! documents' schedules against float64 formulas, ReduceLROnPlateau against torch, and
+//! validation, resume and clipping.
+
+use serde_json::Value;
+use taper_optim::*;
+use taper_tensor::{DType, Device, Gradients, Norm, ParamStore, Tensor};
+
+fn fixture() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_schedules.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn sgd() -> (ParamStore, Optimizer<Sgd>) {
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    store
+        .parameter("w", 1, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))
+        .unwrap();
+    let rule = Sgd::new(0.1).with_momentum(Momentum::Classic {
+        momentum: 0.9,
+        dampening: 0.0,
+    });
+    let opt = Optimizer::new(rule, &store).unwrap();
+    (store, opt)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 + 1e-9 * b.abs()
+}
+
+fn check<S: Schedule>(fx: &Value, name: &str, schedule: S) {
+    let case = &fx["schedules"][name];
+    assert!(case.is_object(), "no fixture for {name}");
+    let (want_lr, want_m) = (floats(&case["lr"]), floats(&case["momentum"]));
+    assert!(want_lr.len() >= 40);
+    let (_, mut opt) = sgd();
+    let mut sched = LrScheduler::new(schedule, &mut opt).unwrap();
+    for t in 0..want_lr.len() {
+        if t > 0 {
+            sched.step(&mut opt).unwrap();
+        }
+        assert!(
+            close(opt.lr(), want_lr[t]),
+            "{name} step {t}: lr {} vs torch {}",
+            opt.lr(),
+            want_lr[t]
+        );
+        let m = opt.groups()[0].rule.momentum().unwrap();
+        assert!(
+            close(m, want_m[t]),
+            "{name} step {t}: momentum {m} vs torch {}",
+            want_m[t]
+        );
+    }
+}
+
+#[test]
+fn pytorch_schedules_match_torch() {
+    let fx = fixture();
+    check(&fx, "step", StepLr::new(7, 0.5).unwrap());
+    check(
+        &fx,
+        "multistep",
+        MultiStepLr::new(vec![30, 5, 12], 0.3).unwrap(),
+    );
+    check(&fx, "exponential", ExponentialLr::new(0.93).unwrap());
+    check(&fx, "constant", ConstantLr::new(0.25, 6).unwrap());
+    check(&fx, "linear", LinearLr::new(0.1, 0.9, 20).unwrap());
+    check(&fx, "polynomial", PolynomialLr::new(30, 2.0).unwrap());
+    check(&fx, "cosine", CosineAnnealingLr::new(20, 0.001).unwrap());
+    check(
+        &fx,
+        "cosine_restarts",
+        CosineAnnealingWarmRestarts::new(5, 2, 0.002).unwrap(),
+    );
+    check(
+        &fx,
+        "cosine_restarts_mult1",
+        CosineAnnealingWarmRestarts::new(8, 1, 0.0).unwrap(),
+    );
+    check(&fx, "onecycle_cos", OneCycleLr::new(1.0, 45).unwrap());
+    let three = OneCycleLr {
+        pct_start: 0.25,
+        anneal: Anneal::Linear,
+        three_phase: true,
+        div_factor: 10.0,
+        final_div_factor: 100.0,
+        momentum: Some((0.8, 0.9)),
+        ..OneCycleLr::new(0.5, 45).unwrap()
+    };
+    check(&fx, "onecycle_linear_3phase", three.validated().unwrap());
+    check(
+        &fx,
+        "lambda",
+        LambdaLr::new(|t| 1.0 / (1.0 + 0.1 * t as f64)),
+    );
+    let cosine = Box::new(CosineAnnealingLr::new(40, 0.0).unwrap());
+    check(
+        &fx,
+        "sequential_warmup_cosine",
+        SequentialLr::warmup(5, 0.01, cosine).unwrap(),
+    );
+    let chained = ChainedLr::new(vec![
+        Box::new(ConstantLr::new(0.5, 4).unwrap()),
+        Box::new(ExponentialLr::new(0.95).unwrap()),
+    ]);
+    check(&fx, "chained_constant_exponential", chained);
+}
+
+#[test]
+fn documents_schedules_match_their_formulas() {
+    let (alpha, beta) = (0.5f64, 0.1f64);
+    let inv = InverseTime::new(beta).unwrap();
+    let sqrt = InverseSqrt::new(beta).unwrap();
+    for t in 0..100u64 {
+        assert_eq!(inv.lr(alpha, t).unwrap(), alpha / (1.0 + beta * t as f64));
+        assert_eq!(
+            sqrt.lr(alpha, t).unwrap(),
+            alpha / (1.0 + beta * t as f64).sqrt()
+        );
+    }
+    // Applied to an optimizer, step by step.
+    let (_, mut opt) = sgd();
+    let mut s = LrScheduler::new(InverseTime::new(beta).unwrap(), &mut opt).unwrap();
+    for _ in 0..10 {
+        s.step(&mut opt).unwrap();
+    }
+    assert!((opt.lr() - 0.1 / 2.0).abs() < 1e-15);
+}
+
+#[test]
+fn reduce_on_plateau_matches_torch() {
+    let fx = fixture();
+    for (name, run) in fx["plateau"].as_object().unwrap() {
+        let (metrics, want) = (floats(&run["metrics"]), floats(&run["lr"]));
+        let threshold = run["threshold"].as_f64().unwrap();
+        let config = match name.as_str() {
+            "max_rel" => PlateauConfig {
+                mode: PlateauMode::Max,
+                factor: 0.1,
+                patience: 1,
+                threshold,
+                cooldown: 0,
+                ..Default::default()
+            },
+            _ => PlateauConfig {
+                factor: 0.5,
+                patience: 2,
+                threshold,
+                threshold_mode: if name.ends_with("abs") {
+                    ThresholdMode::Abs
+                } else {
+                    ThresholdMode::Rel
+                },
+                cooldown: 2,
+                min_lr: 0.02,
+                ..Default::default()
+            },
+        };
+        let (_, mut opt) = sgd();
+        let mut p = ReduceLrOnPlateau::new(config).unwrap();
+        for (i, (m, w)) in metrics.iter().zip(&want).enumerate() {
+            p.step(*m, &mut opt).unwrap();
+            assert!(
+                close(opt.lr(), *w),
+                "{name} step {i}: lr {} vs torch {w}",
+                opt.lr()
+            );
+        }
+        assert!(
+            p.reductions() >= 2,
+            "{name}: the sequence exercises patience and cooldown"
+        );
+    }
+}
+
+#[test]
+fn invalid_schedule_parameters_name_the_field() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            StepLr::new(0, 0.1).unwrap_err().to_string(),
+            "StepLR: invalid `step_size` = 0",
+        ),
+        (StepLr::new(3, -1.0).unwrap_err().to_string(), "`gamma`"),
+        (
+            CosineAnnealingLr::new(0, 0.0).unwrap_err().to_string(),
+            "CosineAnnealingLR: invalid `T_max` = 0",
+        ),
+        (
+            CosineAnnealingWarmRestarts::new(0, 1, 0.0)
+                .unwrap_err()
+                .to_string(),
+            "`T_0`",
+        ),
+        (
+            CosineAnnealingWarmRestarts::new(5, 0, 0.0)
+                .unwrap_err()
+                .to_string(),
+            "`T_mult`",
+        ),
+        (
+            LinearLr::new(0.0, 1.0, 5).unwrap_err().to_string(),
+            "`start_factor`",
+        ),
+        (ConstantLr::new(1.5, 5).unwrap_err().to_string(), "`factor`"),
+        (
+            PolynomialLr::new(0, 1.0).unwrap_err().to_string(),
+            "`total_iters`",
+        ),
+        (
+            OneCycleLr::new(1.0, 0).unwrap_err().to_string(),
+            "`total_steps`",
+        ),
+        (
+            OneCycleLr {
+                pct_start: 1.5,
+                ..OneCycleLr::new(1.0, 10).unwrap()
+            }
+            .validated()
+            .unwrap_err()
+            .to_string(),
+            "`pct_start`",
+        ),
+        (
+            ReduceLrOnPlateau::new(PlateauConfig {
+                factor: 1.0,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string(),
+            "ReduceLROnPlateau: invalid `factor` = 1",
+        ),
+        (InverseTime::new(-0.1).unwrap_err().to_string(), "`beta`"),
+        (
+            GradNormRatio::new(0.1, 0.0).unwrap_err().to_string(),
+            "`eps`",
+        ),
+        (
+            SequentialLr::new(vec![Box::new(StepLr::new(1, 0.5).unwrap())], vec![3])
+                .unwrap_err()
+                .to_string(),
+            "`milestones`",
+        ),
+    ];
+    for (got, want) in cases {
+        assert!(got.contains(want), "{got:?} should contain {want:?}");
+    }
+    // OneCycle refuses to run past total_steps.
+    let (_, mut opt) = sgd();
+    let mut s = LrScheduler::new(OneCycleLr::new(1.0, 3).unwrap(), &mut opt).unwrap();
+    for _ in 0..3 {
+        s.step(&mut opt).unwrap();
+    }
+    let e = s.step(&mut opt).unwrap_err().to_string();
+    assert!(
+        e.contains("tried to step 4 times; `total_steps` is 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn scheduler_state_resumes_the_same_curve_and_groups_schedule_separately() {
+    let dir = std::env::temp_dir().join(format!("taper-sched-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("state.safetensors");
+    let cosine = || CosineAnnealingLr::new(20, 0.0).unwrap();
+    let (_, mut a) = sgd();
+    let mut sa = LrScheduler::new(cosine(), &mut a).unwrap();
+    let mut straight = Vec::new();
+    for _ in 0..15 {
+        sa.step(&mut a).unwrap();
+        straight.push(a.lr());
+    }
+    let (_, mut b) = sgd();
+    let mut sb = LrScheduler::new(cosine(), &mut b).unwrap();
+    for _ in 0..7 {
+        sb.step(&mut b).unwrap();
+    }
+    let mut st = b.state_dict();
+    sb.write_state(&mut st, "main");
+    st.save(&file).unwrap();
+    let (_, mut c) = sgd();
+    let mut sc = LrScheduler::new(cosine(), &mut c).unwrap();
+    let loaded = OptimizerState::load(&file).unwrap();
+    c.load_state_dict(&loaded).unwrap();
+    sc.read_state(&loaded, "main").unwrap();
+    let mut resumed = straight[..7].to_vec();
+    for _ in 7..15 {
+        sc.step(&mut c).unwrap();
+        resumed.push(c.lr());
+    }
+    assert_eq!(straight, resumed);
+    std::fs::remove_dir_all(&dir).ok();
+
+    // A schedule on one group leaves the other alone.
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    store
+        .parameter("w", 1, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))
+        .unwrap();
+    store
+        .parameter("b", 1, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))
+        .unwrap();
+    let mut opt = Optimizer::new(Adam::new(0.01), &store).unwrap();
+    opt.add_group("b", |n| n == "b", Adam::new(0.5)).unwrap();
+    let mut s = LrScheduler::for_group(StepLr::new(1, 0.5).unwrap(), &mut opt, 1).unwrap();
+    s.step(&mut opt).unwrap();
+    assert_eq!(opt.groups()[0].rule.common.lr, 0.01);
+    assert_eq!(opt.groups()[1].rule.common.lr, 0.25);
+}
+
+#[test]
+fn gradient_norm_ratio_rate_follows_the_formula() {
+    let (_, mut opt) = sgd();
+    let mut r = GradNormRatio::new(0.1, 1e-8).unwrap();
+    let mut prev: Option<f64> = None;
+    for (i, scale) in [1.0f32, 2.0, 0.5, 0.0, 3.0].iter().enumerate() {
+        let mut g = Gradients::default();
+        g.insert(
+            "w",
+            Tensor::new(&[3.0 * scale, 4.0 * scale], &Device::Cpu).unwrap(),
+        );
+        let lr = r.step(&g, &mut opt).unwrap();
+        let sq = (25.0 * (*scale as f64).powi(2)).max(1e-8);
+        let want = match prev {
+            None => 0.1,
+            Some(p) => 0.1 * sq / p,
+        };
+        assert!(
+            (lr - want).abs() <= 1e-12 * want.max(1.0),
+            "step {i}: {lr} vs {want}"
+        );
+        assert_eq!(opt.lr(), lr);
+        prev = Some(sq);
+    }
+}
+
+#[test]
+fn clipping_option_matches_clip_grad_norm_and_leaves_user_gradients_alone() {
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    store
+        .parameter("w", 2, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))
+        .unwrap();
+    let mut opt = Optimizer::new(Sgd::new(1.0), &store)
+        .unwrap()
+        .with_clip(Clip::Norm {
+            max_norm: 1.0,
+            norm: Norm::L2,
+        })
+        .unwrap();
+    let mut g = Gradients::default();
+    g.insert("w", Tensor::new(&[3f32, 4.], &Device::Cpu).unwrap());
+    let report = opt.step(&g).unwrap();
+    assert_eq!(report.grad_norm, Some(5.0));
+    let w = store.var("w").unwrap().to_vec1::<f32>().unwrap();
+    let coef = (1.0 / (5.0 + 1e-6)) as f32;
+    assert!(
+        (w[0] + 3.0 * coef).abs() < 1e-6 && (w[1] + 4.0 * coef).abs() < 1e-6,
+        "{w:?}"
+    );
+    assert_eq!(g.get("w").unwrap().to_vec1::<f32>().unwrap(), [3.0, 4.0]);
+    let mut by_value = Optimizer::new(Sgd::new(1.0), &store)
+        .unwrap()
+        .with_clip(Clip::Value(0.5))
+        .unwrap();
+    by_value.step(&g).unwrap();
+    let w2 = store.var("w").unwrap().to_vec1::<f32>().unwrap();
+    assert!((w2[0] - (w[0] - 0.5)).abs() < 1e-6 && (w2[1] - (w[1] - 0.5)).abs() < 1e-6);
+    assert!(Optimizer::new(Sgd::new(1.0), &store)
+        .unwrap()
+        .with_clip(Clip::Value(-1.0))
+        .is_err());
+}

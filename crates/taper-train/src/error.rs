@@ -1,0 +1,28 @@
+//! The error type of taper-train.
+
+/// Everything that can go wrong in taper-train.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from taper-tensor.
+    #[error(transparent)]
+    Tensor(#[from] taper_tensor::Error),
+
+    /// An error raised by candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A setting is out of range.
+    #[error("invalid value for `{field}`: {value} ({expected})")]
+    InvalidValue {
+        /// The setting's name.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+/// The result type of taper-train.
+pub type Result<T> = std::result::Result<T, Error>;
