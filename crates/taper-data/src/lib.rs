@@ -1,6 +1,33 @@
 //! # taper-data
 //!
-//! Datasets, the three batching strategies (full batch, stochastic, mini-batch), IDX/MNIST
-//! loading and transforms for Taper. (Being built: see the project's taper-data issue.)
+//! Data for Taper's training loops: the [`Dataset`] trait and [`TensorDataset`]; a
+//! [`DataLoader`] with the source documents' three batching strategies ([`Batching`]: full
+//! batch, stochastic, mini-batch), seeded per-epoch shuffling and `drop_last`; the IDX format
+//! ([`idx`]); MNIST-format loading with a built-in subset ([`mnist`]); seeded per-batch
+//! [`transforms`]; the documents' regression data ([`linear_regression`]); and, behind the
+//! `download` feature, checksummed downloads.
+//!
+//! ```
+//! use taper_data::{mnist, Batching, DataLoader};
+//! let data = mnist::builtin()?;
+//! let loader = DataLoader::new(data.train, Batching::MiniBatch(64))?.shuffle(true).seed(1);
+//! let first = loader.epoch(0).next().unwrap()?;
+//! assert_eq!(first.inputs.dims(), &[64, 1, 28, 28]);
+//! assert_eq!(loader.batches_per_epoch(), 125);
+//! # Ok::<(), taper_data::Error>(())
+//! ```
 
-pub use taper_tensor;
+mod dataset;
+#[cfg(feature = "download")]
+pub mod download;
+mod error;
+pub mod idx;
+mod loader;
+pub mod mnist;
+mod regression;
+pub mod transforms;
+
+pub use dataset::{Dataset, TensorDataset};
+pub use error::{Error, Result};
+pub use loader::{Batch, Batches, Batching, DataLoader};
+pub use regression::linear_regression;

@@ -1,0 +1,191 @@
+//! `DataLoader`: batches of a dataset in the documents' three strategies, shuffled
+//! reproducibly per seed and epoch.
+//!
+//! - [`Batching::FullBatch`]: batch gradient descent, the whole set per step;
+//! - [`Batching::Stochastic`]: stochastic gradient descent, one example per step;
+//! - [`Batching::MiniBatch`]: B examples per step.
+//!
+//! The order of epoch e is a function of (seed, e) alone (a ChaCha8 stream per epoch), so a
+//! run resumed from a checkpoint at epoch e sees exactly the batches it would have seen.
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::dataset::Dataset;
+use crate::error::invalid;
+use crate::transforms::BatchTransform;
+use crate::Result;
+
+/// How many examples each step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// The whole dataset per step (batch gradient descent).
+    FullBatch,
+    /// One example per step (stochastic gradient descent).
+    Stochastic,
+    /// B examples per step (mini-batch gradient descent).
+    MiniBatch(usize),
+}
+
+/// One batch: inputs, targets, and which examples they are.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Inputs, (B, …).
+    pub inputs: Tensor,
+    /// Targets, (B, …).
+    pub targets: Tensor,
+    /// The dataset indices of the examples, in batch order.
+    pub indices: Vec<usize>,
+}
+
+/// Yields batches of a dataset, epoch by epoch.
+pub struct DataLoader<D> {
+    dataset: D,
+    batching: Batching,
+    shuffle: bool,
+    drop_last: bool,
+    seed: u64,
+    device: Device,
+    transform: Option<Box<dyn BatchTransform>>,
+}
+
+impl<D: Dataset> DataLoader<D> {
+    /// A loader in order (no shuffle), keeping the last partial batch, on the CPU, seed 0.
+    pub fn new(dataset: D, batching: Batching) -> Result<Self> {
+        if batching == Batching::MiniBatch(0) {
+            return Err(invalid("batch_size", 0, "a batch size of at least 1"));
+        }
+        Ok(Self {
+            dataset,
+            batching,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            device: Device::Cpu,
+            transform: None,
+        })
+    }
+
+    /// Shuffle each epoch (reproducibly: see [`DataLoader::order`]).
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// Drop the last batch of an epoch when it is smaller than the batch size.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// The seed of the epoch orders and of the transforms' randomness.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The device batches are delivered on.
+    pub fn device(mut self, device: &Device) -> Self {
+        self.device = device.clone();
+        self
+    }
+
+    /// A transform applied to every batch (augmentation, normalization, one-hot).
+    pub fn transform(mut self, t: impl BatchTransform + 'static) -> Self {
+        self.transform = Some(Box::new(t));
+        self
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &D {
+        &self.dataset
+    }
+
+    /// Examples per batch (the whole set for full-batch).
+    pub fn batch_size(&self) -> usize {
+        match self.batching {
+            Batching::FullBatch => self.dataset.len().max(1),
+            Batching::Stochastic => 1,
+            Batching::MiniBatch(b) => b,
+        }
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        let (n, b) = (self.dataset.len(), self.batch_size());
+        if self.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// The order of the examples in `epoch`: a permutation depending only on (seed, epoch)
+    /// when shuffling, else 0, 1, 2, ….
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.shuffle {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+            rng.set_stream(epoch);
+            v.shuffle(&mut rng);
+        }
+        v
+    }
+
+    /// The batches of `epoch`.
+    pub fn epoch(&self, epoch: u64) -> Batches<'_, D> {
+        Batches {
+            loader: self,
+            order: self.order(epoch),
+            epoch,
+            next: 0,
+        }
+    }
+
+    fn make(&self, epoch: u64, k: usize, indices: &[usize]) -> Result<Batch> {
+        let (mut x, mut y) = self.dataset.get_batch(indices)?;
+        if let Some(t) = &self.transform {
+            // Randomness of batch k of epoch e: its own stream, independent of the order's.
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5DEE_CE66_D1CE_5EED);
+            rng.set_stream((epoch << 32) | k as u64);
+            (x, y) = t.apply(x, y, &mut rng)?;
+        }
+        Ok(Batch {
+            inputs: x.to_device(&self.device)?,
+            targets: y.to_device(&self.device)?,
+            indices: indices.to_vec(),
+        })
+    }
+}
+
+/// The batches of one epoch, in order.
+pub struct Batches<'a, D> {
+    loader: &'a DataLoader<D>,
+    order: Vec<usize>,
+    epoch: u64,
+    next: usize,
+}
+
+impl<D: Dataset> Iterator for Batches<'_, D> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.loader.batch_size();
+        let k = self.next;
+        if k >= self.loader.batches_per_epoch() {
+            return None;
+        }
+        self.next += 1;
+        let end = ((k + 1) * b).min(self.order.len());
+        Some(self.loader.make(self.epoch, k, &self.order[k * b..end]))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.loader.batches_per_epoch() - self.next;
+        (left, Some(left))
+    }
+}
+
+impl<D: Dataset> ExactSizeIterator for Batches<'_, D> {}

@@ -1,0 +1,129 @@
+//! IDX round trips, and malformed files rejected with errors that name the file.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use taper_data::idx::{read_idx, write_idx_u8, IdxType};
+use taper_data::{mnist, Error};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("taper-idx-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn header(code: u8, dims: &[u32]) -> Vec<u8> {
+    let mut v = vec![0, 0, code, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v
+}
+
+#[test]
+fn write_then_read_round_trips_raw_and_gzip() {
+    let data: Vec<u8> = (0..2 * 3 * 4).map(|i| (i * 7 % 256) as u8).collect();
+    for name in ["a-idx3-ubyte", "a-idx3-ubyte.gz"] {
+        let p = tmp(name);
+        write_idx_u8(&p, &[2, 3, 4], &data).unwrap();
+        let arr = read_idx(&p).unwrap();
+        assert_eq!(
+            (arr.dtype, arr.dims.clone(), arr.data.clone()),
+            (IdxType::U8, vec![2, 3, 4], data.clone())
+        );
+        let t = arr.to_tensor(&taper_tensor::Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[2, 3, 4]);
+    }
+    assert!(write_idx_u8(tmp("bad"), &[2, 2], &[1, 2, 3]).is_err());
+}
+
+fn expect_malformed(name: &str, bytes: &[u8], needle: &str) {
+    let p = tmp(name);
+    std::fs::write(&p, bytes).unwrap();
+    match read_idx(&p) {
+        Err(Error::Malformed { path, reason }) => {
+            assert_eq!(path, p);
+            assert!(
+                reason.contains(needle),
+                "{name}: {reason:?} should mention {needle:?}"
+            );
+            let msg = Error::Malformed { path, reason }.to_string();
+            assert!(msg.contains(name), "the message names the file: {msg}");
+        }
+        other => panic!("{name}: expected a Malformed error, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_files_are_rejected_without_panics_or_huge_allocations() {
+    let good = [header(0x08, &[2, 2]), vec![1, 2, 3, 4]].concat();
+    expect_malformed(
+        "magic",
+        &[vec![1, 0, 8, 2], good[4..].to_vec()].concat(),
+        "bad magic number",
+    );
+    expect_malformed(
+        "dtype",
+        &[header(0x07, &[2, 2]), vec![1, 2, 3, 4]].concat(),
+        "unknown IDX type code 0x07",
+    );
+    expect_malformed("truncated", &good[..good.len() - 1], "truncated payload");
+    expect_malformed("too-long", &[good.clone(), vec![9]].concat(), "longer than");
+    // A header claiming 4 × 10⁹ elements over a 4-byte payload: rejected, not allocated.
+    expect_malformed(
+        "lying-dims",
+        &[header(0x08, &[60000, 28, 28]), vec![1, 2, 3, 4]].concat(),
+        "truncated payload",
+    );
+    expect_malformed(
+        "overflowing-dims",
+        &[
+            header(0x08, &[u32::MAX, u32::MAX, u32::MAX]),
+            vec![1, 2, 3, 4],
+        ]
+        .concat(),
+        "overflow",
+    );
+    expect_malformed(
+        "lying-dims.gz",
+        &gzip(&[header(0x08, &[1 << 31, 1 << 31]), vec![1, 2, 3, 4]].concat()),
+        "truncated payload",
+    );
+    expect_malformed("short-header", &[0, 0, 8, 3, 0, 0], "truncated header");
+    expect_malformed("zero-dims", &[0, 0, 8, 0], "0 dimensions");
+    expect_malformed("tiny", &[0, 0], "too short");
+    let mut corrupt = gzip(&good);
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0xff;
+    corrupt.truncate(corrupt.len() - 4);
+    expect_malformed("corrupt.gz", &corrupt, "gzip");
+    expect_malformed("truncated.gz", &gzip(&good)[..12], "gzip");
+    assert!(matches!(read_idx(tmp("absent")), Err(Error::Io { .. })));
+}
+
+#[test]
+fn mismatched_image_and_label_counts_are_an_error() {
+    let dir = tmp("mismatch");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_idx_u8(dir.join("train-images-idx3-ubyte"), &[3, 2, 2], &[0; 12]).unwrap();
+    write_idx_u8(dir.join("train-labels-idx1-ubyte"), &[2], &[0, 1]).unwrap();
+    write_idx_u8(dir.join("t10k-images-idx3-ubyte"), &[1, 2, 2], &[0; 4]).unwrap();
+    write_idx_u8(dir.join("t10k-labels-idx1-ubyte"), &[1], &[0]).unwrap();
+    let e = mnist::load_dir(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("train-labels-idx1-ubyte") && e.contains("2 labels for 3 images"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    let e = mnist::load_dir(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte") && e.contains("not found"),
+        "{e}"
+    );
+}
