@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::optimizer::{init_state, Optimizer, ParamState};
 use crate::rule::Rule;
@@ -148,14 +148,10 @@ impl<R: Rule> Optimizer<R> {
 }
 
 impl OptimizerState {
-    /// Saves to a safetensors file, atomically (a temporary file, then a rename), so a crash
-    /// never leaves a half-written file in place of a good one. Scalars go in the metadata.
+    /// Saves to a safetensors file, atomically (see [`taper_tensor::write_atomic`]), so a
+    /// crash never leaves a half-written file in place of a good one. Scalars go in the
+    /// metadata.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let err = |reason: String| Error::StateFile {
-            path: path.display().to_string(),
-            reason,
-        };
         let mut meta: HashMap<String, String> = self
             .scalars
             .iter()
@@ -163,19 +159,11 @@ impl OptimizerState {
             .collect();
         meta.insert("format".into(), STATE_FORMAT.into());
         meta.insert("optimizer".into(), self.optimizer.clone());
-        // Safetensors needs contiguous CPU data.
-        let tensors: Vec<(String, Tensor)> = self
-            .tensors
-            .iter()
-            .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
-            .collect::<Result<_>>()?;
-        let bytes =
-            safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-                .map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| err(format!("renaming {} into place: {e}", tmp.display())))
+        Ok(taper_tensor::save_safetensors(
+            path,
+            self.tensors.iter().map(|(k, t)| (k.as_str(), t)),
+            meta,
+        )?)
     }
 
     /// Reads a file written by [`OptimizerState::save`], checking its format tag.
@@ -185,10 +173,10 @@ impl OptimizerState {
             path: path.display().to_string(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| err(format!("not a safetensors file: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let (tensors, meta) = taper_tensor::read_safetensors(path).map_err(|e| match e {
+            taper_tensor::Error::File { reason, .. } => err(reason),
+            other => Error::Tensor(other),
+        })?;
         if meta.get("format").map(String::as_str) != Some(STATE_FORMAT) {
             return Err(err(format!(
                 "not a Taper optimizer state (expected format `{STATE_FORMAT}`)"
@@ -196,6 +184,7 @@ impl OptimizerState {
         }
         let mut st = OptimizerState {
             optimizer: meta.get("optimizer").cloned().unwrap_or_default(),
+            tensors: tensors.into_iter().collect(),
             ..Default::default()
         };
         for (k, v) in meta
@@ -207,9 +196,6 @@ impl OptimizerState {
                 .map_err(|_| err(format!("scalar `{k}` = `{v}` is not a number")))?;
             st.scalars.insert(k.clone(), x);
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .map_err(|e| err(e.to_string()))?;
-        st.tensors = tensors.into_iter().collect();
         Ok(st)
     }
 }

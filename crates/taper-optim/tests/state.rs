@@ -196,7 +196,7 @@ fn state_that_does_not_fit_is_rejected_by_name() {
     std::fs::write(&junk, b"definitely not a safetensors file").unwrap();
     let e = opt.load(&junk).unwrap_err().to_string();
     assert!(
-        e.contains("junk.safetensors") && e.contains("not a safetensors file"),
+        e.contains("junk.safetensors") && e.contains("not a valid safetensors file"),
         "{e}"
     );
     let foreign = dir.join("foreign.safetensors");

@@ -93,6 +93,19 @@ pub enum Error {
         spec: String,
     },
 
+    /// A file could not be read, written or understood.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Loaded weights do not fit the model (strict loading).
+    #[error("weights do not fit the model: {0}")]
+    LoadMismatch(crate::serialize::LoadReport),
+
     /// Gradient check failed: analytic and numeric gradients disagree.
     #[error("gradcheck failed: {0}")]
     GradcheckFailed(String),

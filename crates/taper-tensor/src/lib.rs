@@ -23,6 +23,7 @@ mod gradients;
 mod no_grad;
 mod param_store;
 mod random;
+mod serialize;
 
 pub use candle_core::{self as candle, DType, Device, Module, ModuleT, Shape, Tensor, Var, D};
 pub use candle_nn;
@@ -36,3 +37,4 @@ pub use random::{
     bernoulli, fork_rng, initial_seed, manual_seed, rand_uniform, randn, randperm, rng_state,
     set_rng_state, with_rng, RngState, TaperRng,
 };
+pub use serialize::{read_safetensors, save_safetensors, write_atomic, LoadMode, LoadReport};

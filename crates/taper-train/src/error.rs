@@ -12,6 +12,19 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// An error from taper-optim (optimizer state).
+    #[error(transparent)]
+    Optim(#[from] taper_optim::Error),
+
+    /// A checkpoint could not be written, read or understood.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A setting is out of range.
     #[error("invalid value for `{field}`: {value} ({expected})")]
     InvalidValue {
