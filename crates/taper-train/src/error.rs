@@ -25,6 +25,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A plot could not be drawn or written.
+    #[error("plot {path}: {reason}")]
+    Plot {
+        /// The image file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A setting is out of range.
     #[error("invalid value for `{field}`: {value} ({expected})")]
     InvalidValue {

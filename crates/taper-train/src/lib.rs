@@ -1,15 +1,23 @@
 //! # taper-train
 //!
-//! Small pieces for explicit training loops: stopping rules and early stopping (and, as
-//! their issues land, metrics, progress, checkpoints and plots). There is no mandatory
-//! trainer: a loop stays forward, loss, backward, step, all visible.
+//! Small pieces for explicit training loops: metrics ([`accuracy`], [`RunningMean`],
+//! [`ConfusionMatrix`]), a [`Progress`] bar, [`CsvLog`], PNG [`plot`]s, stopping rules and
+//! [`EarlyStopping`], and checkpoints ([`Checkpoint`], [`CheckpointManager`]). There is no
+//! mandatory trainer: a loop stays forward, loss, backward, step, all visible.
 
 mod checkpoint;
+mod csv_log;
 mod error;
 mod manager;
+mod metrics;
+pub mod plot;
+mod progress;
 mod stopping;
 
 pub use checkpoint::{Checkpoint, TrainState, CHECKPOINT_FORMAT};
+pub use csv_log::CsvLog;
 pub use error::{Error, Result};
 pub use manager::CheckpointManager;
+pub use metrics::{accuracy, predictions, ConfusionMatrix, RunningMean};
+pub use progress::Progress;
 pub use stopping::{Direction, EarlyStopping, Stop, StopRules};

@@ -1,0 +1,534 @@
+//! The MNIST example's training routine, shared with the end-to-end tests.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use taper::data::mnist::{self, MnistKind};
+use taper::data::transforms::RandomTranslate;
+use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
+use taper::nn::{
+    cross_entropy, Activation, Conv2d, Conv2dConfig, Dropout, Flatten, Linear, MaxPool2d,
+    Sequential,
+};
+use taper::optim::*;
+use taper::prelude::*;
+use taper::train::plot::{plot_panels, Panel, Series};
+use taper::train::{
+    accuracy, Checkpoint, CheckpointManager, CsvLog, Direction, Progress, RunningMean, TrainState,
+};
+
+/// Command-line options.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Train an MLP or CNN on MNIST-format data with Taper")]
+pub struct Args {
+    /// Directory holding the four IDX files (else TAPER_DATA, installed copies, built-in).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Which dataset to look for.
+    #[arg(long, value_enum, default_value_t = DatasetArg::Mnist)]
+    pub dataset: DatasetArg,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Model architecture.
+    #[arg(long, value_enum, default_value_t = ModelArg::Mlp)]
+    pub model: ModelArg,
+    /// Hidden layer sizes of the MLP, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "512,256")]
+    pub hidden: Vec<usize>,
+    /// Dropout probability after each hidden layer.
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptArg::Adam)]
+    pub optimizer: OptArg,
+    /// Learning rate (when omitted: Adam 2e-3, which suits this model, else each
+    /// optimizer's usual default).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Momentum (SGD variants, RMSprop) or β₁ (Adam family, Lion).
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay λ.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Decoupled (AdamW-style) instead of L2 weight decay.
+    #[arg(long)]
+    pub decoupled: bool,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    pub schedule: ScheduleArg,
+    /// Clip the gradients' global L2 norm to this.
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Clip every gradient element to ±this.
+    #[arg(long)]
+    pub clip_value: Option<f64>,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u64,
+    /// Examples per step (mini-batch strategy).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// The documents' batching strategies.
+    #[arg(long, value_enum, default_value_t = BatchingArg::Mini)]
+    pub batching: BatchingArg,
+    /// Random translation (pixels) as augmentation; 0 disables.
+    #[arg(long, default_value_t = 1)]
+    pub augment_shift: usize,
+    /// Seed of initialization, dropout, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output directory: checkpoints, metrics.csv, curves.png.
+    #[arg(long, default_value = "runs/mnist")]
+    pub out: PathBuf,
+    /// Continue from the newest checkpoint in the output directory.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Datasets.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetArg {
+    /// Handwritten digits.
+    Mnist,
+    /// Fashion-MNIST.
+    Fashion,
+}
+
+/// Architectures.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelArg {
+    /// Fully connected layers with ReLU.
+    Mlp,
+    /// Two convolutions and two linear layers.
+    Cnn,
+}
+
+/// Optimizers.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptArg {
+    /// Plain gradient descent.
+    Sgd,
+    /// SGD with PyTorch's momentum.
+    Momentum,
+    /// SGD with Nesterov momentum.
+    Nesterov,
+    /// The documents' exponential-average momentum.
+    EmaMomentum,
+    /// AdaGrad (PyTorch's form).
+    Adagrad,
+    /// RMSprop (PyTorch's form).
+    Rmsprop,
+    /// Adam.
+    Adam,
+    /// AdamW.
+    Adamw,
+    /// Adamax.
+    Adamax,
+    /// NAdam.
+    Nadam,
+    /// RAdam.
+    Radam,
+    /// Adadelta.
+    Adadelta,
+    /// Lion.
+    Lion,
+}
+
+/// Schedules.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleArg {
+    /// Constant rate.
+    None,
+    /// Cosine annealing over the whole run.
+    Cosine,
+    /// ×0.5 every 2 epochs.
+    Step,
+    /// One cycle over the whole run.
+    Onecycle,
+    /// The documents' α/(1 + βt), β = 1e-3 per step.
+    InverseTime,
+    /// The documents' α/√(1 + βt), β = 1e-3 per step.
+    InverseSqrt,
+    /// Loss-driven: ×0.5 after 1 epoch without test-loss improvement.
+    Plateau,
+}
+
+/// Batching strategies.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchingArg {
+    /// Mini-batches of --batch-size.
+    Mini,
+    /// The whole training set per step.
+    Full,
+    /// One example per step.
+    Stochastic,
+}
+
+/// What a run achieved.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Test accuracy after the last epoch.
+    pub final_test_accuracy: f64,
+    /// Best test accuracy over epochs.
+    pub best_test_accuracy: f64,
+    /// Epoch of the best accuracy (1-based).
+    pub best_epoch: u64,
+    /// Wall time of training and evaluation.
+    pub seconds: f64,
+    /// Fraction of training-step time spent producing batches.
+    pub data_fraction: f64,
+    /// Where outputs went.
+    pub out_dir: PathBuf,
+}
+
+fn build_model(args: &Args, store: &ParamStore) -> anyhow::Result<Sequential> {
+    let mut m = Sequential::new(store);
+    match args.model {
+        ModelArg::Mlp => {
+            m = m.append(Flatten::default());
+            let mut width = 784;
+            for &h in &args.hidden {
+                m = m
+                    .append_with(|s| Linear::new(width, h, s))?
+                    .append(Activation::Relu)
+                    .append(Dropout::new(args.dropout)?);
+                width = h;
+            }
+            m = m.append_with(|s| Linear::new(width, 10, s))?;
+        }
+        ModelArg::Cnn => {
+            let pad = Conv2dConfig {
+                padding: 2,
+                ..Default::default()
+            };
+            m = m
+                .append_with(|s| Conv2d::new(1, 16, (5, 5), pad, s))?
+                .append(Activation::Relu)
+                .append(MaxPool2d::new(2))
+                .append_with(|s| Conv2d::new(16, 32, (5, 5), pad, s))?
+                .append(Activation::Relu)
+                .append(MaxPool2d::new(2))
+                .append(Flatten::default())
+                .append_with(|s| Linear::new(32 * 7 * 7, 128, s))?
+                .append(Activation::Relu)
+                .append(Dropout::new(args.dropout)?)
+                .append_with(|s| Linear::new(128, 10, s))?;
+        }
+    }
+    Ok(m)
+}
+
+/// Loads the data, builds the model, and trains with the chosen optimizer.
+pub fn run(args: &Args) -> anyhow::Result<Summary> {
+    let dev = device(&args.device)?;
+    let kind = match args.dataset {
+        DatasetArg::Mnist => MnistKind::Mnist,
+        DatasetArg::Fashion => MnistKind::Fashion,
+    };
+    let data = mnist::load(kind, args.data_dir.as_deref())?;
+    println!(
+        "data: {} ({} train, {} test)",
+        data.source,
+        data.train.len(),
+        data.test.len()
+    );
+    let train = match args.limit_train {
+        Some(n) => data.train.take(n)?,
+        None => data.train,
+    };
+    let wd = match (args.weight_decay, args.decoupled) {
+        (0.0, _) => WeightDecay::None,
+        (w, true) => WeightDecay::Decoupled(w),
+        (w, false) => WeightDecay::L2(w),
+    };
+    let (m, lr) = (args.momentum, args.lr);
+    macro_rules! go {
+        ($rule:expr) => {
+            train_with(args, $rule.with_weight_decay(wd), &dev, train, data.test)
+        };
+    }
+    let classic = |mm| Momentum::Classic {
+        momentum: mm,
+        dampening: 0.0,
+    };
+    match args.optimizer {
+        OptArg::Sgd => go!(Sgd::new(lr.unwrap_or(0.1))),
+        OptArg::Momentum => {
+            go!(Sgd::new(lr.unwrap_or(0.05)).with_momentum(classic(m.unwrap_or(0.9))))
+        }
+        OptArg::Nesterov => go!(
+            Sgd::new(lr.unwrap_or(0.05)).with_momentum(Momentum::Nesterov {
+                momentum: m.unwrap_or(0.9)
+            })
+        ),
+        OptArg::EmaMomentum => go!(Sgd::new(lr.unwrap_or(0.3)).with_momentum(Momentum::Ema {
+            beta: m.unwrap_or(0.9)
+        })),
+        OptArg::Adagrad => go!(Adagrad::new(lr.unwrap_or(0.01))),
+        OptArg::Rmsprop => go!(RmsProp::new(lr.unwrap_or(1e-3)).with_momentum(m.unwrap_or(0.0))),
+        OptArg::Adam => go!(Adam::new(lr.unwrap_or(2e-3)).betas(m.unwrap_or(0.9), 0.999)),
+        OptArg::Adamw => go!(Adam::new(lr.unwrap_or(1e-3))
+            .betas(m.unwrap_or(0.9), 0.999)
+            .with_weight_decay(WeightDecay::Decoupled(if args.weight_decay > 0.0 {
+                args.weight_decay
+            } else {
+                0.01
+            }))),
+        OptArg::Adamax => go!(Adamax::new(lr.unwrap_or(2e-3))),
+        OptArg::Nadam => go!(NAdam::new(lr.unwrap_or(2e-3))),
+        OptArg::Radam => go!(RAdam::new(lr.unwrap_or(1e-3))),
+        OptArg::Adadelta => go!(Adadelta::new(lr.unwrap_or(1.0))),
+        OptArg::Lion => go!(Lion::new(lr.unwrap_or(1e-4)).betas(m.unwrap_or(0.9), 0.99)),
+    }
+}
+
+fn evaluate(model: &Sequential, data: &TensorDataset, dev: &Device) -> anyhow::Result<(f64, f64)> {
+    let loader = DataLoader::new(data.clone(), Batching::MiniBatch(1000))?.device(dev);
+    let (mut loss, mut acc) = (RunningMean::default(), RunningMean::default());
+    for b in loader.epoch(0) {
+        let b = b?;
+        let logits = no_grad(|| model.forward_t(&b.inputs, false))?;
+        let n = b.indices.len();
+        loss.add(
+            cross_entropy(&logits, &b.targets)?.to_scalar::<f32>()? as f64,
+            n,
+        );
+        acc.add(accuracy(&logits, &b.targets)?, n);
+    }
+    Ok((loss.mean(), acc.mean()))
+}
+
+fn train_with<R: Rule>(
+    args: &Args,
+    rule: R,
+    dev: &Device,
+    train: TensorDataset,
+    test: TensorDataset,
+) -> anyhow::Result<Summary> {
+    manual_seed(args.seed);
+    let store = ParamStore::new(dev, DType::F32);
+    let model = build_model(args, &store)?;
+    println!(
+        "model: {:?}, {} parameters; optimizer: {} (lr {})",
+        args.model,
+        store.num_parameters(),
+        R::NAME,
+        rule.common().lr
+    );
+    let mut opt = Optimizer::new(rule, &store)?;
+    if let Some(c) = args.clip_norm {
+        opt = opt.with_clip(Clip::Norm {
+            max_norm: c,
+            norm: Norm::L2,
+        })?;
+    } else if let Some(c) = args.clip_value {
+        opt = opt.with_clip(Clip::Value(c))?;
+    }
+    let batching = match args.batching {
+        BatchingArg::Mini => Batching::MiniBatch(args.batch_size),
+        BatchingArg::Full => Batching::FullBatch,
+        BatchingArg::Stochastic => Batching::Stochastic,
+    };
+    let mut loader = DataLoader::new(train, batching)?
+        .shuffle(true)
+        .seed(args.seed)
+        .device(dev);
+    if args.augment_shift > 0 {
+        loader = loader.transform(RandomTranslate {
+            max_shift: args.augment_shift,
+        });
+    }
+    let steps_per_epoch = loader.batches_per_epoch() as u64;
+    let total = steps_per_epoch * args.epochs;
+    let schedule: Option<Box<dyn Schedule>> = match args.schedule {
+        ScheduleArg::None | ScheduleArg::Plateau => None,
+        ScheduleArg::Cosine => Some(Box::new(CosineAnnealingLr::new(total.max(1), 0.0)?)),
+        ScheduleArg::Step => Some(Box::new(StepLr::new(2 * steps_per_epoch.max(1), 0.5)?)),
+        ScheduleArg::Onecycle => Some(Box::new(OneCycleLr::new(opt.lr() * 10.0, total.max(2))?)),
+        ScheduleArg::InverseTime => Some(Box::new(InverseTime::new(1e-3)?)),
+        ScheduleArg::InverseSqrt => Some(Box::new(InverseSqrt::new(1e-3)?)),
+    };
+    let mut sched = schedule
+        .map(|s| LrScheduler::new(s, &mut opt))
+        .transpose()?;
+    let mut plateau = (args.schedule == ScheduleArg::Plateau)
+        .then(|| {
+            ReduceLrOnPlateau::new(PlateauConfig {
+                factor: 0.5,
+                patience: 0,
+                ..Default::default()
+            })
+        })
+        .transpose()?;
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut manager =
+        CheckpointManager::new(args.out.join("checkpoints"), 1)?.track_best(Direction::Maximize);
+    let mut state = TrainState::new(args.seed);
+    let mut history: Vec<[f64; 5]> = Vec::new();
+    if args.resume {
+        let Some(latest) = manager.latest()? else {
+            bail!(
+                "--resume: no checkpoint in {}",
+                args.out.join("checkpoints").display()
+            )
+        };
+        let ckpt = Checkpoint::load(&latest)?;
+        ckpt.restore(&store, &mut opt)?;
+        if let Some(s) = sched.as_mut() {
+            s.read_state(&ckpt.optimizer, "schedule")?;
+        }
+        if let Some(p) = plateau.as_mut() {
+            p.read_state(&ckpt.optimizer, "plateau")?;
+        }
+        state = ckpt.train.clone();
+        if let Some(h) = state
+            .metadata
+            .get("history")
+            .and_then(|h| serde_json::from_value(h.clone()).ok())
+        {
+            history = h;
+        }
+        println!("resumed from {} at epoch {}", latest.display(), state.epoch);
+    }
+    let mut csv = CsvLog::create(
+        args.out.join("metrics.csv"),
+        &[
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+        ],
+    )?;
+    for row in &history {
+        csv.row(row)?;
+    }
+    let start = Instant::now();
+    let (mut data_time, mut step_time) = (0.0f64, 0.0f64);
+    while state.epoch < args.epochs {
+        let mut bar = Progress::new(steps_per_epoch, &format!("epoch {}", state.epoch + 1));
+        let (mut loss_m, mut acc_m) = (RunningMean::default(), RunningMean::default());
+        let mut batches = loader.epoch(state.epoch);
+        loop {
+            let t0 = Instant::now();
+            let Some(b) = batches.next() else { break };
+            let b = b?;
+            let t1 = Instant::now();
+            let logits = model.forward_t(&b.inputs, true)?;
+            let loss = cross_entropy(&logits, &b.targets)?;
+            opt.step(&Gradients::compute(&loss, &store)?)?;
+            if let Some(s) = sched.as_mut() {
+                s.step(&mut opt)?;
+            }
+            let n = b.indices.len();
+            let (l, a) = (
+                loss.to_scalar::<f32>()? as f64,
+                accuracy(&logits, &b.targets)?,
+            );
+            loss_m.add(l, n);
+            acc_m.add(a, n);
+            bar.update(n as u64, loss_m.mean(), acc_m.mean());
+            state.step += 1;
+            data_time += (t1 - t0).as_secs_f64();
+            step_time += t1.elapsed().as_secs_f64();
+        }
+        bar.finish();
+        state.epoch += 1;
+        let (test_loss, test_acc) = evaluate(&model, &test, dev)?;
+        if let Some(p) = plateau.as_mut() {
+            p.step(test_loss, &mut opt)?;
+        }
+        println!(
+            "epoch {:>3}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.0} samples/s",
+            state.epoch,
+            loss_m.mean(),
+            100.0 * acc_m.mean(),
+            test_loss,
+            100.0 * test_acc,
+            opt.lr(),
+            bar.samples_per_sec()
+        );
+        let row = [
+            state.epoch as f64,
+            loss_m.mean(),
+            acc_m.mean(),
+            test_loss,
+            test_acc,
+        ];
+        csv.row(&row)?;
+        history.push(row);
+        state.rng = taper::tensor::rng_state();
+        state.metadata = serde_json::json!({ "history": history, "args": format!("{args:?}") });
+        let mut ckpt = Checkpoint::capture(&store, &opt, state.clone())?;
+        if let Some(s) = &sched {
+            s.write_state(&mut ckpt.optimizer, "schedule");
+        }
+        if let Some(p) = &plateau {
+            p.write_state(&mut ckpt.optimizer, "plateau");
+        }
+        manager.save(&ckpt, Some(test_acc))?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let series = |i: usize, name: &str| Series {
+        name: name.into(),
+        points: history.iter().map(|r| (r[0], r[i])).collect(),
+    };
+    let panel = |title: &str, y: &str, a: Series, b: Series| Panel {
+        title: title.into(),
+        x_label: "epoch".into(),
+        y_label: y.into(),
+        log_y: false,
+        series: vec![a, b],
+    };
+    plot_panels(
+        args.out.join("curves.png"),
+        1100,
+        420,
+        &[
+            panel(
+                "Loss",
+                "cross-entropy",
+                series(1, "train"),
+                series(3, "test"),
+            ),
+            panel(
+                "Accuracy",
+                "accuracy",
+                series(2, "train"),
+                series(4, "test"),
+            ),
+        ],
+    )?;
+    let (best_epoch, best) = history
+        .iter()
+        .map(|r| (r[0] as u64, r[4]))
+        .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let data_fraction = if step_time > 0.0 {
+        data_time / (data_time + step_time)
+    } else {
+        0.0
+    };
+    println!(
+        "data loading took {:.1}% of training time ({:.2} s of {:.2} s)",
+        100.0 * data_fraction,
+        data_time,
+        data_time + step_time
+    );
+    Ok(Summary {
+        final_test_accuracy: history.last().map_or(0.0, |r| r[4]),
+        best_test_accuracy: best,
+        best_epoch,
+        seconds,
+        data_fraction,
+        out_dir: args.out.clone(),
+    })
+}

@@ -1,0 +1,23 @@
+//! Trains a classifier on MNIST-format data: the README's main example.
+//!
+//! `cargo run --release --example mnist` trains an MLP on the built-in MNIST subset.
+//! `--help` lists every option: model, optimizer, schedule, batching, device, resume.
+
+mod core;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = core::Args::parse();
+    let summary = core::run(&args)?;
+    println!(
+        "best test accuracy {:.2}% (epoch {}), final {:.2}%; {:.1} s ({:.1}% of step time loading data); outputs in {}",
+        100.0 * summary.best_test_accuracy,
+        summary.best_epoch,
+        100.0 * summary.final_test_accuracy,
+        summary.seconds,
+        100.0 * summary.data_fraction,
+        summary.out_dir.display()
+    );
+    Ok(())
+}
