@@ -101,8 +101,25 @@ impl CrossEntropyLoss {
     }
 }
 
-/// Cross-entropy from logits with class targets and PyTorch's defaults.
+/// Cross-entropy from logits with class targets and PyTorch's defaults (mean, no weights,
+/// ignore_index −100, no smoothing). On the CPU in f32 with every target a valid class it
+/// runs as one fused graph node; otherwise as [`CrossEntropyLoss`].
 pub fn cross_entropy(logits: &Tensor, classes: &Tensor) -> Result<Tensor> {
+    if logits.device().is_cpu()
+        && logits.dtype() == DType::F32
+        && logits.rank() == 2
+        && classes.rank() == 1
+        && !classes.dtype().is_float()
+    {
+        let c = logits.dims()[1] as i64;
+        let ids: Vec<i64> = classes.to_dtype(DType::I64)?.to_vec1()?;
+        if ids.len() == logits.dims()[0] && ids.iter().all(|&i| (0..c).contains(&i)) {
+            let ids: Vec<u32> = ids.into_iter().map(|i| i as u32).collect();
+            if let Some(loss) = crate::fused::cross_entropy_mean(logits, &ids)? {
+                return Ok(loss);
+            }
+        }
+    }
     CrossEntropyLoss::new().forward(logits, Target::Classes(classes))
 }
 

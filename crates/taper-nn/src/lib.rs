@@ -30,6 +30,7 @@ mod dropout;
 mod embedding;
 mod error;
 mod flatten;
+mod fused;
 pub mod init;
 mod kl_div;
 mod layer_norm;

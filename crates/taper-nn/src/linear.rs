@@ -84,6 +84,12 @@ impl Module for Linear {
             let layer = format!("Linear({i} -> {o})");
             return Err(Error::shape(layer, format!("(*, {i})"), x.dims()).into_candle());
         }
+        if let Some(b) = &self.bias {
+            // On the CPU's training path, one graph node that skips the data's gradient.
+            if x.device().is_cpu() && taper_tensor::is_grad_enabled() {
+                return crate::fused::linear(x, &self.weight, b);
+            }
+        }
         let w = tracked(&self.weight).t()?;
         let y = match x.rank() {
             2 => x.matmul(&w)?,

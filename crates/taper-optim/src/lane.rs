@@ -33,16 +33,19 @@ pub trait Lane: Sized + Clone {
     fn maximum(&self, o: &Self) -> Result<Self, Self::Err>;
 
     /// self·a.
+    #[inline(always)]
     fn scale(&self, a: f64) -> Result<Self, Self::Err> {
         self.affine(a, 0.0)
     }
 
     /// self².
+    #[inline(always)]
     fn sqr(&self) -> Result<Self, Self::Err> {
         self.mul(self)
     }
 
     /// β·self + (1 − β)·x: an exponential moving average step.
+    #[inline(always)]
     fn ema(&self, x: &Self, beta: f64) -> Result<Self, Self::Err> {
         self.scale(beta)?.add(&x.scale(1.0 - beta)?)
     }
@@ -132,3 +135,72 @@ impl Lane for Tensor {
         Tensor::maximum(self, o)
     }
 }
+
+/// Eight (or `N`) scalars processed together: the fused CPU loop runs a rule on blocks, so
+/// each operation is a fixed-size array loop that LLVM turns into SIMD instructions, and the
+/// rule's branches are taken once per block rather than once per element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Block<T, const N: usize>(pub [T; N]);
+
+macro_rules! block_lane {
+    ($t:ty) => {
+        impl<const N: usize> Lane for Block<$t, N> {
+            type Err = Infallible;
+            #[inline(always)]
+            fn add(&self, o: &Self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| self.0[i] + o.0[i])))
+            }
+            #[inline(always)]
+            fn sub(&self, o: &Self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| self.0[i] - o.0[i])))
+            }
+            #[inline(always)]
+            fn mul(&self, o: &Self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| self.0[i] * o.0[i])))
+            }
+            #[inline(always)]
+            fn div(&self, o: &Self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| self.0[i] / o.0[i])))
+            }
+            #[inline(always)]
+            fn affine(&self, a: f64, b: f64) -> Result<Self, Infallible> {
+                let (a, b) = (a as $t, b as $t);
+                Ok(Block(std::array::from_fn(|i| self.0[i] * a + b)))
+            }
+            #[inline(always)]
+            fn sqrt(&self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| self.0[i].sqrt())))
+            }
+            #[inline(always)]
+            fn abs(&self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| self.0[i].abs())))
+            }
+            #[inline(always)]
+            fn sign(&self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| {
+                    let x = self.0[i];
+                    if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    }
+                })))
+            }
+            #[inline(always)]
+            fn maximum(&self, o: &Self) -> Result<Self, Infallible> {
+                Ok(Block(std::array::from_fn(|i| {
+                    if self.0[i] >= o.0[i] {
+                        self.0[i]
+                    } else {
+                        o.0[i]
+                    }
+                })))
+            }
+        }
+    };
+}
+
+block_lane!(f32);
+block_lane!(f64);

@@ -1,0 +1,42 @@
+"""PyTorch's side of `cargo run --release --example bench_mlp`: one epoch of an MLP 784-256-10
+with Adam (lr 1e-3), batch 64, on the training images of an MNIST-format directory.
+
+Usage: python3 torch_mlp_epoch.py DIR [LIMIT]  -> prints {"samples_per_s": ..., "seconds": ...}
+"""
+import gzip
+import json
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def idx(path):
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        data = f.read()
+    nd = data[3]
+    dims = struct.unpack(">" + "I" * nd, data[4:4 + 4 * nd])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+d = sys.argv[1]
+limit = int(sys.argv[2]) if len(sys.argv) > 2 else None
+x = torch.from_numpy(idx(d + "/train-images-idx3-ubyte.gz").astype(np.float32) / 255.0).reshape(-1, 784)
+y = torch.from_numpy(idx(d + "/train-labels-idx1-ubyte.gz").astype(np.int64))
+if limit:
+    x, y = x[:limit], y[:limit]
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+perm = torch.randperm(len(x))
+t = time.perf_counter()
+for i in range(0, len(x), 64):
+    idx_b = perm[i:i + 64]
+    loss = torch.nn.functional.cross_entropy(model(x[idx_b]), y[idx_b])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+s = time.perf_counter() - t
+print(json.dumps({"samples_per_s": len(x) / s, "seconds": s, "threads": torch.get_num_threads(), "final_loss": float(loss)}))

@@ -1,0 +1,146 @@
+//! Fused training-path nodes for the CPU: `Linear` and cross-entropy each become one node of
+//! candle's autograd graph instead of several.
+//!
+//! The forward pass runs on candle's kernels over detached inputs (no graph), and a custom
+//! op records the result with a hand-written backward. That removes two wastes of candle's
+//! generic backward: the gradient of the constant data batch (computed for every matmul
+//! input) and the chain of intermediate nodes and zero-filled accumulators of log-softmax,
+//! gather, bias add. Results equal the unfused ops' (tests compare both and gradcheck them).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+
+/// Returns a tensor's CPU storage (contiguous, from offset 0) as the op's output.
+fn storage_of(t: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let (st, layout) = t.storage_and_layout();
+    match (&*st, layout.contiguous_offsets()) {
+        (Storage::Cpu(c), Some((0, end))) if end == t.elem_count() => {
+            Ok((c.clone(), t.shape().clone()))
+        }
+        (Storage::Cpu(_), _) => {
+            let copy = t.copy()?;
+            let (st, _) = copy.storage_and_layout();
+            match &*st {
+                Storage::Cpu(c) => Ok((c.clone(), t.shape().clone())),
+                _ => candle_core::bail!("fused node: expected CPU storage"),
+            }
+        }
+        _ => candle_core::bail!("fused node: CPU only"),
+    }
+}
+
+/// y = x·Wᵀ + b, already computed; backward skips x when x is constant.
+struct LinearNode {
+    out: Tensor,
+}
+
+impl CustomOp3 for LinearNode {
+    fn name(&self) -> &'static str {
+        "taper-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        storage_of(&self.out)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (out_f, in_f) = w.dims2()?;
+        let rows = x.elem_count() / in_f;
+        let g = grad.reshape((rows, out_f))?;
+        let gx = if x.track_op() {
+            Some(g.matmul(w)?.reshape(x.shape())?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(g.t()?.matmul(&x.reshape((rows, in_f))?)?)
+        } else {
+            None
+        };
+        let gb = if b.track_op() { Some(g.sum(0)?) } else { None };
+        Ok((gx, gw, gb))
+    }
+}
+
+/// The fused `x·Wᵀ + b` (CPU); `x` is (*, in), `w` (out, in), `b` (out).
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let (xd, wt) = (x.detach(), w.detach().t()?);
+    let y = match x.rank() {
+        2 => xd.matmul(&wt)?,
+        _ => xd.broadcast_matmul(&wt)?,
+    };
+    let out = y.broadcast_add(&b.detach())?;
+    x.apply_op3(w, b, LinearNode { out })
+}
+
+/// Mean cross-entropy, already computed, with its gradient template (p − onehot)/N.
+struct CrossEntropyNode {
+    loss: Tensor,
+    dlogits: Tensor,
+}
+
+impl CustomOp1 for CrossEntropyNode {
+    fn name(&self) -> &'static str {
+        "taper-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        storage_of(&self.loss)
+    }
+
+    fn bwd(
+        &self,
+        _logits: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.dlogits.broadcast_mul(grad)?))
+    }
+}
+
+/// Mean cross-entropy of f32 CPU logits (N, C) at valid class ids, in one pass over the
+/// logits; `None` when the fused path does not apply (other dtype or device).
+pub(crate) fn cross_entropy_mean(
+    logits: &Tensor,
+    ids: &[u32],
+) -> candle_core::Result<Option<Tensor>> {
+    if !logits.device().is_cpu() || logits.dtype() != DType::F32 || logits.rank() != 2 {
+        return Ok(None);
+    }
+    let (n, c) = logits.dims2()?;
+    if n == 0 || ids.len() != n {
+        return Ok(None);
+    }
+    let x: Vec<f32> = logits.detach().flatten_all()?.to_vec1()?;
+    let mut d = vec![0f32; n * c];
+    let mut total = 0f64;
+    let inv_n = 1.0 / n as f32;
+    for ((row, drow), &y) in x.chunks_exact(c).zip(d.chunks_exact_mut(c)).zip(ids) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|v| (v - m).exp()).sum();
+        let lse = m + sum.ln();
+        total += (lse - row[y as usize]) as f64;
+        for (dv, v) in drow.iter_mut().zip(row) {
+            *dv = (v - lse).exp() * inv_n;
+        }
+        drow[y as usize] -= inv_n;
+    }
+    let loss = Tensor::new((total / n as f64) as f32, logits.device())?;
+    let dlogits = Tensor::from_vec(d, (n, c), logits.device())?;
+    Ok(Some(logits.apply_op1(CrossEntropyNode { loss, dlogits })?))
+}
