@@ -39,53 +39,36 @@ pub(crate) trait FusedFloat:
     fn store(b: &Self::Block, out: &mut [Self]);
 }
 
-impl FusedFloat for f32 {
-    type Block = Block<f32, LANES>;
-    #[inline(always)]
-    fn load(x: &[Self]) -> Self::Block {
-        Block(std::array::from_fn(|j| x[j]))
-    }
-    #[inline(always)]
-    fn store(b: &Self::Block, out: &mut [Self]) {
-        out[..LANES].copy_from_slice(&b.0);
-    }
-    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
+macro_rules! fused_float {
+    ($t:ty, $variant:ident) => {
+        impl FusedFloat for $t {
+            type Block = Block<$t, LANES>;
+            #[inline(always)]
+            fn load(x: &[Self]) -> Self::Block {
+                Block(std::array::from_fn(|j| x[j]))
+            }
+            #[inline(always)]
+            fn store(b: &Self::Block, out: &mut [Self]) {
+                out[..LANES].copy_from_slice(&b.0);
+            }
+            fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice(s: &CpuStorage) -> Option<&[Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn slice(s: &CpuStorage) -> Option<&[Self]> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
+    };
 }
 
-impl FusedFloat for f64 {
-    type Block = Block<f64, LANES>;
-    #[inline(always)]
-    fn load(x: &[Self]) -> Self::Block {
-        Block(std::array::from_fn(|j| x[j]))
-    }
-    #[inline(always)]
-    fn store(b: &Self::Block, out: &mut [Self]) {
-        out[..LANES].copy_from_slice(&b.0);
-    }
-    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn slice(s: &CpuStorage) -> Option<&[Self]> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-}
+fused_float!(f32, F32);
+fused_float!(f64, F64);
 
 /// Whether the fused path applies: CPU, f32 or f64, one dtype, contiguous, at most 3 state
 /// tensors, all the same size.
