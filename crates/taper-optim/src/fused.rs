@@ -33,10 +33,10 @@ pub(crate) trait FusedFloat:
     type Block: Lane<Err = std::convert::Infallible> + Copy;
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    /// The first [`LANES`] values of `x`.
-    fn load(x: &[Self]) -> Self::Block;
-    /// Writes a block to the first [`LANES`] values of `out`.
-    fn store(b: &Self::Block, out: &mut [Self]);
+    /// [`LANES`] values as a block.
+    fn load(x: &[Self; LANES]) -> Self::Block;
+    /// Writes a block to [`LANES`] values.
+    fn store(b: &Self::Block, out: &mut [Self; LANES]);
 }
 
 macro_rules! fused_float {
@@ -44,12 +44,12 @@ macro_rules! fused_float {
         impl FusedFloat for $t {
             type Block = Block<$t, LANES>;
             #[inline(always)]
-            fn load(x: &[Self]) -> Self::Block {
-                Block(std::array::from_fn(|j| x[j]))
+            fn load(x: &[Self; LANES]) -> Self::Block {
+                Block(*x)
             }
             #[inline(always)]
-            fn store(b: &Self::Block, out: &mut [Self]) {
-                out[..LANES].copy_from_slice(&b.0);
+            fn store(b: &Self::Block, out: &mut [Self; LANES]) {
+                *out = b.0;
             }
             fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
                 match s {
@@ -194,15 +194,23 @@ fn kernel_body<R: Rule, T: FusedFloat, const K: usize>(
     let (p, g) = (&mut p[..n], &g[..n]);
     let st = st.map(|x| &mut x[..n]);
     let full = n - n % LANES;
-    let mut i = 0;
-    while i < full {
-        let mut v: [T::Block; K] = std::array::from_fn(|k| T::load(&st[k][i..]));
-        let Ok(new) = update(rule, s, &T::load(&p[i..]), &T::load(&g[i..]), &mut v);
-        T::store(&new, &mut p[i..]);
+    // Whole blocks: fixed-size array views, so each load and store is one vector move and
+    // the only bounds checks left are one per state tensor per block.
+    let blocks = p[..full]
+        .chunks_exact_mut(LANES)
+        .zip(g[..full].chunks_exact(LANES));
+    for (b, (pc, gc)) in blocks.enumerate() {
+        let i = b * LANES;
+        let (pc, gc): (&mut [T; LANES], &[T; LANES]) = (
+            pc.try_into().expect("chunks_exact gives LANES"),
+            gc.try_into().expect("chunks_exact gives LANES"),
+        );
+        let mut v: [T::Block; K] = std::array::from_fn(|k| T::load(block(&st[k][i..])));
+        let Ok(new) = update(rule, s, &T::load(pc), &T::load(gc), &mut v);
+        T::store(&new, pc);
         for (k, x) in v.iter().enumerate() {
-            T::store(x, &mut st[k][i..]);
+            T::store(x, block_mut(&mut st[k][i..]));
         }
-        i += LANES;
     }
     for i in full..n {
         let mut v: [T; K] = std::array::from_fn(|k| st[k][i]);
@@ -212,6 +220,20 @@ fn kernel_body<R: Rule, T: FusedFloat, const K: usize>(
             st[k][i] = x;
         }
     }
+}
+
+/// The first [`LANES`] values of `x` (callers guarantee there are that many).
+#[inline(always)]
+fn block<T>(x: &[T]) -> &[T; LANES] {
+    x[..LANES].try_into().expect("slice has LANES values")
+}
+
+/// The first [`LANES`] values of `x`, mutably.
+#[inline(always)]
+fn block_mut<T>(x: &mut [T]) -> &mut [T; LANES] {
+    (&mut x[..LANES])
+        .try_into()
+        .expect("slice has LANES values")
 }
 
 type SliceFn<'f, T> = dyn FnMut(&mut [&mut [T]], &[T]) + 'f;

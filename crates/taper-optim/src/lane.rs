@@ -76,6 +76,10 @@ macro_rules! scalar_lane {
                 Ok(self * a as $t + b as $t)
             }
             #[inline(always)]
+            fn scale(&self, a: f64) -> Result<Self, Infallible> {
+                Ok(self * a as $t)
+            }
+            #[inline(always)]
             fn sqrt(&self) -> Result<Self, Infallible> {
                 Ok(<$t>::sqrt(*self))
             }
@@ -168,6 +172,12 @@ macro_rules! block_lane {
                 Ok(Block(std::array::from_fn(|i| self.0[i] * a + b)))
             }
             #[inline(always)]
+            fn scale(&self, a: f64) -> Result<Self, Infallible> {
+                // A plain product: `affine(a, 0)` would add 0.0, which the compiler must keep.
+                let a = a as $t;
+                Ok(Block(std::array::from_fn(|i| self.0[i] * a)))
+            }
+            #[inline(always)]
             fn sqrt(&self) -> Result<Self, Infallible> {
                 Ok(Block(std::array::from_fn(|i| self.0[i].sqrt())))
             }
@@ -190,8 +200,10 @@ macro_rules! block_lane {
             }
             #[inline(always)]
             fn maximum(&self, o: &Self) -> Result<Self, Infallible> {
+                // `a > b ? a : b` is exactly the SIMD max instruction; `>=` is not, and kept
+                // AMSGrad's loop at half speed. The two differ only in the sign of a zero.
                 Ok(Block(std::array::from_fn(|i| {
-                    if self.0[i] >= o.0[i] {
+                    if self.0[i] > o.0[i] {
                         self.0[i]
                     } else {
                         o.0[i]
