@@ -7,7 +7,79 @@
 //! input) and the chain of intermediate nodes and zero-filled accumulators of log-softmax,
 //! gather, bias add. Results equal the unfused ops' (tests compare both and gradcheck them).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor,
+};
+
+use crate::gemm::{matmul, matmul_into, View};
+
+/// Calls `f` with a tensor's values when it is a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (st, l) = t.storage_and_layout();
+    match (&*st, l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Some(f(&v[a..b])),
+        _ => None,
+    }
+}
+
+/// `a·b` (or `a·bᵀ` when `b_t`) for contiguous f32 CPU matrices `a` (m×k) and `b`, on all
+/// threads, added to `init` (row-major m×n) when given; `None` when the inputs do not fit.
+fn matmul_f32(
+    a: &Tensor,
+    (m, k): (usize, usize),
+    b: &Tensor,
+    (n, b_t): (usize, bool),
+    init: Option<Vec<f32>>,
+) -> Option<Vec<f32>> {
+    with_f32(a, |av| {
+        with_f32(b, |bv| {
+            let a = View::row_major(av, m, k)?;
+            let b = if b_t {
+                View::row_major(bv, n, k)?.t()
+            } else {
+                View::row_major(bv, k, n)?
+            };
+            match init {
+                Some(mut out) => matmul_into(&mut out, a, b, true).then_some(out),
+                None => matmul(a, b),
+            }
+        })
+    })
+    .flatten()
+    .flatten()
+}
+
+/// `gᵀ·x` for g (rows×out) and x (rows×in): the weight gradient, on all threads.
+fn weight_grad_f32(
+    g: &Tensor,
+    x: &Tensor,
+    rows: usize,
+    (out_f, in_f): (usize, usize),
+) -> Option<Vec<f32>> {
+    with_f32(g, |gv| {
+        with_f32(x, |xv| {
+            matmul(
+                View::row_major(gv, rows, out_f)?.t(),
+                View::row_major(xv, rows, in_f)?,
+            )
+        })
+    })
+    .flatten()
+    .flatten()
+}
+
+/// Column sums of g (rows×out): the bias gradient.
+fn bias_grad_f32(g: &Tensor, rows: usize, out_f: usize) -> Option<Vec<f32>> {
+    with_f32(g, |gv| {
+        let mut sum = vec![0.0f32; out_f];
+        for row in gv.chunks_exact(out_f).take(rows) {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        sum
+    })
+}
 
 /// Returns a tensor's CPU storage (contiguous, from offset 0) as the op's output.
 fn storage_of(t: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -61,30 +133,60 @@ impl CustomOp3 for LinearNode {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out_f, in_f) = w.dims2()?;
         let rows = x.elem_count() / in_f;
-        let g = grad.reshape((rows, out_f))?;
+        let g = grad.reshape((rows, out_f))?.contiguous()?;
         let gx = if x.track_op() {
-            Some(g.matmul(w)?.reshape(x.shape())?)
+            let fast = matmul_f32(&g, (rows, out_f), w, (in_f, false), None);
+            Some(match fast {
+                Some(v) => Tensor::from_vec(v, x.shape(), &Device::Cpu)?,
+                None => g.matmul(w)?.reshape(x.shape())?,
+            })
         } else {
             None
         };
         let gw = if w.track_op() {
-            Some(g.t()?.matmul(&x.reshape((rows, in_f))?)?)
+            Some(match weight_grad_f32(&g, x, rows, (out_f, in_f)) {
+                Some(v) => Tensor::from_vec(v, (out_f, in_f), &Device::Cpu)?,
+                None => g.t()?.matmul(&x.reshape((rows, in_f))?)?,
+            })
         } else {
             None
         };
-        let gb = if b.track_op() { Some(g.sum(0)?) } else { None };
+        let gb = if b.track_op() {
+            Some(match bias_grad_f32(&g, rows, out_f) {
+                Some(v) => Tensor::from_vec(v, out_f, &Device::Cpu)?,
+                None => g.sum(0)?,
+            })
+        } else {
+            None
+        };
         Ok((gx, gw, gb))
     }
 }
 
 /// The fused `x·Wᵀ + b` (CPU); `x` is (*, in), `w` (out, in), `b` (out).
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let (xd, wt) = (x.detach(), w.detach().t()?);
-    let y = match x.rank() {
-        2 => xd.matmul(&wt)?,
-        _ => xd.broadcast_matmul(&wt)?,
+    let (out_f, in_f) = w.dims2()?;
+    let rows = x.elem_count() / in_f.max(1);
+    // f32: the bias is the product's starting value, and the product runs on all threads.
+    let init = with_f32(b, |bv| bv.repeat(rows));
+    let fast = init.and_then(|init| matmul_f32(x, (rows, in_f), w, (out_f, true), Some(init)));
+    let out = match fast {
+        Some(y) => {
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = out_f;
+            }
+            Tensor::from_vec(y, dims, &Device::Cpu)?
+        }
+        None => {
+            let (xd, wt) = (x.detach(), w.detach().t()?);
+            let y = match x.rank() {
+                2 => xd.matmul(&wt)?,
+                _ => xd.broadcast_matmul(&wt)?,
+            };
+            y.broadcast_add(&b.detach())?
+        }
     };
-    let out = y.broadcast_add(&b.detach())?;
     x.apply_op3(w, b, LinearNode { out })
 }
 

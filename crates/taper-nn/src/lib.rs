@@ -31,6 +31,7 @@ mod embedding;
 mod error;
 mod flatten;
 mod fused;
+mod gemm;
 pub mod init;
 mod kl_div;
 mod layer_norm;

@@ -81,3 +81,29 @@ fn targets_outside_the_classes_still_error_through_the_general_path() {
     let l = cross_entropy(&logits, &Tensor::new(&[0i64, -100], &Device::Cpu).unwrap()).unwrap();
     assert!((l.to_scalar::<f32>().unwrap() - 3f32.ln()).abs() < 1e-6);
 }
+
+#[test]
+fn products_split_across_threads_match_the_unfused_ops_at_training_sizes() {
+    // Big enough that the forward and both gradient products are cut into per-thread
+    // blocks; a rank-3 tracked input exercises the (*, in) shape and the input gradient.
+    manual_seed(9);
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let fc = Linear::new(300, 200, &store).unwrap();
+    let x = randn((2, 32, 300), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+    let xv = taper_tensor::Var::from_tensor(&x).unwrap();
+    let r = randn((2, 32, 200), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+    let y = fc.forward(xv.as_tensor()).unwrap();
+    let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (w, b) = (store.var("weight").unwrap(), store.var("bias").unwrap());
+    let y2 = xv
+        .as_tensor()
+        .broadcast_matmul(&w.as_tensor().t().unwrap())
+        .unwrap()
+        .broadcast_add(b.as_tensor())
+        .unwrap();
+    let g2 = y2.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    close(&y, &y2, 1e-5);
+    for t in [xv.as_tensor(), w.as_tensor(), b.as_tensor()] {
+        close(g.get(t).unwrap(), g2.get(t).unwrap(), 1e-4);
+    }
+}
