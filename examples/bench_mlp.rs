@@ -1,8 +1,9 @@
 //! End-to-end training throughput on one workload, side by side in one run: an MLP
-//! 784-256-10 with Adam (lr 1e-3), batch 64, one shuffled epoch of an MNIST-format training
-//! set (Fashion-MNIST when installed, else the built-in subset), in Taper, in candle-nn, and in
-//! PyTorch when `python3 -c 'import torch'` works. Also reports the process's peak memory
-//! after each Taper epoch, to show it does not grow.
+//! 784-256-10 with Adam (lr 1e-3), batch 64, shuffled epochs of an MNIST-format training set
+//! (Fashion-MNIST when installed, else the built-in subset), in Taper, in candle-nn, in
+//! PyTorch (default and fused Adam) when `python3 -c 'import torch'` works, and in burn when
+//! `benches/burn_mlp` has been built. Each framework's best epoch is compared. Also reports
+//! the process's peak memory after each Taper epoch, to show it does not grow.
 //!
 //! Run: `cargo run --release --example bench_mlp [-- EPOCHS]`
 
@@ -48,7 +49,7 @@ fn taper_epochs(train: &TensorDataset, epochs: u64) -> anyhow::Result<Vec<(f64, 
     Ok(out)
 }
 
-fn candle_epoch(train: &TensorDataset) -> anyhow::Result<f64> {
+fn candle_epochs(train: &TensorDataset, epochs: u64) -> anyhow::Result<Vec<f64>> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let l1 = candle_nn::linear(784, 256, vb.pp("0"))?;
@@ -64,43 +65,98 @@ fn candle_epoch(train: &TensorDataset) -> anyhow::Result<f64> {
     let loader = DataLoader::new(train.clone(), Batching::MiniBatch(64))?
         .shuffle(true)
         .seed(0);
-    let t = Instant::now();
-    for b in loader.epoch(0) {
-        let b = b?;
-        let x = b.inputs.flatten_from(1)?;
-        let logits = l2.forward(&l1.forward(&x)?.relu()?)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &b.targets)?;
-        opt.backward_step(&loss)?;
+    let mut rates = Vec::new();
+    for e in 0..epochs {
+        let t = Instant::now();
+        for b in loader.epoch(e) {
+            let b = b?;
+            let x = b.inputs.flatten_from(1)?;
+            let logits = l2.forward(&l1.forward(&x)?.relu()?)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &b.targets)?;
+            opt.backward_step(&loss)?;
+        }
+        rates.push(train.len() as f64 / t.elapsed().as_secs_f64());
     }
-    Ok(train.len() as f64 / t.elapsed().as_secs_f64())
+    Ok(rates)
 }
 
-fn torch_epoch(dir: Option<&Path>, limit: usize) -> Option<f64> {
+/// The JSON lines a peer's script printed, or `None` when it did not run.
+fn json_lines(out: std::io::Result<std::process::Output>) -> Option<Vec<serde_json::Value>> {
+    let out = out.ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"{"))
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    (!lines.is_empty()).then_some(lines)
+}
+
+/// The best epoch of each PyTorch variant (default foreach Adam, fused Adam).
+fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<(String, f64)>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_mlp_epoch.py");
-    let dir = dir?;
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(dir)
         .arg(limit.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
+        .arg(epochs.to_string())
+        .output();
+    let lines = json_lines(out)?;
+    lines
+        .iter()
+        .map(|v| {
+            let name = format!(
+                "PyTorch {} ({} Adam)",
+                v["version"].as_str()?,
+                v["variant"].as_str()?
+            );
+            Some((
+                name,
+                best(
+                    v["samples_per_s"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|r| r.as_f64()),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// burn's best epoch on one CPU backend (`ndarray` or `flex`), from `benches/burn_mlp` when
+/// its binary has been built.
+fn burn_epochs(backend: &str, dir: &Path, limit: usize, epochs: u64) -> Result<f64, String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin = Path::new(root).join("benches/burn_mlp/target/release/burn_mlp");
+    if !bin.exists() {
+        return Err(format!(
+            "not built (cargo build --release --manifest-path {root}/benches/burn_mlp/Cargo.toml)"
+        ));
     }
-    let v: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .find(|l| l.starts_with(b"{"))?,
-    )
-    .ok()?;
-    v["samples_per_s"].as_f64()
+    let out = std::process::Command::new(bin)
+        .env("BURN_DEVICE", backend)
+        .arg(dir)
+        .arg(limit.to_string())
+        .arg(epochs.to_string())
+        .output();
+    let lines = json_lines(out).ok_or("its run failed")?;
+    Ok(best(
+        lines.iter().filter_map(|v| v["samples_per_s"].as_f64()),
+    ))
+}
+
+fn best(rates: impl Iterator<Item = f64>) -> f64 {
+    rates.fold(0.0, f64::max)
 }
 
 fn main() -> anyhow::Result<()> {
     let epochs: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     let (data, dir) = match mnist::load(MnistKind::Fashion, None) {
         Ok(d) => {
             let dir = match &d.source {
@@ -113,32 +169,53 @@ fn main() -> anyhow::Result<()> {
     };
     let train = data.train;
     println!(
-        "workload: MLP 784-256-10, Adam lr 1e-3, batch 64, one epoch of {} ({} images)",
+        "workload: MLP 784-256-10, Adam lr 1e-3, batch 64, epochs of {} ({} images)",
         data.source,
         train.len()
     );
     let taper = taper_epochs(&train, epochs)?;
-    let candle = candle_epoch(&train)?;
-    let torch = torch_epoch(dir.as_deref(), train.len());
-    let t = taper.iter().map(|r| r.0).fold(0.0, f64::max);
-    println!("{:<28} {:>12}", "framework", "samples/s");
+    let candle = candle_epochs(&train, epochs)?;
+    let mut peers = vec![("candle-nn 0.11".to_string(), best(candle.into_iter()))];
+    let mut skipped = Vec::new();
+    match &dir {
+        Some(d) => {
+            match torch_epochs(d, train.len(), epochs) {
+                Some(t) => peers.extend(t),
+                None => skipped.push("PyTorch: skipped (needs python3 with torch)".to_string()),
+            }
+            for backend in ["ndarray", "flex"] {
+                match burn_epochs(backend, d, train.len(), epochs) {
+                    Ok(r) => peers.push((format!("burn 0.22 ({backend}, autodiff)"), r)),
+                    Err(why) => skipped.push(format!("burn ({backend}): skipped, {why}")),
+                }
+            }
+        }
+        None => skipped.push(
+            "PyTorch and burn: skipped (they read the data from a directory: install dataset-fashion-mnist)"
+                .into(),
+        ),
+    }
+    let t = best(taper.iter().map(|r| r.0));
+    println!(
+        "best epoch of {epochs} for each framework, {} threads",
+        rayon::current_num_threads()
+    );
+    println!("{:<36} {:>12}", "framework", "samples/s");
     for (i, (sps, mem)) in taper.iter().enumerate() {
         println!(
-            "Taper, epoch {:<15} {:>12.0}   peak memory {}",
-            i + 1,
+            "{:<36} {:>12.0}   peak memory {}",
+            format!("Taper, epoch {}", i + 1),
             sps,
             mem.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
         );
     }
-    println!(
-        "{:<28} {:>12.0}   Taper/candle-nn = {:.2}",
-        "candle-nn 0.11",
-        candle,
-        t / candle
-    );
-    match torch {
-        Some(p) => println!("{:<28} {:>12.0}   Taper/PyTorch = {:.2}", "PyTorch (CPU)", p, t / p),
-        None => println!("PyTorch: skipped (needs python3 with torch, and the data in a directory: install dataset-fashion-mnist)"),
+    for (name, r) in &peers {
+        println!("{name:<36} {r:>12.0}   Taper/peer = {:.2}", t / r);
+    }
+    let top = peers.iter().map(|p| p.1).fold(0.0, f64::max);
+    println!("Taper / best peer = {:.2}", t / top);
+    for s in skipped {
+        println!("{s}");
     }
     Ok(())
 }

@@ -1,32 +1,28 @@
-//! burn's side of `cargo run --release --example bench_mlp`: one epoch of an MLP 784-256-10
-//! with Adam (lr 1e-3), batch 64, on the training images of an MNIST-format directory, on
-//! burn's ndarray backend with autodiff. A separate workspace, so burn never enters Taper's
-//! build; `bench_mlp` runs it when it has been built.
+//! burn's side of `cargo run --release --example bench_mlp`: epochs of an MLP 784-256-10 with
+//! Adam (lr 1e-3), batch 64, on the training images of an MNIST-format directory, with
+//! autodiff on the CPU backend that `BURN_DEVICE` names (`ndarray` or `flex`). A separate
+//! workspace, so burn never enters Taper's build; `bench_mlp` runs it when it has been built.
 //!
-//! Usage: burn_mlp DIR [LIMIT] [EPOCHS] -> prints one JSON line per epoch: {"samples_per_s": ...}
+//! Usage: BURN_DEVICE=ndarray burn_mlp DIR [LIMIT] [EPOCHS]
+//!   -> prints one JSON line per epoch: {"samples_per_s": ...}
 
 use std::io::Read;
 use std::time::Instant;
 
-use burn::backend::{Autodiff, NdArray};
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig, Relu};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
-
-type B = Autodiff<NdArray<f32>>;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
 
 #[derive(Module, Debug)]
-struct Mlp<Bk: Backend> {
-    l1: Linear<Bk>,
+struct Mlp {
+    l1: Linear,
     relu: Relu,
-    l2: Linear<Bk>,
+    l2: Linear,
 }
 
-impl<Bk: Backend> Mlp<Bk> {
-    fn forward(&self, x: Tensor<Bk, 2>) -> Tensor<Bk, 2> {
+impl Mlp {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.l2.forward(self.relu.forward(self.l1.forward(x)))
     }
 }
@@ -40,9 +36,9 @@ fn idx(path: &str) -> Vec<u8> {
     raw[4 + 4 * nd..].to_vec()
 }
 
-fn run<Ab: AutodiffBackend>(x: &[f32], y: &[i64], epochs: usize) {
-    let device = Default::default();
-    let mut model: Mlp<Ab> = Mlp {
+fn run(x: &[f32], y: &[i64], epochs: usize) {
+    let device = Device::default().autodiff();
+    let mut model = Mlp {
         l1: LinearConfig::new(784, 256).init(&device),
         relu: Relu::new(),
         l2: LinearConfig::new(256, 10).init(&device),
@@ -61,17 +57,18 @@ fn run<Ab: AutodiffBackend>(x: &[f32], y: &[i64], epochs: usize) {
     }
     for _ in 0..epochs {
         let t = Instant::now();
-        let mut last = 0.0;
+        let mut last = None;
         for chunk in order.chunks(64) {
             let xb: Vec<f32> = chunk.iter().flat_map(|&i| x[i * 784..(i + 1) * 784].iter().copied()).collect();
             let yb: Vec<i64> = chunk.iter().map(|&i| y[i]).collect();
-            let xb = Tensor::<Ab, 2>::from_data(TensorData::new(xb, [chunk.len(), 784]), &device);
-            let yb = Tensor::<Ab, 1, Int>::from_data(TensorData::new(yb, [chunk.len()]), &device);
+            let xb = Tensor::<2>::from_data(TensorData::new(xb, [chunk.len(), 784]), &device);
+            let yb = Tensor::<1, Int>::from_data(TensorData::new(yb, [chunk.len()]), &device);
             let loss = loss_fn.forward(model.forward(xb), yb);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(1e-3, model, grads);
-            last = loss.into_scalar().elem::<f32>();
+            last = Some(loss);
         }
+        let last = last.map_or(f32::NAN, |l| l.into_scalar::<f32>());
         let secs = t.elapsed().as_secs_f64();
         println!("{{\"samples_per_s\": {}, \"seconds\": {secs}, \"final_loss\": {last}}}", n as f64 / secs);
     }
@@ -87,5 +84,5 @@ fn main() {
     let n = limit.unwrap_or(labels.len()).min(labels.len());
     let x: Vec<f32> = images[..n * 784].iter().map(|&p| p as f32 / 255.0).collect();
     let y: Vec<i64> = labels[..n].iter().map(|&l| l as i64).collect();
-    run::<B>(&x, &y, epochs);
+    run(&x, &y, epochs);
 }
