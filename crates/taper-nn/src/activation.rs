@@ -8,7 +8,18 @@ use candle_core::{Result, Tensor};
 use taper_tensor::Module;
 
 /// max(x, 0).
+///
+/// The gradient at x = 0 is 0, as in PyTorch (candle's own `Tensor::relu` passes 1 there).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    // On the CPU's f32 training path, one graph node with a one-pass backward.
+    if let Some(y) = crate::fused::relu(x)? {
+        return Ok(y);
+    }
+    if x.track_op() {
+        // x·[x > 0] with a constant mask: PyTorch's gradient (candle's relu uses x ≥ 0).
+        let mask = x.detach().gt(0.0)?.to_dtype(x.dtype())?;
+        return x.mul(&mask);
+    }
     x.relu()
 }
 

@@ -190,6 +190,53 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<
     x.apply_op3(w, b, LinearNode { out })
 }
 
+/// max(x, 0) with a one-pass backward, g·(y > 0).
+struct ReluNode;
+
+impl CustomOp1 for ReluNode {
+    fn name(&self) -> &'static str {
+        "taper-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => {
+                // `x < 0 ? 0 : x` keeps NaN, as torch.relu does.
+                let y = v[a..b].iter().map(|&x| if x < 0.0 { 0.0 } else { x });
+                Ok((CpuStorage::F32(y.collect()), l.shape().clone()))
+            }
+            _ => candle_core::bail!("taper-relu: expected a contiguous f32 tensor"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let masked = with_f32(y, |yv| {
+            with_f32(&grad, |gv| {
+                let g = yv
+                    .iter()
+                    .zip(gv)
+                    .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 });
+                g.collect::<Vec<f32>>()
+            })
+        });
+        Ok(Some(match masked.flatten() {
+            Some(v) => Tensor::from_vec(v, y.shape(), &Device::Cpu)?,
+            None => (grad * y.gt(0.0)?.to_dtype(y.dtype())?)?,
+        }))
+    }
+}
+
+/// ReLU as one graph node for contiguous f32 CPU tensors on the training path; `None`
+/// elsewhere. candle's own ReLU backward takes six tensor operations (and passes gradient
+/// at x = 0, where PyTorch passes none; this node follows PyTorch).
+pub(crate) fn relu(x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || !x.is_contiguous() || !x.track_op() {
+        return Ok(None);
+    }
+    Ok(Some(x.apply_op1(ReluNode)?))
+}
+
 /// Mean cross-entropy, already computed, with its gradient template (p − onehot)/N.
 struct CrossEntropyNode {
     loss: Tensor,

@@ -107,3 +107,40 @@ fn products_split_across_threads_match_the_unfused_ops_at_training_sizes() {
         close(g.get(t).unwrap(), g2.get(t).unwrap(), 1e-4);
     }
 }
+
+#[test]
+fn relu_node_matches_pytorch_values_and_gradient_mask() {
+    // f32 CPU (the fused node) and f64 (the generic path) agree with PyTorch's rule: the
+    // gradient is g where x > 0 and 0 elsewhere, including at x = 0; NaN stays NaN.
+    for dt in [DType::F32, DType::F64] {
+        let x = Tensor::new(&[-2.0f32, -0.5, 0.0, 0.25, 3.0, f32::NAN], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let xv = taper_tensor::Var::from_tensor(&x).unwrap();
+        let y = taper_nn::activation::relu(xv.as_tensor()).unwrap();
+        let yv: Vec<f64> = y.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+        assert_eq!(&yv[..5], &[0.0, 0.0, 0.0, 0.25, 3.0], "{dt:?}");
+        assert!(yv[5].is_nan(), "{dt:?}: NaN propagates");
+        let w = Tensor::new(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 0.0], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        // Σ w·relu(x) over the finite entries; the NaN entry's weight is 0 but 0·NaN is NaN,
+        // so take the first five.
+        let loss = y
+            .narrow(0, 0, 5)
+            .unwrap()
+            .mul(&w.narrow(0, 0, 5).unwrap())
+            .unwrap();
+        let grads = loss.sum_all().unwrap().backward().unwrap();
+        let g: Vec<f64> = grads
+            .get(xv.as_tensor())
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(&g[..5], &[0.0, 0.0, 0.0, 4.0, 5.0], "{dt:?}");
+    }
+}
