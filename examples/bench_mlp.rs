@@ -173,7 +173,8 @@ fn main() -> anyhow::Result<()> {
         data.source,
         train.len()
     );
-    let taper = taper_epochs(&train, epochs)?;
+    // Taper's training loop runs on the CPU thread pool, as the mnist example's does.
+    let taper = on_thread_pool(|| taper_epochs(&train, epochs))?;
     let candle = candle_epochs(&train, epochs)?;
     let mut peers = vec![("candle-nn 0.11".to_string(), best(candle.into_iter()))];
     let mut skipped = Vec::new();

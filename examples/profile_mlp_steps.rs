@@ -13,6 +13,10 @@ use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    on_thread_pool(run)
+}
+
+fn run() -> anyhow::Result<()> {
     let steps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -9,7 +9,8 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let args = core::Args::parse();
-    let summary = core::run(&args)?;
+    // The training loop runs on the CPU thread pool: parallel kernels start faster there.
+    let summary = taper::tensor::on_thread_pool(|| core::run(&args))?;
     println!(
         "best test accuracy {:.2}% (epoch {}), final {:.2}%; {:.1} s ({:.1}% of step time loading data); outputs in {}",
         100.0 * summary.best_test_accuracy,

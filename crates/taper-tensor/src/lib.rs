@@ -24,6 +24,7 @@ mod no_grad;
 mod param_store;
 mod random;
 mod serialize;
+mod threads;
 
 pub use candle_core::{self as candle, DType, Device, Module, ModuleT, Shape, Tensor, Var, D};
 pub use candle_nn;
@@ -38,3 +39,4 @@ pub use random::{
     set_rng_state, with_rng, RngState, TaperRng,
 };
 pub use serialize::{read_safetensors, save_safetensors, write_atomic, LoadMode, LoadReport};
+pub use threads::on_thread_pool;
