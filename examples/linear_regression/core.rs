@@ -140,103 +140,75 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         patience: 20,
         ..Default::default()
     };
+    // One fit per row: the label, the rule, the batching and the learning-rate rule.
+    macro_rules! row {
+        ($label:expr, $rule:expr, $batching:expr, $rate:expr $(,)?) => {
+            fit(cfg, &data, $label, $rule, $batching, $rate)?
+        };
+    }
     Ok(vec![
-        fit(cfg, &data, "batch GD", Sgd::new(lr), full, Rate::Fixed)?,
-        fit(
-            cfg,
-            &data,
+        row!("batch GD", Sgd::new(lr), full, Rate::Fixed),
+        row!(
             "stochastic GD (1 sample/step)",
             Sgd::new(lr),
             Batching::Stochastic,
             Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "mini-batch GD (16/step)",
             Sgd::new(lr),
             Batching::MiniBatch(16),
             Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
-            "batch GD, lr 0.1",
-            Sgd::new(0.1),
-            full,
-            Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!("batch GD, lr 0.1", Sgd::new(0.1), full, Rate::Fixed),
+        row!(
             "momentum (EMA, β 0.9), lr 0.1",
             Sgd::new(0.1).with_momentum(Momentum::Ema { beta: 0.9 }),
             full,
             Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "AdaGrad (ε in √), lr 0.5",
             Adagrad::documents(0.5, 1e-8),
             full,
             Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "RMSProp (ε in √), lr 0.01",
             RmsProp::documents(0.01, 0.9, 1e-8),
             full,
             Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
-            "Adam m̂/(√v̂+ε), lr 0.05",
-            Adam::new(0.05),
-            full,
-            Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!("Adam m̂/(√v̂+ε), lr 0.05", Adam::new(0.05), full, Rate::Fixed),
+        row!(
             "Adam m̂/√(v̂+ε), lr 0.05",
             Adam::new(0.05).eps_placement(EpsPlacement::InsideRoot),
             full,
             Rate::Fixed,
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "GD, inverse-time α/(1+βt), α 0.2",
             Sgd::new(0.2),
             full,
             sched(Box::new(InverseTime::new(0.01)?)),
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "GD, inverse-sqrt α/√(1+βt), α 0.2",
             Sgd::new(0.2),
             full,
             sched(Box::new(InverseSqrt::new(0.01)?)),
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "GD, loss-driven (plateau), α 0.2",
             Sgd::new(0.2),
             full,
             Rate::Plateau(ReduceLrOnPlateau::new(plateau)?),
-        )?,
-        fit(
-            cfg,
-            &data,
+        ),
+        row!(
             "GD, gradient-norm ratio, η 0.2",
             Sgd::new(0.2),
             full,
             Rate::GradNorm(GradNormRatio::new(0.2, 1e-8)?),
-        )?,
+        ),
     ])
 }

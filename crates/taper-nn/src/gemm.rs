@@ -78,6 +78,14 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// The pointer. A method, so closures capture the whole `Out` (which is `Send`) rather
+    /// than its raw-pointer field (which is not).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Whether `a·b` is defined and both views lie inside their data.
 fn fits(a: &View<'_>, b: &View<'_>) -> bool {
     b.rows == a.cols && a.in_bounds() && b.in_bounds()
@@ -141,15 +149,15 @@ unsafe fn product(dst: *mut f32, a: View<'_>, b: View<'_>, accumulate: bool) {
     let step = len.div_ceil(parts);
     (0..len.div_ceil(step)).into_par_iter().for_each(|i| {
         let (s, l) = (i * step, step.min(len - i * step));
-        let out = out;
+        let out = out.get();
         // SAFETY: block i covers rows (or columns) s..s+l of the m×n output only, so the
         // blocks are disjoint; sub-views stay inside the checked views; the caller keeps
         // `dst` alive until this loop returns.
         unsafe {
             if along_rows {
-                block(out.0.add(s * n), n, l, n, a.row_range(s, l), b, accumulate)
+                block(out.add(s * n), n, l, n, a.row_range(s, l), b, accumulate)
             } else {
-                block(out.0.add(s), n, m, l, a, b.col_range(s, l), accumulate)
+                block(out.add(s), n, m, l, a, b.col_range(s, l), accumulate)
             }
         }
     });
@@ -236,6 +244,7 @@ mod tests {
                         (got[i] as f64 - want[i]).abs() < tol,
                         "{m}x{k}x{n} {name} [{i}]"
                     );
+                    assert_eq!(fresh[i], got[i], "matmul and matmul_into agree [{i}]");
                     assert!(
                         (acc[i] as f64 - want[i] - 1.0).abs() < tol,
                         "accumulate [{i}]"

@@ -63,71 +63,51 @@ fn pool(
     }
 }
 
-/// `nn.MaxPool2d(kernel_size, stride=kernel_size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxPool2d {
-    /// Window size (kh, kw).
-    pub kernel: (usize, usize),
-    /// Step (sh, sw).
-    pub stride: (usize, usize),
-}
-
-impl MaxPool2d {
-    /// Square windows of size `k` with stride `k`.
-    pub fn new(k: usize) -> Self {
-        Self {
-            kernel: (k, k),
-            stride: (k, k),
+/// A 2-d pooling layer: the same windows, reduced by `$reduce`.
+macro_rules! pool_layer {
+    ($name:ident, $reduce:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            /// Window size (kh, kw).
+            pub kernel: (usize, usize),
+            /// Step (sh, sw).
+            pub stride: (usize, usize),
         }
-    }
 
-    /// Square windows of size `k` with stride `s`.
-    pub fn with_stride(k: usize, s: usize) -> Self {
-        Self {
-            kernel: (k, k),
-            stride: (s, s),
+        impl $name {
+            /// Square windows of size `k` with stride `k`.
+            pub fn new(k: usize) -> Self {
+                Self::with_stride(k, k)
+            }
+
+            /// Square windows of size `k` with stride `s`.
+            pub fn with_stride(k: usize, s: usize) -> Self {
+                Self {
+                    kernel: (k, k),
+                    stride: (s, s),
+                }
+            }
         }
-    }
-}
 
-impl Module for MaxPool2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        pool(x, self.kernel, self.stride, Reduce::Max, "MaxPool2d")
-    }
-}
-
-/// `nn.AvgPool2d(kernel_size, stride=kernel_size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AvgPool2d {
-    /// Window size (kh, kw).
-    pub kernel: (usize, usize),
-    /// Step (sh, sw).
-    pub stride: (usize, usize),
-}
-
-impl AvgPool2d {
-    /// Square windows of size `k` with stride `k`.
-    pub fn new(k: usize) -> Self {
-        Self {
-            kernel: (k, k),
-            stride: (k, k),
+        impl Module for $name {
+            fn forward(&self, x: &Tensor) -> Result<Tensor> {
+                pool(x, self.kernel, self.stride, $reduce, stringify!($name))
+            }
         }
-    }
-
-    /// Square windows of size `k` with stride `s`.
-    pub fn with_stride(k: usize, s: usize) -> Self {
-        Self {
-            kernel: (k, k),
-            stride: (s, s),
-        }
-    }
+    };
 }
 
-impl Module for AvgPool2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        pool(x, self.kernel, self.stride, Reduce::Mean, "AvgPool2d")
-    }
-}
+pool_layer!(
+    MaxPool2d,
+    Reduce::Max,
+    "`nn.MaxPool2d(kernel_size, stride=kernel_size)`."
+);
+pool_layer!(
+    AvgPool2d,
+    Reduce::Mean,
+    "`nn.AvgPool2d(kernel_size, stride=kernel_size)`."
+);
 
 /// Whether a dtype is an integer type usable as indices.
 pub(crate) fn is_index_dtype(dt: DType) -> bool {

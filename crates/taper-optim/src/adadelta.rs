@@ -62,13 +62,7 @@ impl Rule for Adadelta {
     const NAME: &'static str = "Adadelta";
     type Step = AdadeltaStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_eps("Adadelta", self.eps)?;

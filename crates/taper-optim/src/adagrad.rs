@@ -90,13 +90,7 @@ impl Rule for Adagrad {
     const NAME: &'static str = "Adagrad";
     type Step = AdagradStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_eps("Adagrad", self.eps)?;

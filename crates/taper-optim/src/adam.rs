@@ -57,12 +57,7 @@ impl Adam {
         Self::new(lr).with_weight_decay(WeightDecay::Decoupled(0.01))
     }
 
-    /// Builder: (β₁, β₂).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
+    crate::rule::betas_builder!();
 
     /// Builder: ε.
     pub fn eps(mut self, eps: f64) -> Self {
@@ -122,13 +117,7 @@ impl Rule for Adam {
     const NAME: &'static str = "Adam";
     type Step = AdamStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("Adam", self.beta1, self.beta2)?;

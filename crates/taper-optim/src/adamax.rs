@@ -41,12 +41,7 @@ impl Adamax {
         }
     }
 
-    /// Builder: (β₁, β₂).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
+    crate::rule::betas_builder!();
 }
 
 /// Per-step scalars of [`Adamax`].
@@ -59,13 +54,7 @@ impl Rule for Adamax {
     const NAME: &'static str = "Adamax";
     type Step = AdamaxStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("Adamax", self.beta1, self.beta2)?;

@@ -37,12 +37,7 @@ impl Lion {
         }
     }
 
-    /// Builder: (β₁, β₂).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
+    crate::rule::betas_builder!();
 }
 
 /// Per-step scalars of [`Lion`].
@@ -55,13 +50,7 @@ impl Rule for Lion {
     const NAME: &'static str = "Lion";
     type Step = LionStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("Lion", self.beta1, self.beta2)

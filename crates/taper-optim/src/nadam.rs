@@ -47,12 +47,7 @@ impl NAdam {
         }
     }
 
-    /// Builder: (β₁, β₂).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
+    crate::rule::betas_builder!();
 
     /// Builder: ψ.
     pub fn momentum_decay(mut self, psi: f64) -> Self {
@@ -73,13 +68,7 @@ impl Rule for NAdam {
     const NAME: &'static str = "NAdam";
     type Step = NAdamStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("NAdam", self.beta1, self.beta2)?;

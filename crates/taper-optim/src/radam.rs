@@ -43,12 +43,7 @@ impl RAdam {
         }
     }
 
-    /// Builder: (β₁, β₂).
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
+    crate::rule::betas_builder!();
 }
 
 /// Per-step scalars of [`RAdam`].
@@ -63,13 +58,7 @@ impl Rule for RAdam {
     const NAME: &'static str = "RAdam";
     type Step = RAdamStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("RAdam", self.beta1, self.beta2)?;

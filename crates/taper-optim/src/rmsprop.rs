@@ -101,13 +101,7 @@ impl Rule for RmsProp {
     const NAME: &'static str = "RMSprop";
     type Step = RmsPropStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_eps("RMSprop", self.eps)?;

@@ -199,3 +199,31 @@ pub fn update<R: Rule, L: Lane>(
     let d = rule.direction(s, &g, state)?;
     p.sub(&d)
 }
+
+/// Implements [`Rule::common`] and [`Rule::common_mut`] for a rule that keeps its
+/// [`Common`] hyperparameters in a field named `common`.
+macro_rules! common_field {
+    () => {
+        fn common(&self) -> &$crate::rule::Common {
+            &self.common
+        }
+
+        fn common_mut(&mut self) -> &mut $crate::rule::Common {
+            &mut self.common
+        }
+    };
+}
+pub(crate) use common_field;
+
+/// The `betas(β₁, β₂)` builder of the Adam family (fields `beta1`, `beta2`).
+macro_rules! betas_builder {
+    () => {
+        /// Builder: (β₁, β₂).
+        pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+            self.beta1 = beta1;
+            self.beta2 = beta2;
+            self
+        }
+    };
+}
+pub(crate) use betas_builder;

@@ -76,13 +76,7 @@ impl Rule for Sgd {
     const NAME: &'static str = "SGD";
     type Step = SgdStep;
 
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut Common {
-        &mut self.common
-    }
+    crate::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         match self.momentum {
