@@ -19,7 +19,8 @@
 //! state keyed by name, [`WeightDecay`] coupled or decoupled, `maximize`, a NaN-skipping
 //! mode ([`NonFiniteGrads::Skip`]), and state saved through safetensors. Each rule's math
 //! is written once over [`Lane`] and runs on two paths: candle tensor ops (any device) and a
-//! fused in-place CPU loop (no allocation per step).
+//! fused in-place CPU loop (no allocation per step). The same formula also generates the C
+//! source of a fused kernel ([`KernelSource`]), for a GPU kernel compiled at run time.
 //!
 //! Learning rates: the documents' [`InverseTime`] and [`InverseSqrt`] decays, the
 //! loss-driven [`ReduceLrOnPlateau`] and the gradient-norm-ratio [`GradNormRatio`];
@@ -40,6 +41,7 @@ mod cosine;
 mod error;
 mod fused;
 mod grad_norm_rate;
+mod kernel_source;
 mod lane;
 mod lion;
 mod nadam;
@@ -63,6 +65,7 @@ pub use compose::{ChainedLr, SequentialLr};
 pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
 pub use error::{Error, Result};
 pub use grad_norm_rate::GradNormRatio;
+pub use kernel_source::{Expr, KernelSource};
 pub use lane::Lane;
 pub use lion::Lion;
 pub use nadam::NAdam;
