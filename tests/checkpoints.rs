@@ -11,11 +11,33 @@ use taper::prelude::*;
 use taper::tensor::{rng_state, LoadMode};
 use taper::train::{Checkpoint, CheckpointManager, Direction, TrainState};
 
-fn tmp(name: &str) -> PathBuf {
+/// A fresh directory under the system's temp dir, removed when dropped.
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("taper-ckpt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 struct Run {
@@ -108,7 +130,8 @@ fn resuming_from_a_checkpoint_is_bit_identical() {
     first.state.rng = rng_state();
     let mut ckpt = Checkpoint::capture(&first.store, &first.opt, first.state.clone()).unwrap();
     first.sched.write_state(&mut ckpt.optimizer, "lr");
-    let dir = tmp("resume").join("ckpt");
+    let root = tmp("resume");
+    let dir = root.join("ckpt");
     ckpt.save(&dir).unwrap();
     drop(first);
 

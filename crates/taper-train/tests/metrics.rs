@@ -41,4 +41,6 @@ fn csv_rows_are_written_and_checked() {
         std::fs::read_to_string(&path).unwrap(),
         "epoch,loss\n1,0.25\n"
     );
+    drop(log);
+    std::fs::remove_file(&path).unwrap();
 }
