@@ -6,10 +6,20 @@ use std::path::PathBuf;
 use taper_data::idx::{read_idx, write_idx_u8, IdxType};
 use taper_data::{mnist, Error};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("taper-idx-{}", std::process::id()));
+/// Removes a test's temporary directory when dropped.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A path `name` in a fresh directory of its own, and the guard that removes that directory.
+fn tmp(name: &str) -> (PathBuf, Cleanup) {
+    let d = std::env::temp_dir().join(format!("taper-idx-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    (d.join(name), Cleanup(d))
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -30,7 +40,7 @@ fn header(code: u8, dims: &[u32]) -> Vec<u8> {
 fn write_then_read_round_trips_raw_and_gzip() {
     let data: Vec<u8> = (0..2 * 3 * 4).map(|i| (i * 7 % 256) as u8).collect();
     for name in ["a-idx3-ubyte", "a-idx3-ubyte.gz"] {
-        let p = tmp(name);
+        let (p, _clean) = tmp(name);
         write_idx_u8(&p, &[2, 3, 4], &data).unwrap();
         let arr = read_idx(&p).unwrap();
         assert_eq!(
@@ -40,11 +50,12 @@ fn write_then_read_round_trips_raw_and_gzip() {
         let t = arr.to_tensor(&taper_tensor::Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[2, 3, 4]);
     }
-    assert!(write_idx_u8(tmp("bad"), &[2, 2], &[1, 2, 3]).is_err());
+    let (bad, _clean) = tmp("bad");
+    assert!(write_idx_u8(bad, &[2, 2], &[1, 2, 3]).is_err());
 }
 
 fn expect_malformed(name: &str, bytes: &[u8], needle: &str) {
-    let p = tmp(name);
+    let (p, _clean) = tmp(name);
     std::fs::write(&p, bytes).unwrap();
     match read_idx(&p) {
         Err(Error::Malformed { path, reason }) => {
@@ -104,12 +115,13 @@ fn malformed_files_are_rejected_without_panics_or_huge_allocations() {
     corrupt.truncate(corrupt.len() - 4);
     expect_malformed("corrupt.gz", &corrupt, "gzip");
     expect_malformed("truncated.gz", &gzip(&good)[..12], "gzip");
-    assert!(matches!(read_idx(tmp("absent")), Err(Error::Io { .. })));
+    let (absent, _clean) = tmp("absent");
+    assert!(matches!(read_idx(absent), Err(Error::Io { .. })));
 }
 
 #[test]
 fn mismatched_image_and_label_counts_are_an_error() {
-    let dir = tmp("mismatch");
+    let (dir, _clean) = tmp("mismatch");
     std::fs::create_dir_all(&dir).unwrap();
     write_idx_u8(dir.join("train-images-idx3-ubyte"), &[3, 2, 2], &[0; 12]).unwrap();
     write_idx_u8(dir.join("train-labels-idx1-ubyte"), &[2], &[0, 1]).unwrap();
