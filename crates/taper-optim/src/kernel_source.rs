@@ -103,6 +103,17 @@ impl Lane for Expr {
     }
 }
 
+/// The element type `T` and the math the body uses (`SQRT`, `ABS`), for `float` or
+/// `double`; shared by the CUDA and C forms.
+fn prelude(ty: &str) -> String {
+    let (sqrt, abs) = if ty == "float" {
+        ("sqrtf", "fabsf")
+    } else {
+        ("sqrt", "fabs")
+    };
+    format!("typedef {ty} T;\n#define SQRT {sqrt}\n#define ABS {abs}\n")
+}
+
 /// One rule's update as C: inputs `p_`, `g_`, `s0_`, `s1_`, …; statements over `T` (the
 /// element type) and `SQRT`/`ABS`; outputs written back to `p`, `s0`, `s1`, ….
 #[derive(Debug, Clone, PartialEq)]
@@ -179,16 +190,11 @@ impl KernelSource {
     /// A CUDA kernel `taper_step` over `ty` (`"float"` or `"double"`), one thread per
     /// element, for NVRTC; the constants go in a device array of `ty`.
     pub fn cuda(&self, ty: &str) -> String {
-        let (sqrt, abs) = if ty == "float" {
-            ("sqrtf", "fabsf")
-        } else {
-            ("sqrt", "fabs")
-        };
         format!(
-            "typedef {ty} T;\n#define SQRT {sqrt}\n#define ABS {abs}\n\
-             extern \"C\" __global__ void taper_step({}) {{\n\
+            "{}extern \"C\" __global__ void taper_step({}) {{\n\
              unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n\
              if (i >= n) return;\n{}\n{}}}\n",
+            prelude(ty),
             self.params("unsigned long long"),
             self.loads(),
             self.body
@@ -198,15 +204,10 @@ impl KernelSource {
     /// The same update as a C11 function `name` looping over `n` elements of `ty` (it
     /// typedefs `T`; several of these may share one file, for one `ty`).
     pub fn c(&self, ty: &str, name: &str) -> String {
-        let (sqrt, abs) = if ty == "float" {
-            ("sqrtf", "fabsf")
-        } else {
-            ("sqrt", "fabs")
-        };
         format!(
-            "typedef {ty} T;\n#define SQRT {sqrt}\n#define ABS {abs}\n\
-             static void {name}({}) {{\nfor (size_t i = 0; i < n; i++) {{\n{}\n{}}}\n}}\n\
+            "{}static void {name}({}) {{\nfor (size_t i = 0; i < n; i++) {{\n{}\n{}}}\n}}\n\
              #undef SQRT\n#undef ABS\n",
+            prelude(ty),
             self.params("size_t"),
             self.loads(),
             self.body

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -112,6 +113,45 @@ fn bounds(points: impl Iterator<Item = (f64, f64)>) -> ((f64, f64), (f64, f64)) 
     (pad(x0, x1), pad(y0, y1))
 }
 
+/// The charts here: f64 on both axes, drawn into a PNG.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws one named line in `color`, with a legend entry `legend_width` pixels thick.
+fn draw_line(
+    chart: &mut Chart<'_, '_>,
+    pts: Vec<(f64, f64)>,
+    name: &str,
+    color: RGBColor,
+    legend_width: u32,
+) -> std::result::Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+        .map_err(|x| x.to_string())?
+        .label(name)
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(legend_width))
+        });
+    Ok(())
+}
+
+/// Draws the legend box, at `position` or plotters' default place.
+fn draw_legend<'b>(
+    chart: &mut Chart<'b, 'b>,
+    position: Option<SeriesLabelPosition>,
+) -> std::result::Result<(), String> {
+    let mut labels = chart.configure_series_labels();
+    if let Some(p) = position {
+        labels.position(p);
+    }
+    labels
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|x| x.to_string())
+}
+
 /// Draws panels side by side into a PNG of `width` × `height` pixels.
 pub fn plot_panels(
     path: impl AsRef<Path>,
@@ -166,22 +206,10 @@ pub fn plot_panels(
                 .map(|&(x, y)| (x, tf(y)))
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                .map_err(|x| e(x.to_string()))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+            draw_line(&mut chart, pts, &s.name, color, 2).map_err(&e)?;
         }
-        if panel.series.len() > 1 || !panel.series.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(|x| e(x.to_string()))?;
+        if !panel.series.is_empty() {
+            draw_legend(&mut chart, None).map_err(&e)?;
         }
     }
     root.present().map_err(|x| e(x.to_string()))
@@ -252,21 +280,8 @@ pub fn contour_with_paths(
             .filter(|(a, b)| a.is_finite() && b.is_finite())
             .map(|(a, b)| (a.clamp(x.0, x.1), b.clamp(y.0, y.1)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|x| e(x.to_string()))?
-            .label(s.name.as_str())
-            .legend(move |(a, b)| {
-                PathElement::new(vec![(a, b), (a + 18, b)], color.stroke_width(3))
-            });
+        draw_line(&mut chart, pts, &s.name, color, 3).map_err(&e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
+    draw_legend(&mut chart, Some(SeriesLabelPosition::LowerLeft)).map_err(&e)?;
     root.present().map_err(|x| e(x.to_string()))
 }
