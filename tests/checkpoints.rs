@@ -1,6 +1,8 @@
 //! Checkpoints: exact resume, PyTorch-compatible weight files both ways, load reports,
 //! crash safety, corrupted files, and the checkpoint manager.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
@@ -11,33 +13,13 @@ use taper::prelude::*;
 use taper::tensor::{rng_state, LoadMode};
 use taper::train::{Checkpoint, CheckpointManager, Direction, TrainState};
 
-/// A fresh directory under the system's temp dir, removed when dropped.
-struct TmpDir(PathBuf);
+use common::TmpDir;
 
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TmpDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A fresh, existing directory for one test, removed when dropped.
 fn tmp(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("taper-ckpt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
+    let d = TmpDir::fresh("ckpt", name);
+    std::fs::create_dir_all(&*d).unwrap();
+    d
 }
 
 struct Run {

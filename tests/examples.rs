@@ -16,24 +16,16 @@ mod optimizers_core;
 #[path = "../examples/checkpoint/core.rs"]
 #[allow(dead_code)]
 mod checkpoint_core;
+mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Parser;
+use common::TmpDir;
 
-/// Removes a test's temporary directory when dropped.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn out(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("taper-examples-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A test's output directory (the example creates it), removed when dropped.
+fn out(name: &str) -> TmpDir {
+    TmpDir::fresh("examples", name)
 }
 
 /// A PNG exists, has the expected size and is not blank: many distinct non-white pixels.
@@ -69,7 +61,6 @@ fn assert_non_trivial_png(path: &Path) {
 #[test]
 fn mnist_training_reaches_accuracy_far_above_chance_and_writes_its_outputs() {
     let dir = out("mnist");
-    let _clean = Cleanup(dir.clone());
     let args = mnist_core::Args::parse_from([
         "mnist",
         "--limit-train",
@@ -176,7 +167,6 @@ fn mnist_options_cnn_other_optimizers_and_strategies_run() {
         ],
     ] {
         let dir = out("mnist-opts");
-        let _clean = Cleanup(dir.clone());
         let mut argv = vec!["mnist", "--hidden", "32", "--out", dir.to_str().unwrap()];
         argv.extend(extra.iter().copied());
         let s = mnist_core::run(&mnist_core::Args::parse_from(&argv))
@@ -228,11 +218,11 @@ fn linear_regression_compares_the_documents_methods() {
 
 #[test]
 fn optimizer_comparison_writes_its_plots_and_table() {
-    let _clean = Cleanup(out("optimizers"));
+    let dir = out("optimizers");
     let cfg = optimizers_core::Config {
         steps_2d: 60,
         mnist_steps: 15,
-        out: out("optimizers"),
+        out: dir.to_path_buf(),
     };
     let rows = optimizers_core::run(&cfg).unwrap();
     assert_eq!(rows.len(), 12);
@@ -248,7 +238,6 @@ fn optimizer_comparison_writes_its_plots_and_table() {
 #[test]
 fn checkpoint_example_resumes_bit_identically() {
     let dir = out("checkpoint");
-    let _clean = Cleanup(dir.clone());
     let o = checkpoint_core::run(12, &dir).unwrap();
     assert!(o.identical);
     assert_eq!(o.straight_accuracy, o.resumed_accuracy);

@@ -3,11 +3,14 @@
 
 #![cfg(feature = "download")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::TmpDir;
 use taper_data::download::download_from;
 use taper_data::mnist;
 
@@ -79,26 +82,15 @@ fn sums() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Removes a test's temporary directory when dropped.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("taper-dl-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A directory path that does not exist yet (the download creates it), removed when dropped.
+fn fresh_dir(name: &str) -> TmpDir {
+    TmpDir::fresh("dl", name)
 }
 
 #[test]
 fn downloads_verifies_and_loads() {
     let url = serve(SHIPPED, 4);
     let dir = fresh_dir("ok");
-    let _clean = Cleanup(dir.clone());
     download_from(&url, &sums(), &dir).unwrap();
     let m = mnist::load_dir(&dir).unwrap();
     assert_eq!(m.train.inputs().dims()[0], 8000);
@@ -110,7 +102,6 @@ fn downloads_verifies_and_loads() {
 fn a_checksum_mismatch_fails_and_leaves_no_partial_file() {
     let url = serve(SHIPPED, 1);
     let dir = fresh_dir("bad");
-    let _clean = Cleanup(dir.clone());
     let wrong = [(
         "t10k-labels-idx1-ubyte.gz",
         "0000000000000000000000000000000000000000000000000000000000000000",
@@ -131,7 +122,6 @@ fn a_checksum_mismatch_fails_and_leaves_no_partial_file() {
 fn a_missing_file_is_an_error_naming_the_url() {
     let url = serve(SHIPPED, 1);
     let dir = fresh_dir("404");
-    let _clean = Cleanup(dir.clone());
     let e = download_from(&url, &[("nope.gz", "00")], &dir)
         .unwrap_err()
         .to_string();

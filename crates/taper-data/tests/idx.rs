@@ -1,25 +1,19 @@
 //! IDX round trips, and malformed files rejected with errors that name the file.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 
+use common::TmpDir;
 use taper_data::idx::{read_idx, write_idx_u8, IdxType};
 use taper_data::{mnist, Error};
 
-/// Removes a test's temporary directory when dropped.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A path `name` in a fresh directory of its own, and the guard that removes that directory.
-fn tmp(name: &str) -> (PathBuf, Cleanup) {
-    let d = std::env::temp_dir().join(format!("taper-idx-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    (d.join(name), Cleanup(d))
+fn tmp(name: &str) -> (PathBuf, TmpDir) {
+    let d = TmpDir::fresh("idx", name);
+    std::fs::create_dir_all(&*d).unwrap();
+    (d.join(name), d)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
