@@ -1,8 +1,15 @@
 //! `Conv2d`: 2-D convolution with PyTorch's parameter names, layout and default init.
+//!
+//! On the CPU, f32 and f64 inputs take Taper's own kernel (im2col and gemm, one autograd
+//! node with a hand-written backward that skips the data batch's gradient; see
+//! `cpu/conv.rs`), in training and in evaluation alike. Other dtypes and devices (CUDA) take
+//! candle's generic `conv2d`, and so does everything inside
+//! [`taper_tensor::with_generic_kernels`]. Both compute the same function.
 
 use candle_core::{Result, Tensor};
 use taper_tensor::{tracked, Module, ParamStore};
 
+use crate::cpu::conv::{conv2d, Geometry};
 use crate::init::{fans, Init};
 use crate::Error;
 
@@ -54,6 +61,8 @@ impl Conv2d {
     ) -> crate::Result<Self> {
         let g = config.groups;
         for (field, v) in [
+            ("kernel height", kernel.0),
+            ("kernel width", kernel.1),
             ("stride", config.stride),
             ("dilation", config.dilation),
             ("groups", g),
@@ -91,21 +100,33 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.in_channels;
-        if x.rank() != 4 || x.dims()[1] != c {
-            let (o, _, kh, kw) = self.weight.dims4()?;
-            let layer = format!("Conv2d({c} -> {o}, kernel ({kh}, {kw}))");
-            return Err(Error::shape(layer, format!("(N, {c}, H, W)"), x.dims()).into_candle());
-        }
         let cfg = self.config;
-        let y = x.conv2d(
-            &tracked(&self.weight),
-            cfg.padding,
-            cfg.stride,
-            cfg.dilation,
-            cfg.groups,
-        )?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&tracked(b).reshape((1, (), 1, 1))?),
+        let (o, _, kh, kw) = self.weight.dims4()?;
+        let layer = || format!("Conv2d({c} -> {o}, kernel ({kh}, {kw}))");
+        if x.rank() != 4 || x.dims()[1] != c {
+            return Err(Error::shape(layer(), format!("(N, {c}, H, W)"), x.dims()).into_candle());
+        }
+        // Checked on every path: candle's conv2d panics (debug) or returns an empty tensor
+        // (release) when the dilated window does not fit inside the padded input.
+        let opts = (cfg.stride, cfg.padding, cfg.dilation, cfg.groups);
+        let Some(geometry) = Geometry::new(x.dims4()?, self.weight.dims4()?, opts) else {
+            let (p, d) = (cfg.padding, cfg.dilation);
+            let expected = format!(
+                "(N, {c}, H, W) with H + 2·{p} >= {} and W + 2·{p} >= {} (the dilated kernel), H, W > 0",
+                d * kh.saturating_sub(1) + 1,
+                d * kw.saturating_sub(1) + 1
+            );
+            return Err(Error::shape(layer(), expected, x.dims()).into_candle());
+        };
+        let (w, b) = (tracked(&self.weight), self.bias.as_ref().map(tracked));
+        if taper_tensor::fast_kernels_enabled() {
+            if let Some(y) = conv2d(x, &w, b.as_ref(), geometry)? {
+                return Ok(y);
+            }
+        }
+        let y = x.conv2d(&w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups)?;
+        match &b {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),
         }
     }

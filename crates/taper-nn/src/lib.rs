@@ -25,13 +25,12 @@
 pub mod activation;
 mod batch_norm;
 mod conv;
+mod cpu;
 mod cross_entropy;
 mod dropout;
 mod embedding;
 mod error;
 mod flatten;
-mod fused;
-mod gemm;
 pub mod init;
 mod kl_div;
 mod layer_norm;

@@ -86,8 +86,11 @@ impl Module for Linear {
         }
         if let Some(b) = &self.bias {
             // On the CPU's training path, one graph node that skips the data's gradient.
-            if x.device().is_cpu() && taper_tensor::is_grad_enabled() {
-                return crate::fused::linear(x, &self.weight, b);
+            if x.device().is_cpu()
+                && taper_tensor::is_grad_enabled()
+                && taper_tensor::fast_kernels_enabled()
+            {
+                return crate::cpu::fused::linear(x, &self.weight, b);
             }
         }
         let w = tracked(&self.weight).t()?;

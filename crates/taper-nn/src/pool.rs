@@ -1,6 +1,12 @@
 //! `MaxPool2d` and `AvgPool2d` over (N, C, H, W), no padding, floor mode (PyTorch's defaults).
 //!
-//! When the stride equals the kernel (the common case), max pooling reshapes the input into
+//! On the CPU, f32 and f64 inputs take Taper's own kernels (`cpu/pool.rs`): one autograd
+//! node each, max pooling remembering its argmax for a one-pass backward. Ties in a max
+//! window send the whole gradient to the first maximum, as PyTorch does. Other dtypes and
+//! devices, and everything inside [`taper_tensor::with_generic_kernels`], take candle's
+//! generic ops below, where a tie splits the gradient between the tied inputs.
+//!
+//! On the generic path, when the stride equals the kernel (the common case), max pooling reshapes the input into
 //! windows and reduces them, and average pooling uses candle's kernel. Candle cannot
 //! differentiate its pooling kernels for other strides (and its max-pool backward is off by
 //! the window size), so there the windows are gathered with `index_select`, which is
@@ -9,13 +15,8 @@
 use candle_core::{DType, Result, Tensor};
 use taper_tensor::Module;
 
+use crate::cpu::pool::{pool2d, Reduce};
 use crate::Error;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reduce {
-    Max,
-    Mean,
-}
 
 fn pool(
     x: &Tensor,
@@ -26,9 +27,22 @@ fn pool(
 ) -> Result<Tensor> {
     let (kh, kw) = kernel;
     let layer = || format!("{name}(kernel {kernel:?}, stride {stride:?})");
+    if kh == 0 || kw == 0 || stride.0 == 0 || stride.1 == 0 {
+        return Err(Error::InvalidValue {
+            field: "kernel and stride",
+            value: format!("{kernel:?} and {stride:?}"),
+            expected: "positive window sizes and strides",
+        }
+        .into_candle());
+    }
     if x.rank() != 4 || x.dims()[2] < kh || x.dims()[3] < kw {
         let expected = format!("(N, C, H >= {kh}, W >= {kw})");
         return Err(Error::shape(layer(), expected, x.dims()).into_candle());
+    }
+    if taper_tensor::fast_kernels_enabled() {
+        if let Some(y) = pool2d(x, kernel, stride, how)? {
+            return Ok(y);
+        }
     }
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = ((h - kh) / stride.0 + 1, (w - kw) / stride.1 + 1);

@@ -20,6 +20,7 @@ mod device;
 mod error;
 mod gradcheck;
 mod gradients;
+mod kernels;
 mod no_grad;
 mod param_store;
 mod random;
@@ -32,6 +33,7 @@ pub use device::{best_device, cuda_compiled, cuda_is_available, device, parse_de
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use gradients::{Gradients, NonFinite, Norm};
+pub use kernels::{fast_kernels_enabled, with_generic_kernels};
 pub use no_grad::{is_grad_enabled, no_grad, tracked, NoGradGuard};
 pub use param_store::{natural_cmp, Entry, ParamKind, ParamStore};
 pub use random::{

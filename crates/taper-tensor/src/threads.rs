@@ -8,10 +8,12 @@
 //! running the MLP benchmark's loop through [`on_thread_pool`] made it 6–12% faster.
 
 use crate::no_grad::NoGradGuard;
-use crate::{is_grad_enabled, rng_state, set_rng_state};
+use crate::{
+    fast_kernels_enabled, is_grad_enabled, rng_state, set_rng_state, with_generic_kernels,
+};
 
-/// Runs `f` on a thread of the CPU thread pool, with this thread's random generator and
-/// gradient mode, and returns its result.
+/// Runs `f` on a thread of the CPU thread pool, with this thread's random generator,
+/// gradient mode and kernel choice ([`crate::with_generic_kernels`]), and returns its result.
 ///
 /// The generator's position comes back afterwards, so seeded runs stay reproducible
 /// whether or not the loop runs here. Already on a pool thread, it just calls `f`.
@@ -29,12 +31,12 @@ pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
     }
-    let (rng, grad) = (rng_state(), is_grad_enabled());
+    let (rng, grad, fast) = (rng_state(), is_grad_enabled(), fast_kernels_enabled());
     let (out, rng) = rayon::scope(|_| {
         let previous = (rng_state(), is_grad_enabled());
         set_rng_state(&rng);
         let guard = (!grad).then(NoGradGuard::new);
-        let out = f();
+        let out = if fast { f() } else { with_generic_kernels(f) };
         drop(guard);
         let after = rng_state();
         // Leave the pool thread as it was.

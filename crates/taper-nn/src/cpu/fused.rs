@@ -11,7 +11,9 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor,
 };
 
-use crate::gemm::{matmul, matmul_into, View};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, matmul_into, View};
 
 /// Calls `f` with a tensor's values when it is a contiguous f32 CPU tensor.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
@@ -190,6 +192,20 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<
     x.apply_op3(w, b, LinearNode { out })
 }
 
+/// Elements below which an element-wise pass stays on one thread.
+const MIN_PARALLEL: usize = 1 << 16;
+
+/// `f` over `x` (or over `x` and `y` pairwise), split across threads for large inputs,
+/// written once into a new vector.
+fn par_map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    x.par_iter()
+        .with_min_len(MIN_PARALLEL)
+        .map(|&v| f(v))
+        .collect_into_vec(&mut out);
+    out
+}
+
 /// max(x, 0) with a one-pass backward, g·(y > 0).
 struct ReluNode;
 
@@ -202,8 +218,8 @@ impl CustomOp1 for ReluNode {
         match (s, l.contiguous_offsets()) {
             (CpuStorage::F32(v), Some((a, b))) => {
                 // `x < 0 ? 0 : x` keeps NaN, as torch.relu does.
-                let y = v[a..b].iter().map(|&x| if x < 0.0 { 0.0 } else { x });
-                Ok((CpuStorage::F32(y.collect()), l.shape().clone()))
+                let y = par_map(&v[a..b], |x| if x < 0.0 { 0.0 } else { x });
+                Ok((CpuStorage::F32(y), l.shape().clone()))
             }
             _ => candle_core::bail!("taper-relu: expected a contiguous f32 tensor"),
         }
@@ -213,11 +229,13 @@ impl CustomOp1 for ReluNode {
         let grad = grad.contiguous()?;
         let masked = with_f32(y, |yv| {
             with_f32(&grad, |gv| {
-                let g = yv
-                    .iter()
+                let mut out = Vec::with_capacity(gv.len());
+                yv.par_iter()
                     .zip(gv)
-                    .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 });
-                g.collect::<Vec<f32>>()
+                    .with_min_len(MIN_PARALLEL)
+                    .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+                    .collect_into_vec(&mut out);
+                out
             })
         });
         Ok(Some(match masked.flatten() {
@@ -231,7 +249,12 @@ impl CustomOp1 for ReluNode {
 /// elsewhere. candle's own ReLU backward takes six tensor operations (and passes gradient
 /// at x = 0, where PyTorch passes none; this node follows PyTorch).
 pub(crate) fn relu(x: &Tensor) -> candle_core::Result<Option<Tensor>> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || !x.is_contiguous() || !x.track_op() {
+    if !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || !x.is_contiguous()
+        || !x.track_op()
+        || !taper_tensor::fast_kernels_enabled()
+    {
         return Ok(None);
     }
     Ok(Some(x.apply_op1(ReluNode)?))
@@ -268,7 +291,11 @@ pub(crate) fn cross_entropy_mean(
     logits: &Tensor,
     ids: &[u32],
 ) -> candle_core::Result<Option<Tensor>> {
-    if !logits.device().is_cpu() || logits.dtype() != DType::F32 || logits.rank() != 2 {
+    if !logits.device().is_cpu()
+        || logits.dtype() != DType::F32
+        || logits.rank() != 2
+        || !taper_tensor::fast_kernels_enabled()
+    {
         return Ok(None);
     }
     let (n, c) = logits.dims2()?;

@@ -1,4 +1,5 @@
-//! Multithreaded f32 matrix products for the fused CPU training nodes.
+//! Matrix products for the CPU kernels: multithreaded ones for `Linear`, single-threaded
+//! ones for kernels that already split their work across threads (`Conv2d`), in f32 and f64.
 //!
 //! candle multiplies through the `gemm` crate and lets it choose its own threading. For the
 //! small products of a training step (a 64-row batch against a 784×256 weight) that scaled
@@ -9,22 +10,71 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+/// The element types the CPU kernels run on: f32 and f64.
+pub(crate) trait Elem:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::Mul<Output = Self>
+    + std::fmt::Debug
+    + 'static
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// −∞, the identity of max.
+    const NEG_INFINITY: Self;
+    /// Whether this is NaN.
+    fn is_nan(self) -> bool;
+    /// The value nearest to `v`.
+    fn from_f64(v: f64) -> Self;
+    /// `if take { a } else { b }` by bit masks: no branch, whatever the compiler would
+    /// choose (a branch on an unpredictable comparison costs more than the arithmetic).
+    fn select(take: bool, a: Self, b: Self) -> Self;
+}
+
+macro_rules! elem {
+    ($t:ty, $bits:ty) => {
+        impl Elem for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn select(take: bool, a: Self, b: Self) -> Self {
+                let mask = <$bits>::from(take).wrapping_neg();
+                <$t>::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
+            }
+        }
+    };
+}
+elem!(f32, u32);
+elem!(f64, u64);
+
 /// Multiply-adds below which a product stays on one thread (about 10 µs of work).
 const MIN_WORK_PER_THREAD: usize = 1 << 17;
 
 /// A read-only strided matrix: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct View<'a> {
-    data: &'a [f32],
+pub(crate) struct View<'a, T = f32> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     rs: usize,
     cs: usize,
 }
 
-impl<'a> View<'a> {
+impl<'a, T> View<'a, T> {
     /// A row-major `rows × cols` matrix; `None` when `data` is too short.
-    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Option<Self> {
+    pub(crate) fn row_major(data: &'a [T], rows: usize, cols: usize) -> Option<Self> {
         (data.len() >= rows * cols).then_some(View {
             data,
             rows,
@@ -73,35 +123,64 @@ impl<'a> View<'a> {
 
 /// A raw output pointer that may cross threads: each thread writes a disjoint block.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+struct Out<T>(*mut T);
 // SAFETY: the blocks handed to different threads never overlap (see `matmul_into`).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
+unsafe impl<T> Send for Out<T> {}
+unsafe impl<T> Sync for Out<T> {}
 
-impl Out {
+impl<T> Out<T> {
     /// The pointer. A method, so closures capture the whole `Out` (which is `Send`) rather
     /// than its raw-pointer field (which is not).
-    fn get(self) -> *mut f32 {
+    fn get(self) -> *mut T {
         self.0
     }
 }
 
 /// Whether `a·b` is defined and both views lie inside their data.
-fn fits(a: &View<'_>, b: &View<'_>) -> bool {
+fn fits<T>(a: &View<'_, T>, b: &View<'_, T>) -> bool {
     b.rows == a.cols && a.in_bounds() && b.in_bounds()
+}
+
+/// `dst = a·b`, or `dst += a·b` when `accumulate`, on the calling thread only; `dst` is
+/// row-major `a.rows × b.cols`. For kernels that split their work across threads
+/// themselves. Returns `false` (and leaves `dst` alone) when the shapes do not fit.
+pub(crate) fn matmul_serial<T: Elem>(
+    dst: &mut [T],
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) -> bool {
+    if !fits(&a, &b) || dst.len() != a.rows * b.cols {
+        return false;
+    }
+    if a.cols == 0 || a.rows == 0 || b.cols == 0 {
+        if !accumulate {
+            dst.fill(T::ZERO);
+        }
+        return true;
+    }
+    // SAFETY: `dst` is exclusively borrowed and holds exactly the m×n output; the views
+    // were checked by `fits`.
+    unsafe { block(dst.as_mut_ptr(), b.cols, a.rows, b.cols, a, b, accumulate) };
+    true
 }
 
 /// `dst = a·b`, or `dst += a·b` when `accumulate`; `dst` is row-major `a.rows × b.cols`.
 ///
 /// Returns `false` (and leaves `dst` alone) when the shapes do not fit; the caller then
 /// takes candle's path.
-pub(crate) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) -> bool {
+pub(crate) fn matmul_into<T: Elem>(
+    dst: &mut [T],
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) -> bool {
     if !fits(&a, &b) || dst.len() != a.rows * b.cols {
         return false;
     }
     if a.cols == 0 {
         if !accumulate {
-            dst.fill(0.0);
+            dst.fill(T::ZERO);
         }
         return true;
     }
@@ -112,15 +191,15 @@ pub(crate) fn matmul_into(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate:
 
 /// `a·b` as a new row-major vector, written once (no zero-fill first); `None` when the
 /// shapes do not fit.
-pub(crate) fn matmul(a: View<'_>, b: View<'_>) -> Option<Vec<f32>> {
+pub(crate) fn matmul<T: Elem>(a: View<'_, T>, b: View<'_, T>) -> Option<Vec<T>> {
     if !fits(&a, &b) {
         return None;
     }
     let len = a.rows * b.cols;
     if a.cols == 0 {
-        return Some(vec![0.0; len]);
+        return Some(vec![T::ZERO; len]);
     }
-    let mut out = Vec::<f32>::with_capacity(len);
+    let mut out = Vec::<T>::with_capacity(len);
     // SAFETY: the spare capacity holds `len` floats; with `accumulate == false` and k > 0,
     // gemm writes every element of the output before anything reads it, so all `len`
     // elements are initialized when `set_len` runs.
@@ -136,7 +215,7 @@ pub(crate) fn matmul(a: View<'_>, b: View<'_>) -> Option<Vec<f32>> {
 /// # Safety
 /// `dst` must be valid for `a.rows × b.cols` row-major writes (and reads when
 /// `accumulate`), with `fits(a, b)` and `a.cols > 0`.
-unsafe fn product(dst: *mut f32, a: View<'_>, b: View<'_>, accumulate: bool) {
+unsafe fn product<T: Elem>(dst: *mut T, a: View<'_, T>, b: View<'_, T>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
@@ -168,7 +247,15 @@ unsafe fn product(dst: *mut f32, a: View<'_>, b: View<'_>, accumulate: bool) {
 /// # Safety
 /// `dst` must be valid for writes of the `m × n` block with row stride `rs`, and no other
 /// thread may touch that block meanwhile.
-unsafe fn block(dst: *mut f32, rs: usize, m: usize, n: usize, a: View<'_>, b: View<'_>, acc: bool) {
+unsafe fn block<T: Elem>(
+    dst: *mut T,
+    rs: usize,
+    m: usize,
+    n: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    acc: bool,
+) {
     // SAFETY: the caller guarantees `dst`; `a` and `b` are in-bounds views of live slices.
     unsafe {
         gemm::gemm(
@@ -185,8 +272,8 @@ unsafe fn block(dst: *mut f32, rs: usize, m: usize, n: usize, a: View<'_>, b: Vi
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
-            1.0,
-            1.0,
+            T::ONE,
+            T::ONE,
             false,
             false,
             false,

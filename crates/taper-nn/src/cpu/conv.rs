@@ -1,0 +1,632 @@
+//! `Conv2d` on the CPU as one autograd node: im2col into single-threaded gemm calls, one
+//! block of samples per thread, in f32 and f64.
+//!
+//! Forward, per sample and group: the input's windows are unrolled into a (C/g·kh·kw) ×
+//! (OH·OW) matrix (`im2col`; skipped for 1×1 convolutions with stride 1 and no padding),
+//! and y = W·cols, starting from the bias. Backward, per sample and group, from the output
+//! gradient G (O/g × OH·OW):
+//! - weight: dW += G·colsᵀ, with cols unrolled again (cheaper than keeping every sample's
+//!   cols alive between forward and backward: for the benchmark CNN that would be 25 MB);
+//! - bias: row sums of G;
+//! - input, only when the input is tracked (never for the data batch): dcols = Wᵀ·G, then
+//!   `col2im` adds each column back to the pixels it came from.
+//!
+//! Each thread keeps its own weight- and bias-gradient sums, added at the end, so threads
+//! never share an output. The unrolled matrices live in one scratch buffer per thread.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul_serial, Elem, View};
+use super::{slice_of, tensor_from, with_slice};
+
+/// Multiply-adds below which a convolution runs on one thread.
+const MIN_WORK_PER_THREAD: usize = 1 << 18;
+
+/// The shapes of one convolution: input (n, c, h, w), weight (o, c/groups, kh, kw),
+/// output (n, o, oh, ow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both dimensions).
+    pub stride: usize,
+    /// Zero padding (every side).
+    pub pad: usize,
+    /// Dilation (both dimensions).
+    pub dil: usize,
+    /// Channel groups.
+    pub groups: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl Geometry {
+    /// The geometry of `x` (n, c, h, w) convolved with a weight (o, c/groups, kh, kw);
+    /// `None` when the window does not fit inside the padded input or a size is zero.
+    pub(crate) fn new(
+        x: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        (stride, pad, dil, groups): (usize, usize, usize, usize),
+    ) -> Option<Self> {
+        let (n, c, h, w) = x;
+        let (o, cg, kh, kw) = weight;
+        if stride == 0 || dil == 0 || groups == 0 || cg * groups != c || o % groups != 0 {
+            return None;
+        }
+        let out = |size: usize, k: usize| {
+            let span = dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+            let padded = size.checked_add(pad.checked_mul(2)?)?;
+            (size > 0 && k > 0 && padded >= span).then(|| (padded - span) / stride + 1)
+        };
+        Some(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            pad,
+            dil,
+            groups,
+            oh: out(h, kh)?,
+            ow: out(w, kw)?,
+        })
+    }
+
+    /// Input channels per group.
+    fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Output channels per group.
+    fn og(&self) -> usize {
+        self.o / self.groups
+    }
+
+    /// Rows of the unrolled matrix: C/g·kh·kw.
+    fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+
+    /// Output pixels per channel: OH·OW.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Elements of one input sample.
+    fn x_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Elements of one output sample.
+    fn y_len(&self) -> usize {
+        self.o * self.p()
+    }
+
+    /// Whether the unrolled matrix is the input itself (1×1, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Samples per thread: all on one thread for small work.
+    fn samples_per_task(&self) -> usize {
+        let work = self.n * self.o * self.k() * self.p();
+        let tasks = rayon::current_num_threads()
+            .min(work / MIN_WORK_PER_THREAD)
+            .clamp(1, self.n.max(1));
+        self.n.div_ceil(tasks).max(1)
+    }
+
+    /// The output positions `lo..hi` along one axis whose input index `o·stride + offset`
+    /// falls inside `0..size`.
+    fn valid(&self, offset: isize, outs: usize, size: usize) -> (usize, usize) {
+        let s = self.stride as isize;
+        let lo = if offset >= 0 {
+            0
+        } else {
+            (-offset + s - 1) / s
+        };
+        let hi = if size as isize <= offset {
+            0
+        } else {
+            (size as isize - offset + s - 1) / s
+        };
+        let hi = (hi.max(0) as usize).min(outs);
+        ((lo as usize).min(hi), hi)
+    }
+}
+
+/// Unrolls the windows of one group of one sample, `x` (C/g, h, w), into `cols`
+/// (C/g·kh·kw rows of OH·OW), zeros where a window covers padding.
+fn im2col<T: Elem>(g: &Geometry, x: &[T], cols: &mut [T]) {
+    let (p, hw) = (g.p(), g.h * g.w);
+    let mut rows = cols.chunks_exact_mut(p);
+    for plane in x.chunks_exact(hw).take(g.cg()) {
+        for i in 0..g.kh {
+            let off_h = (i * g.dil) as isize - g.pad as isize;
+            let (y_lo, y_hi) = g.valid(off_h, g.oh, g.h);
+            for j in 0..g.kw {
+                let off_w = (j * g.dil) as isize - g.pad as isize;
+                let (x_lo, x_hi) = g.valid(off_w, g.ow, g.w);
+                let Some(row) = rows.next() else { return };
+                for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
+                    if oy < y_lo || oy >= y_hi {
+                        out.fill(T::ZERO);
+                        continue;
+                    }
+                    let iy = (oy * g.stride) as isize + off_h;
+                    let src = &plane[iy as usize * g.w..][..g.w];
+                    out[..x_lo].fill(T::ZERO);
+                    out[x_hi..].fill(T::ZERO);
+                    let ix0 = (x_lo * g.stride) as isize + off_w;
+                    if g.stride == 1 {
+                        let s = ix0 as usize;
+                        out[x_lo..x_hi].copy_from_slice(&src[s..s + x_hi - x_lo]);
+                    } else {
+                        let taken = src[ix0 as usize..].iter().step_by(g.stride);
+                        for (o, &v) in out[x_lo..x_hi].iter_mut().zip(taken) {
+                            *o = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every element of `cols` to the input pixel it was read
+/// from, in `dx` (C/g, h, w).
+fn col2im<T: Elem>(g: &Geometry, cols: &[T], dx: &mut [T]) {
+    let (p, hw) = (g.p(), g.h * g.w);
+    let mut rows = cols.chunks_exact(p);
+    for plane in dx.chunks_exact_mut(hw).take(g.cg()) {
+        for i in 0..g.kh {
+            let off_h = (i * g.dil) as isize - g.pad as isize;
+            let (y_lo, y_hi) = g.valid(off_h, g.oh, g.h);
+            for j in 0..g.kw {
+                let off_w = (j * g.dil) as isize - g.pad as isize;
+                let (x_lo, x_hi) = g.valid(off_w, g.ow, g.w);
+                let Some(row) = rows.next() else { return };
+                for oy in y_lo..y_hi {
+                    let iy = (oy * g.stride) as isize + off_h;
+                    let dst = &mut plane[iy as usize * g.w..][..g.w];
+                    let src = &row[oy * g.ow..][x_lo..x_hi];
+                    let ix0 = ((x_lo * g.stride) as isize + off_w) as usize;
+                    if g.stride == 1 {
+                        for (d, &v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        let targets = dst[ix0..].iter_mut().step_by(g.stride);
+                        for (d, &v) in targets.zip(src) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The forward pass: y (n, o, oh, ow) from x, the weight and an optional bias.
+pub(crate) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+    let (k, p, og) = (g.k(), g.p(), g.og());
+    let mut y = vec![T::ZERO; g.n * g.y_len()];
+    let per = g.samples_per_task();
+    let tasks = y
+        .par_chunks_mut(per * g.y_len())
+        .zip(x.par_chunks(per * g.x_len()));
+    tasks.for_each(|(ys, xs)| {
+        let mut cols = vec![T::ZERO; if g.is_pointwise() { 0 } else { k * p }];
+        for (yn, xn) in ys
+            .chunks_exact_mut(g.y_len())
+            .zip(xs.chunks_exact(g.x_len()))
+        {
+            for grp in 0..g.groups {
+                let xg = &xn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+                let src: &[T] = if g.is_pointwise() {
+                    xg
+                } else {
+                    im2col(g, xg, &mut cols);
+                    &cols
+                };
+                let yg = &mut yn[grp * og * p..][..og * p];
+                if let Some(b) = b {
+                    for (row, &bv) in yg.chunks_exact_mut(p).zip(&b[grp * og..]) {
+                        row.fill(bv);
+                    }
+                }
+                let wg = View::row_major(&w[grp * og * k..], og, k);
+                let cg = View::row_major(src, k, p);
+                let done = wg
+                    .zip(cg)
+                    .is_some_and(|(a, c)| matmul_serial(yg, a, c, true));
+                debug_assert!(done, "conv forward: shapes checked by Geometry");
+            }
+        }
+    });
+    y
+}
+
+/// Gradients of one convolution, each computed only when asked for.
+pub(crate) struct Grads<T> {
+    /// d/dx, (n, c, h, w).
+    pub x: Option<Vec<T>>,
+    /// d/dW, (o, c/groups, kh, kw).
+    pub w: Option<Vec<T>>,
+    /// d/db, (o).
+    pub b: Option<Vec<T>>,
+}
+
+/// One thread's share of the backward pass over a block of samples: its input-gradient
+/// block is written in place, its weight- and bias-gradient sums are returned.
+#[allow(clippy::too_many_arguments)]
+fn backward_block<T: Elem>(
+    g: &Geometry,
+    xs: &[T],
+    gys: &[T],
+    w: &[T],
+    mut dxs: Option<&mut [T]>,
+    want_w: bool,
+    want_b: bool,
+) -> (Vec<T>, Vec<T>) {
+    let (k, p, og) = (g.k(), g.p(), g.og());
+    let mut dw = vec![T::ZERO; if want_w { g.o * k } else { 0 }];
+    let mut db = vec![T::ZERO; if want_b { g.o } else { 0 }];
+    let mut cols = vec![
+        T::ZERO;
+        if want_w && !g.is_pointwise() {
+            k * p
+        } else {
+            0
+        }
+    ];
+    let mut dcols = vec![T::ZERO; if dxs.is_some() { k * p } else { 0 }];
+    let samples = xs.chunks_exact(g.x_len()).zip(gys.chunks_exact(g.y_len()));
+    for (s, (xn, gn)) in samples.enumerate() {
+        for grp in 0..g.groups {
+            let gsz = g.cg() * g.h * g.w;
+            let gg = &gn[grp * og * p..][..og * p];
+            let g_view = View::row_major(gg, og, p);
+            if want_w {
+                let xg = &xn[grp * gsz..][..gsz];
+                let src: &[T] = if g.is_pointwise() {
+                    xg
+                } else {
+                    im2col(g, xg, &mut cols);
+                    &cols
+                };
+                let dwg = &mut dw[grp * og * k..][..og * k];
+                let c_view = View::row_major(src, k, p).map(View::t);
+                let done = g_view
+                    .zip(c_view)
+                    .is_some_and(|(a, c)| matmul_serial(dwg, a, c, true));
+                debug_assert!(done, "conv weight gradient: shapes checked by Geometry");
+            }
+            if want_b {
+                for (d, row) in db[grp * og..].iter_mut().zip(gg.chunks_exact(p)) {
+                    *d += row.iter().fold(T::ZERO, |a, &v| a + v);
+                }
+            }
+            if let Some(dx) = dxs.as_deref_mut() {
+                let dxg = &mut dx[s * g.x_len() + grp * gsz..][..gsz];
+                let w_view = View::row_major(&w[grp * og * k..], og, k).map(View::t);
+                if g.is_pointwise() {
+                    let done = w_view
+                        .zip(g_view)
+                        .is_some_and(|(a, c)| matmul_serial(dxg, a, c, false));
+                    debug_assert!(done, "conv input gradient: shapes checked by Geometry");
+                } else {
+                    let done = w_view
+                        .zip(g_view)
+                        .is_some_and(|(a, c)| matmul_serial(&mut dcols, a, c, false));
+                    debug_assert!(done, "conv input gradient: shapes checked by Geometry");
+                    col2im(g, &dcols, dxg);
+                }
+            }
+        }
+    }
+    (dw, db)
+}
+
+/// The backward pass from the output gradient `gy` (n, o, oh, ow).
+pub(crate) fn backward<T: Elem>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    (want_x, want_w, want_b): (bool, bool, bool),
+) -> Grads<T> {
+    let per = g.samples_per_task();
+    let mut dx = want_x.then(|| vec![T::ZERO; g.n * g.x_len()]);
+    let dx_blocks: Vec<Option<&mut [T]>> = match dx.as_mut() {
+        Some(v) => v.chunks_mut(per * g.x_len()).map(Some).collect(),
+        None => (0..g.n.div_ceil(per)).map(|_| None).collect(),
+    };
+    let sums = dx_blocks
+        .into_par_iter()
+        .zip(x.par_chunks(per * g.x_len()))
+        .zip(gy.par_chunks(per * g.y_len()))
+        .map(|((dxs, xs), gys)| backward_block(g, xs, gys, w, dxs, want_w, want_b))
+        .reduce_with(|(mut dw, mut db), (dw2, db2)| {
+            dw.iter_mut().zip(dw2).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(db2).for_each(|(a, b)| *a += b);
+            (dw, db)
+        });
+    let (dw, db) = sums.unwrap_or_default();
+    Grads {
+        x: dx,
+        w: want_w.then_some(dw),
+        b: want_b.then_some(db),
+    }
+}
+
+/// The convolution node: x, weight and (for [`CustomOp3`]) bias.
+pub(crate) struct ConvNode {
+    /// The checked shapes.
+    pub geometry: Geometry,
+}
+
+impl ConvNode {
+    /// The forward pass over CPU storages, with the bias when given.
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let shape = Shape::from((g.n, g.o, g.oh, g.ow));
+        macro_rules! go {
+            ($t:ty, $variant:ident) => {{
+                let xs = slice_of::<$t>(x.0, x.1, g.n * g.x_len())?;
+                let ws = slice_of::<$t>(w.0, w.1, g.o * g.k())?;
+                let bs = match b {
+                    Some((s, l)) => Some(slice_of::<$t>(s, l, g.o)?),
+                    None => None,
+                };
+                Ok((CpuStorage::$variant(forward(g, xs, ws, bs)), shape))
+            }};
+        }
+        match x.0 {
+            CpuStorage::F32(_) => go!(f32, F32),
+            CpuStorage::F64(_) => go!(f64, F64),
+            _ => candle_core::bail!("taper-conv2d: expected f32 or f64 tensors"),
+        }
+    }
+
+    /// The backward pass, computing only the gradients of tracked inputs.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.geometry;
+        let want = (x.track_op(), w.track_op(), b.is_some_and(|b| b.track_op()));
+        let grad = grad.contiguous()?;
+        macro_rules! go {
+            ($t:ty) => {{
+                let grads = with_slice::<$t, _>(x, |xs| {
+                    with_slice::<$t, _>(w, |ws| {
+                        with_slice::<$t, _>(&grad, |gs| backward(g, xs, ws, gs, want))
+                    })
+                })???;
+                Ok((
+                    grads.x.map(|v| tensor_from(v, x.shape())).transpose()?,
+                    grads.w.map(|v| tensor_from(v, w.shape())).transpose()?,
+                    grads.b.map(|v| tensor_from(v, g.o)).transpose()?,
+                ))
+            }};
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => go!(f32),
+            candle_core::DType::F64 => go!(f64),
+            dt => candle_core::bail!("taper-conv2d: expected f32 or f64 tensors, got {dt:?}"),
+        }
+    }
+}
+
+impl CustomOp2 for ConvNode {
+    fn name(&self) -> &'static str {
+        "taper-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((xs, xl), (ws, wl), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw, _) = self.grads(x, w, None, grad)?;
+        Ok((gx, gw))
+    }
+}
+
+impl CustomOp3 for ConvNode {
+    fn name(&self) -> &'static str {
+        "taper-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((xs, xl), (ws, wl), Some((bs, bl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, w, Some(b), grad)
+    }
+}
+
+/// The convolution through the CPU kernel when it applies (contiguous f32 or f64 CPU
+/// tensors of one dtype); `None` elsewhere. The shapes must already be checked:
+/// `geometry` describes `x` and `w`.
+pub(crate) fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    geometry: Geometry,
+) -> candle_core::Result<Option<Tensor>> {
+    let dt = x.dtype();
+    let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == dt;
+    if !matches!(dt, candle_core::DType::F32 | candle_core::DType::F64)
+        || !fits(x)
+        || !fits(w)
+        || !b.is_none_or(fits)
+    {
+        return Ok(None);
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let node = ConvNode { geometry };
+    Ok(Some(match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, node)?,
+        None => x.apply_op2(&w, node)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution by its definition, in f64.
+    fn direct(g: &Geometry, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+        let (cg, og) = (g.cg(), g.og());
+        let mut y = vec![0.0; g.n * g.y_len()];
+        for n in 0..g.n {
+            for o in 0..g.o {
+                let grp = o / og;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut s = b.map_or(0.0, |b| b[o]);
+                        for ci in 0..cg {
+                            let c = grp * cg + ci;
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let iy = (oy * g.stride + i * g.dil) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + j * g.dil) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    s += xv * w[((o * cg + ci) * g.kh + i) * g.kw + j];
+                                }
+                            }
+                        }
+                        y[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104_729) % 211) as f64 - 105.0) / 53.0)
+            .collect()
+    }
+
+    #[test]
+    fn forward_and_backward_match_the_definition_for_every_option() {
+        // (x dims, weight dims, (stride, pad, dilation, groups))
+        let cases = [
+            ((2, 3, 7, 6), (4, 3, 3, 3), (1, 1, 1, 1)),
+            ((1, 2, 9, 8), (4, 2, 3, 2), (2, 0, 1, 1)),
+            ((2, 4, 8, 9), (6, 2, 3, 3), (2, 2, 2, 2)),
+            ((3, 2, 5, 5), (3, 2, 1, 1), (1, 0, 1, 1)),
+            ((1, 3, 5, 4), (3, 1, 5, 4), (3, 2, 1, 3)),
+            ((2, 1, 4, 4), (2, 1, 3, 3), (1, 3, 2, 1)),
+        ];
+        for (xd, wd, opts) in cases {
+            let g = Geometry::new(xd, wd, opts).unwrap();
+            let x = values(g.n * g.x_len(), 1);
+            let w = values(g.o * g.k(), 2);
+            let b = values(g.o, 3);
+            let want = direct(&g, &x, &w, Some(&b));
+            let got = forward(&g, &x, &w, Some(&b));
+            for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                assert!((a - e).abs() < 1e-12, "{xd:?} {wd:?} {opts:?} y[{i}]");
+            }
+            // Backward of sum(y·r) equals the directional derivatives of the definition.
+            let r = values(want.len(), 4);
+            let grads = backward(&g, &x, &w, &r, (true, true, true));
+            let dot = |y: &[f64]| y.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>();
+            let (dx, dw, db) = (grads.x.unwrap(), grads.w.unwrap(), grads.b.unwrap());
+            // The map is linear in x (and in w), so a unit step gives the exact derivative.
+            for i in (0..x.len()).step_by(7) {
+                let mut e = vec![0.0; x.len()];
+                e[i] = 1.0;
+                let d = dot(&direct(&g, &e, &w, None));
+                assert!((dx[i] - d).abs() < 1e-10, "{xd:?} {opts:?} dx[{i}]");
+            }
+            for i in 0..w.len() {
+                let mut e = vec![0.0; w.len()];
+                e[i] = 1.0;
+                let d = dot(&direct(&g, &x, &e, None));
+                assert!((dw[i] - d).abs() < 1e-10, "{xd:?} {opts:?} dw[{i}]");
+            }
+            for (o, &v) in db.iter().enumerate() {
+                let mut e = vec![0.0; g.o];
+                e[o] = 1.0;
+                let d = dot(&direct(&g, &vec![0.0; x.len()], &w, Some(&e)));
+                assert!((v - d).abs() < 1e-10, "db[{o}]");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_that_do_not_fit_have_no_geometry() {
+        let opts = (1, 0, 1, 1);
+        assert!(Geometry::new((1, 1, 2, 5), (1, 1, 3, 3), opts).is_none());
+        assert!(Geometry::new((1, 1, 0, 5), (1, 1, 1, 1), opts).is_none());
+        assert!(Geometry::new((1, 1, 5, 5), (1, 1, 3, 3), (1, 0, 3, 1)).is_none());
+        assert!(Geometry::new((1, 1, 5, 5), (1, 1, 3, 3), (1, 1, 3, 1)).is_some());
+        assert!(Geometry::new((1, 2, 5, 5), (1, 1, 3, 3), (1, 0, 1, 1)).is_none());
+        assert!(Geometry::new((1, 1, 5, 5), (1, 1, 3, 3), (0, 0, 1, 1)).is_none());
+    }
+}

@@ -1,0 +1,60 @@
+//! Taper's own CPU kernels: the fast paths behind the layers on the CPU training path.
+//!
+//! Each layer decides in its `forward` whether its input fits a kernel here (a CPU tensor of
+//! a supported dtype, with gradients as the kernel expects) and otherwise takes candle's
+//! generic ops, which run on every device and dtype. The kernels become single nodes of
+//! candle's autograd graph (`CustomOp`s) with hand-written backward passes, so they never
+//! compute a gradient for a constant input (the data batch) and never zero-fill an
+//! accumulator. Tests compare every kernel with the generic path and with PyTorch, and
+//! gradcheck them in f64. [`taper_tensor::with_generic_kernels`] turns them off.
+//!
+//! - `gemm`: multithreaded and single-threaded matrix products over strided views.
+//! - `fused`: `Linear`, ReLU and cross-entropy as single nodes (f32).
+//! - `conv`: `Conv2d` by im2col and gemm, forward and backward (f32 and f64).
+//! - `pool`: `MaxPool2d` with a remembered argmax and `AvgPool2d` (f32 and f64).
+
+pub(crate) mod conv;
+pub(crate) mod fused;
+pub(crate) mod gemm;
+pub(crate) mod pool;
+
+use candle_core::{CpuStorage, Device, Layout, Shape, Storage, Tensor, WithDType};
+
+/// A contiguous CPU storage's `len` elements of type `T`; an error naming what was found
+/// otherwise.
+pub(crate) fn slice_of<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    len: usize,
+) -> candle_core::Result<&'a [T]> {
+    let v = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) if b - a == len && b <= v.len() => Ok(&v[a..b]),
+        Some((a, b)) => candle_core::bail!(
+            "taper CPU kernel: expected {len} elements, got a layout of {}",
+            b - a
+        ),
+        None => candle_core::bail!("taper CPU kernel: expected a contiguous tensor"),
+    }
+}
+
+/// Calls `f` with a CPU tensor's elements (made contiguous first when needed).
+pub(crate) fn with_slice<T: WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(c) => Ok(f(slice_of(c, l, t.elem_count())?)),
+        _ => candle_core::bail!("taper CPU kernel: expected a CPU tensor"),
+    }
+}
+
+/// A CPU tensor over `v`.
+pub(crate) fn tensor_from<T: WithDType>(
+    v: Vec<T>,
+    shape: impl Into<Shape>,
+) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}

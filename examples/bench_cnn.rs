@@ -1,0 +1,288 @@
+//! CNN training and inference throughput, side by side in one run: the `mnist` example's CNN
+//! (conv 1→16 5×5 pad 2, ReLU, max-pool 2, conv 16→32 5×5 pad 2, ReLU, max-pool 2,
+//! linear 1568→128, ReLU, linear 128→10), and the same network with BatchNorm2d after each
+//! convolution, trained with Adam (lr 1e-3), batch 64, on shuffled epochs of an
+//! MNIST-format training set (Fashion-MNIST when installed, else the built-in subset); then
+//! inference, forward only with batch 1,000, over the test set. In Taper, in candle-nn (the
+//! plain CNN), and in PyTorch when `python3 -c 'import torch'` works
+//! (`benches/torch_cnn_epoch.py`). Each framework's best epoch is compared. Also reports
+//! the process's peak memory after each Taper epoch, to show it does not grow.
+//!
+//! Run: `cargo run --release --example bench_cnn [-- EPOCHS [TRAIN_IMAGES]]`
+//! (defaults: 2 epochs of 20,000 images).
+
+use std::path::Path;
+use std::time::Instant;
+
+use taper::data::mnist::{self, MnistKind};
+use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
+use taper::nn::{
+    cross_entropy, Activation, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Flatten, Linear,
+    MaxPool2d, Sequential,
+};
+use taper::optim::{Adam, Optimizer};
+use taper::prelude::*;
+use taper::tensor::candle_nn::{self, Optimizer as _, VarBuilder, VarMap};
+
+/// Peak resident memory of this process (VmHWM), in MiB, where /proc exists.
+fn peak_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+}
+
+/// One epoch's figures: training and inference samples/s, peak memory after it.
+struct Epoch {
+    train: f64,
+    infer: f64,
+    peak: Option<f64>,
+}
+
+/// The benchmark CNN in Taper, with BatchNorm2d after each convolution when `bn`.
+fn taper_cnn(store: &ParamStore, bn: bool) -> anyhow::Result<Sequential> {
+    let pad = Conv2dConfig {
+        padding: 2,
+        ..Default::default()
+    };
+    let mut m = Sequential::new(store);
+    for (i, (cin, cout)) in [(1, 16), (16, 32)].into_iter().enumerate() {
+        m = m.append_with(|s| Conv2d::new(cin, cout, (5, 5), pad, &s.sub(&format!("conv{i}"))))?;
+        if bn {
+            let cfg = BatchNormConfig::default();
+            m = m.append_with(|s| BatchNorm::new_2d(cout, cfg, &s.sub(&format!("bn{i}"))))?;
+        }
+        m = m.append(Activation::Relu).append(MaxPool2d::new(2));
+    }
+    Ok(m.append(Flatten::default())
+        .append_with(|s| Linear::new(32 * 7 * 7, 128, s))?
+        .append(Activation::Relu)
+        .append_with(|s| Linear::new(128, 10, s))?)
+}
+
+fn taper_epochs(
+    train: &TensorDataset,
+    test: &TensorDataset,
+    bn: bool,
+    epochs: u64,
+) -> anyhow::Result<Vec<Epoch>> {
+    manual_seed(0);
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let model = taper_cnn(&store, bn)?;
+    let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
+    let loader = DataLoader::new(train.clone(), Batching::MiniBatch(64))?
+        .shuffle(true)
+        .seed(0);
+    let eval = DataLoader::new(test.clone(), Batching::MiniBatch(1000))?;
+    let mut out = Vec::new();
+    for e in 0..epochs {
+        let t = Instant::now();
+        for b in loader.epoch(e) {
+            let b = b?;
+            let loss = cross_entropy(&model.forward_t(&b.inputs, true)?, &b.targets)?;
+            opt.step(&Gradients::compute(&loss, &store)?)?;
+        }
+        let train_rate = train.len() as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        no_grad(|| -> anyhow::Result<()> {
+            for b in eval.epoch(0) {
+                model.forward_t(&b?.inputs, false)?;
+            }
+            Ok(())
+        })?;
+        out.push(Epoch {
+            train: train_rate,
+            infer: test.len() as f64 / t.elapsed().as_secs_f64(),
+            peak: peak_mib(),
+        });
+    }
+    Ok(out)
+}
+
+/// The plain CNN in candle-nn, with candle-nn's AdamW (weight decay 0).
+fn candle_epochs(
+    train: &TensorDataset,
+    test: &TensorDataset,
+    epochs: u64,
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let cfg = candle_nn::Conv2dConfig {
+        padding: 2,
+        ..Default::default()
+    };
+    let c1 = candle_nn::conv2d(1, 16, 5, cfg, vb.pp("c1"))?;
+    let c2 = candle_nn::conv2d(16, 32, 5, cfg, vb.pp("c2"))?;
+    let l1 = candle_nn::linear(32 * 7 * 7, 128, vb.pp("l1"))?;
+    let l2 = candle_nn::linear(128, 10, vb.pp("l2"))?;
+    let forward = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let x = c1.forward(x)?.relu()?.max_pool2d(2)?;
+        let x = c2.forward(&x)?.relu()?.max_pool2d(2)?;
+        l2.forward(&l1.forward(&x.flatten_from(1)?)?.relu()?)
+    };
+    let mut opt = candle_nn::AdamW::new(
+        varmap.all_vars(),
+        candle_nn::ParamsAdamW {
+            lr: 1e-3,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let loader = DataLoader::new(train.clone(), Batching::MiniBatch(64))?
+        .shuffle(true)
+        .seed(0);
+    let eval = DataLoader::new(test.clone(), Batching::MiniBatch(1000))?;
+    let mut rates = Vec::new();
+    for e in 0..epochs {
+        let t = Instant::now();
+        for b in loader.epoch(e) {
+            let b = b?;
+            let loss = candle_nn::loss::cross_entropy(&forward(&b.inputs)?, &b.targets)?;
+            opt.backward_step(&loss)?;
+        }
+        let train_rate = train.len() as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for b in eval.epoch(0) {
+            forward(&b?.inputs)?.detach();
+        }
+        rates.push((train_rate, test.len() as f64 / t.elapsed().as_secs_f64()));
+    }
+    Ok(rates)
+}
+
+/// One peer's best epoch: (name, network, training samples/s, inference samples/s).
+type Peer = (String, &'static str, f64, f64);
+
+/// PyTorch's best epochs for both networks, when its script runs.
+fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<Peer>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_cnn_epoch.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg(limit.to_string())
+        .arg(epochs.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut peers = Vec::new();
+    for line in out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"{"))
+    {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let rates = |key: &str| -> Option<f64> {
+            Some(best(v[key].as_array()?.iter().filter_map(|r| r.as_f64())))
+        };
+        let net = match v["variant"].as_str()? {
+            "cnn" => "CNN",
+            _ => "CNN+BN",
+        };
+        let name = format!(
+            "PyTorch {} ({} threads)",
+            v["version"].as_str()?,
+            v["threads"].as_u64()?
+        );
+        peers.push((
+            name,
+            net,
+            rates("train_samples_per_s")?,
+            rates("infer_samples_per_s")?,
+        ));
+    }
+    (!peers.is_empty()).then_some(peers)
+}
+
+fn best(rates: impl Iterator<Item = f64>) -> f64 {
+    rates.fold(0.0, f64::max)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let epochs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let limit: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let (data, dir) = match mnist::load(MnistKind::Fashion, None) {
+        Ok(d) => {
+            let dir = match &d.source {
+                mnist::DataSource::Dir(p) => Some(p.clone()),
+                mnist::DataSource::BuiltIn => None,
+            };
+            (d, dir)
+        }
+        Err(_) => (mnist::builtin()?, None),
+    };
+    let train = data.train.take(limit.min(data.train.len()))?;
+    let test = data.test;
+    println!(
+        "workload: the mnist example's CNN (and with BatchNorm2d), Adam lr 1e-3, batch 64, \
+         epochs of {} training images of {}; inference: batch 1000 over {} test images",
+        train.len(),
+        data.source,
+        test.len()
+    );
+    let mut rows: Vec<Peer> = Vec::new();
+    let mut taper = Vec::new();
+    for (net, bn) in [("CNN", false), ("CNN+BN", true)] {
+        // Taper's training loop runs on the CPU thread pool, as the mnist example's does.
+        let epochs = on_thread_pool(|| taper_epochs(&train, &test, bn, epochs))?;
+        for (i, e) in epochs.iter().enumerate() {
+            println!(
+                "Taper {net:<7} epoch {}: train {:>7.0} samples/s, inference {:>7.0} samples/s, peak memory {}",
+                i + 1,
+                e.train,
+                e.infer,
+                e.peak.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+            );
+        }
+        let (t, i) = (
+            best(epochs.iter().map(|e| e.train)),
+            best(epochs.iter().map(|e| e.infer)),
+        );
+        taper.push((net, t, i));
+    }
+    let candle = candle_epochs(&train, &test, epochs)?;
+    rows.push((
+        "candle-nn 0.11".into(),
+        "CNN",
+        best(candle.iter().map(|r| r.0)),
+        best(candle.iter().map(|r| r.1)),
+    ));
+    let mut skipped = vec!["burn: not compared for the CNN yet (see the README)".to_string()];
+    match &dir {
+        Some(d) => match torch_epochs(d, train.len(), epochs) {
+            Some(t) => rows.extend(t),
+            None => skipped.push("PyTorch: skipped (needs python3 with torch)".into()),
+        },
+        None => skipped.push(
+            "PyTorch: skipped (it reads the data from a directory: install dataset-fashion-mnist)"
+                .into(),
+        ),
+    }
+    println!(
+        "best epoch of {epochs} for each framework, {} threads",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<34} {:<7} {:>11} {:>11} {:>13} {:>13}",
+        "framework", "network", "train/s", "infer/s", "Taper/peer tr", "Taper/peer inf"
+    );
+    for (net, t, i) in &taper {
+        println!("{:<34} {net:<7} {t:>11.0} {i:>11.0}", "Taper");
+    }
+    for (name, net, t, i) in &rows {
+        let (tt, ti) = taper
+            .iter()
+            .find(|r| r.0 == *net)
+            .map_or((f64::NAN, f64::NAN), |r| (r.1, r.2));
+        println!(
+            "{name:<34} {net:<7} {t:>11.0} {i:>11.0} {:>13.2} {:>13.2}",
+            tt / t,
+            ti / i
+        );
+    }
+    for s in skipped {
+        println!("{s}");
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! A fixed number of Taper CNN training steps (the `mnist` example's CNN, optionally with
+//! BatchNorm2d after each convolution; Adam, batch 64) on the built-in MNIST subset. It
+//! prints the wall time of each layer's forward pass and of the loss, backward pass and
+//! optimizer step, and is the target for `valgrind --tool=callgrind`, whose instruction
+//! counts are repeatable on a noisy machine.
+//!
+//! Run: `cargo run --release --example profile_cnn_steps [-- STEPS [bn]]`, or
+//! `valgrind --tool=callgrind target/release/examples/profile_cnn_steps 20`
+
+use taper::data::mnist;
+use taper::data::{Batching, DataLoader};
+use taper::nn::{
+    cross_entropy, Activation, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Flatten, Linear,
+    MaxPool2d,
+};
+use taper::optim::{Adam, Optimizer};
+use taper::prelude::*;
+
+fn main() -> anyhow::Result<()> {
+    on_thread_pool(run)
+}
+
+type Layer = (String, Box<dyn ModuleT>);
+
+fn layers(store: &ParamStore, bn: bool) -> anyhow::Result<Vec<Layer>> {
+    let pad = Conv2dConfig {
+        padding: 2,
+        ..Default::default()
+    };
+    let mut v: Vec<Layer> = Vec::new();
+    for (i, (cin, cout)) in [(1, 16), (16, 32)].into_iter().enumerate() {
+        let conv = Conv2d::new(cin, cout, (5, 5), pad, &store.sub(&format!("conv{i}")))?;
+        v.push((format!("conv{i} {cin}->{cout}"), Box::new(conv)));
+        if bn {
+            let b = BatchNorm::new_2d(
+                cout,
+                BatchNormConfig::default(),
+                &store.sub(&format!("bn{i}")),
+            )?;
+            v.push((format!("batchnorm{i}"), Box::new(b)));
+        }
+        v.push((format!("relu{i}"), Box::new(Activation::Relu)));
+        v.push((format!("maxpool{i}"), Box::new(MaxPool2d::new(2))));
+    }
+    v.push(("flatten".into(), Box::new(Flatten::default())));
+    v.push((
+        "linear 1568->128".into(),
+        Box::new(Linear::new(1568, 128, &store.sub("fc1"))?),
+    ));
+    v.push(("relu2".into(), Box::new(Activation::Relu)));
+    v.push((
+        "linear 128->10".into(),
+        Box::new(Linear::new(128, 10, &store.sub("fc2"))?),
+    ));
+    Ok(v)
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let steps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let bn = args.next().is_some_and(|a| a == "bn");
+    manual_seed(0);
+    let train = mnist::builtin()?.train;
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let model = layers(&store, bn)?;
+    let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
+    let loader = DataLoader::new(train, Batching::MiniBatch(64))?
+        .shuffle(true)
+        .seed(0);
+    let mut fwd = vec![0f64; model.len()];
+    let mut ph = [0f64; 3];
+    let mut last = 0.0;
+    let batches = (0..).flat_map(|e| loader.epoch(e));
+    let t = std::time::Instant::now();
+    for b in batches.take(steps) {
+        let b = b?;
+        let mut x = b.inputs;
+        for ((_, layer), acc) in model.iter().zip(&mut fwd) {
+            let t0 = std::time::Instant::now();
+            x = layer.forward_t(&x, true)?;
+            *acc += t0.elapsed().as_secs_f64();
+        }
+        let t1 = std::time::Instant::now();
+        let loss = cross_entropy(&x, &b.targets)?;
+        let t2 = std::time::Instant::now();
+        let g = Gradients::compute(&loss, &store)?;
+        let t3 = std::time::Instant::now();
+        opt.step(&g)?;
+        let t4 = std::time::Instant::now();
+        ph[0] += (t2 - t1).as_secs_f64();
+        ph[1] += (t3 - t2).as_secs_f64();
+        ph[2] += (t4 - t3).as_secs_f64();
+        last = loss.to_scalar::<f32>()?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let ms = |s: f64| 1e3 * s / steps as f64;
+    println!("milliseconds per step:");
+    for ((name, _), s) in model.iter().zip(&fwd) {
+        println!("  forward {name:<18} {:>7.3}", ms(*s));
+    }
+    println!("  loss                       {:>7.3}", ms(ph[0]));
+    println!("  backward (all layers)      {:>7.3}", ms(ph[1]));
+    println!("  optimizer step             {:>7.3}", ms(ph[2]));
+    println!("  total                      {:>7.3}", ms(secs));
+    println!(
+        "{steps} steps, last loss {last:.4}, {:.0} samples/s",
+        (steps * 64) as f64 / secs
+    );
+    Ok(())
+}
