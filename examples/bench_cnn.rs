@@ -45,11 +45,10 @@ fn taper_cnn(store: &ParamStore, bn: bool) -> anyhow::Result<Sequential> {
         ..Default::default()
     };
     let mut m = Sequential::new(store);
-    for (i, (cin, cout)) in [(1, 16), (16, 32)].into_iter().enumerate() {
-        m = m.append_with(|s| Conv2d::new(cin, cout, (5, 5), pad, &s.sub(&format!("conv{i}"))))?;
+    for (cin, cout) in [(1, 16), (16, 32)] {
+        m = m.append_with(|s| Conv2d::new(cin, cout, (5, 5), pad, s))?;
         if bn {
-            let cfg = BatchNormConfig::default();
-            m = m.append_with(|s| BatchNorm::new_2d(cout, cfg, &s.sub(&format!("bn{i}"))))?;
+            m = m.append_with(|s| BatchNorm::new_2d(cout, BatchNormConfig::default(), s))?;
         }
         m = m.append(Activation::Relu).append(MaxPool2d::new(2));
     }

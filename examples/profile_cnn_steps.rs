@@ -29,13 +29,13 @@ fn layers(store: &ParamStore, bn: bool) -> anyhow::Result<Vec<Layer>> {
     };
     let mut v: Vec<Layer> = Vec::new();
     for (i, (cin, cout)) in [(1, 16), (16, 32)].into_iter().enumerate() {
-        let conv = Conv2d::new(cin, cout, (5, 5), pad, &store.sub(&format!("conv{i}")))?;
+        let conv = Conv2d::new(cin, cout, (5, 5), pad, &store.sub(format!("conv{i}")))?;
         v.push((format!("conv{i} {cin}->{cout}"), Box::new(conv)));
         if bn {
             let b = BatchNorm::new_2d(
                 cout,
                 BatchNormConfig::default(),
-                &store.sub(&format!("bn{i}")),
+                &store.sub(format!("bn{i}")),
             )?;
             v.push((format!("batchnorm{i}"), Box::new(b)));
         }
