@@ -124,7 +124,26 @@ impl Module for Conv2d {
                 return Ok(y);
             }
         }
-        let y = x.conv2d(&w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups)?;
+        // candle's conv2d backward (0.11) returns an input gradient short by the r rows
+        // (columns) past the last window when the stride does not divide the padded extent
+        // evenly. Then pad here and cut those r off (they reach no window), so candle
+        // convolves an exactly divisible input without padding of its own.
+        let (p, s) = (cfg.padding, cfg.stride);
+        let rest = |size: usize, k: usize, outs: usize| {
+            size + 2 * p - ((outs - 1) * s + cfg.dilation * (k - 1) + 1)
+        };
+        let (rh, rw) = (
+            rest(x.dims()[2], kh, geometry.oh),
+            rest(x.dims()[3], kw, geometry.ow),
+        );
+        let y = if rh == 0 && rw == 0 {
+            x.conv2d(&w, p, s, cfg.dilation, cfg.groups)?
+        } else {
+            let (h, wd) = (x.dims()[2] + 2 * p - rh, x.dims()[3] + 2 * p - rw);
+            let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+            let xp = xp.narrow(2, 0, h)?.narrow(3, 0, wd)?;
+            xp.conv2d(&w, 0, s, cfg.dilation, cfg.groups)?
+        };
         match &b {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),

@@ -56,7 +56,12 @@ fn pool(
                 .reshape((n, c, oh, kh, ow, kw))?
                 .max(5)?
                 .max(3),
-            Reduce::Mean => x.avg_pool2d_with_stride(kernel, stride),
+            // candle's avg-pool backward assumes the windows tile the input exactly, so
+            // the rows and columns past the last window are cut first.
+            Reduce::Mean => x
+                .narrow(2, 0, oh * kh)?
+                .narrow(3, 0, ow * kw)?
+                .avg_pool2d_with_stride(kernel, stride),
         };
     }
     let index = |offset: usize, n: usize, step: usize| {

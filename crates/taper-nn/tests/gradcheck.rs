@@ -86,6 +86,49 @@ fn conv_pool_embedding_flatten_dropout() {
         },
         &[r(&[1, 2, 5, 5], 1), r(&[3, 2, 3, 3], 2), r(&[3], 3)],
     );
+    // The CPU kernel (f64) and candle's generic ops, on the options the kernel handles.
+    for generic in [false, true] {
+        for (what, cin, cout, k, cfg, shape) in [
+            (
+                "conv2d dilation 2",
+                2,
+                3,
+                (3, 3),
+                (1, 1, 2, 1),
+                [1, 2, 7, 6],
+            ),
+            ("conv2d groups 2", 4, 2, (3, 2), (1, 1, 1, 2), [2, 4, 5, 5]),
+            (
+                "conv2d depthwise stride 2",
+                3,
+                3,
+                (3, 3),
+                (2, 2, 1, 3),
+                [1, 3, 6, 7],
+            ),
+            ("conv2d 1x1", 3, 2, (1, 1), (1, 0, 1, 1), [2, 3, 3, 4]),
+        ] {
+            let (stride, padding, dilation, groups) = cfg;
+            let conv = Conv2dConfig {
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias: true,
+            };
+            let w = [cout, cin / groups, k.0, k.1];
+            let f = |xs: &[Tensor]| -> anyhow::Result<Tensor> {
+                let s = store_with(&["weight", "bias"], xs);
+                Ok(Conv2d::new(cin, cout, k, conv, &s)?.forward(&xs[0])?)
+            };
+            let inputs = [r(&shape, 11), r(&w, 12), r(&[cout], 13)];
+            if generic {
+                taper_tensor::with_generic_kernels(|| check(what, f, &inputs));
+            } else {
+                check(what, f, &inputs);
+            }
+        }
+    }
     check(
         "maxpool 2",
         |xs| Ok(MaxPool2d::new(2).forward(&xs[0])?),

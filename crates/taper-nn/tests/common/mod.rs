@@ -75,6 +75,10 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: f64) {
 /// Inputs of a case: float inputs as variables (f64), integer ones as i64 tensors.
 pub type Inputs = BTreeMap<String, Tensor>;
 
+/// A layer's forward pass over a case's inputs, built over a store.
+pub type Build =
+    dyn FnOnce(&ParamStore) -> anyhow::Result<Box<dyn Fn(&Inputs) -> anyhow::Result<Tensor>>>;
+
 /// Runs a fixture case: builds the layer over a fresh f64 store, loads the case's
 /// state_dict into it (the names must match one to one), runs `forward`, and compares the
 /// output, the gradients of sum(output·r) and the buffers after the forward with PyTorch's.
@@ -82,9 +86,20 @@ pub fn check_case(
     case_name: &str,
     build: impl FnOnce(&ParamStore) -> anyhow::Result<Box<dyn Fn(&Inputs) -> anyhow::Result<Tensor>>>,
 ) {
+    check_case_as(case_name, DType::F64, (1e-10, 1e-8), build);
+}
+
+/// [`check_case`] in `dtype` (parameters, float inputs and the weights r), with tolerances
+/// (atol, rtol) for that dtype.
+pub fn check_case_as(
+    case_name: &str,
+    dtype: DType,
+    (atol, rtol): (f64, f64),
+    build: impl FnOnce(&ParamStore) -> anyhow::Result<Box<dyn Fn(&Inputs) -> anyhow::Result<Tensor>>>,
+) {
     let case = &fixture()["cases"][case_name];
     assert!(case.is_object(), "no fixture case {case_name}");
-    let store = ParamStore::new(&Device::Cpu, DType::F64);
+    let store = ParamStore::new(&Device::Cpu, dtype);
     let forward = build(&store).unwrap();
     let params = case["params"].as_object().unwrap();
     let mut names: Vec<&String> = params.keys().collect();
@@ -107,21 +122,23 @@ pub fn check_case(
         let t = if is_int(v) {
             tensor(v).to_dtype(DType::I64).unwrap()
         } else {
-            let var = Var::from_tensor(&tensor(v)).unwrap();
+            let var = Var::from_tensor(&tensor(v).to_dtype(dtype).unwrap()).unwrap();
             vars.insert(name.clone(), var.clone());
             var.as_tensor().clone()
         };
         inputs.insert(name.clone(), t);
     }
     let out = forward(&inputs).unwrap();
+    assert_eq!(out.dtype(), dtype, "{case_name}: output dtype");
     assert_close(
         &format!("{case_name} output"),
         &out,
         &tensor(&case["output"]),
-        1e-10,
-        1e-8,
+        atol,
+        rtol,
     );
-    let loss = out.mul(&tensor(&case["r"])).unwrap().sum_all().unwrap();
+    let r = tensor(&case["r"]).to_dtype(dtype).unwrap();
+    let loss = out.mul(&r).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     for (name, want) in case["grads"].as_object().unwrap() {
         let var = vars
@@ -135,8 +152,8 @@ pub fn check_case(
             &format!("{case_name} grad {name}"),
             got,
             &tensor(want),
-            1e-10,
-            1e-8,
+            atol,
+            rtol,
         );
     }
     if let Some(after) = case["state_after"].as_object() {
@@ -146,8 +163,8 @@ pub fn check_case(
                 &format!("{case_name} state {name}"),
                 got.as_tensor(),
                 &tensor(want),
-                1e-10,
-                1e-8,
+                atol,
+                rtol,
             );
         }
     }
