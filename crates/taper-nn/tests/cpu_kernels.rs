@@ -143,19 +143,22 @@ fn same_on_both_paths(
     }
 }
 
+/// (input shape, out channels, kernel, stride, padding, dilation, groups, bias).
+type ConvCase = (
+    &'static [usize],
+    usize,
+    (usize, usize),
+    usize,
+    usize,
+    usize,
+    usize,
+    bool,
+);
+
 #[test]
 fn the_kernels_equal_candles_generic_ops_on_random_configurations() {
     // (input shape, out channels, kernel, stride, padding, dilation, groups, bias)
-    let convs: [(
-        &[usize],
-        usize,
-        (usize, usize),
-        usize,
-        usize,
-        usize,
-        usize,
-        bool,
-    ); 7] = [
+    let convs: [ConvCase; 7] = [
         (&[4, 1, 28, 28], 16, (5, 5), 1, 2, 1, 1, true),
         (&[3, 16, 14, 14], 32, (5, 5), 1, 2, 1, 1, true),
         (&[2, 6, 11, 9], 4, (3, 3), 2, 1, 1, 2, false),
