@@ -4,7 +4,10 @@
 //! optimizer step, and is the target for `valgrind --tool=callgrind`, whose instruction
 //! counts are repeatable on a noisy machine.
 //!
-//! Run: `cargo run --release --example profile_cnn_steps [-- STEPS [bn]]`, or
+//! With `generic`, every layer runs on candle's generic ops (`with_generic_kernels`), as
+//! before Taper had its own convolution and pooling kernels.
+//!
+//! Run: `cargo run --release --example profile_cnn_steps [-- STEPS [bn] [generic]]`, or
 //! `valgrind --tool=callgrind target/release/examples/profile_cnn_steps 20`
 
 use taper::data::mnist;
@@ -15,9 +18,14 @@ use taper::nn::{
 };
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
+use taper::tensor::{fast_kernels_enabled, with_generic_kernels};
 
 fn main() -> anyhow::Result<()> {
-    on_thread_pool(run)
+    if std::env::args().any(|a| a == "generic") {
+        on_thread_pool(|| with_generic_kernels(run))
+    } else {
+        on_thread_pool(run)
+    }
 }
 
 type Layer = (String, Box<dyn ModuleT>);
@@ -59,6 +67,15 @@ fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let bn = args.next().is_some_and(|a| a == "bn");
+    println!(
+        "{} CNN, {}",
+        if bn { "BatchNorm" } else { "plain" },
+        if fast_kernels_enabled() {
+            "Taper's CPU kernels"
+        } else {
+            "candle's generic ops"
+        }
+    );
     manual_seed(0);
     let train = mnist::builtin()?.train;
     let store = ParamStore::new(&Device::Cpu, DType::F32);
