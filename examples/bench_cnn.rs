@@ -4,8 +4,9 @@
 //! convolution, trained with Adam (lr 1e-3), batch 64, on shuffled epochs of an
 //! MNIST-format training set (Fashion-MNIST when installed, else the built-in subset); then
 //! inference, forward only with batch 1,000, over the test set. In Taper, in candle-nn (the
-//! plain CNN), and in PyTorch when `python3 -c 'import torch'` works
-//! (`benches/torch_cnn_epoch.py`). Each framework's best epoch is compared. Also reports
+//! plain CNN), in PyTorch when `python3 -c 'import torch'` works
+//! (`benches/torch_cnn_epoch.py`), and in burn (the plain CNN) when `benches/burn_mlp` has
+//! been built. Each framework's best epoch is compared. Also reports
 //! the process's peak memory after each Taper epoch, to show it does not grow.
 //!
 //! Run: `cargo run --release --example bench_cnn [-- EPOCHS [TRAIN_IMAGES]]`
@@ -13,6 +14,10 @@
 
 use std::path::Path;
 use std::time::Instant;
+
+#[path = "common/peers.rs"]
+mod peers;
+use peers::{best, peak_mib};
 
 use taper::data::mnist::{self, MnistKind};
 use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
@@ -23,13 +28,6 @@ use taper::nn::{
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 use taper::tensor::candle_nn::{self, Optimizer as _, VarBuilder, VarMap};
-
-/// Peak resident memory of this process (VmHWM), in MiB, where /proc exists.
-fn peak_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
 
 /// One epoch's figures: training and inference samples/s, peak memory after it.
 struct Epoch {
@@ -153,48 +151,42 @@ type Peer = (String, &'static str, f64, f64);
 
 /// PyTorch's best epochs for both networks, when its script runs.
 fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<Peer>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_cnn_epoch.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg(limit.to_string())
-        .arg(epochs.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let mut peers = Vec::new();
-    for line in out
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| l.starts_with(b"{"))
-    {
-        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-        let rates = |key: &str| -> Option<f64> {
-            Some(best(v[key].as_array()?.iter().filter_map(|r| r.as_f64())))
-        };
-        let net = match v["variant"].as_str()? {
-            "cnn" => "CNN",
-            _ => "CNN+BN",
-        };
-        let name = format!(
-            "PyTorch {} ({} threads)",
-            v["version"].as_str()?,
-            v["threads"].as_u64()?
-        );
-        peers.push((
-            name,
-            net,
-            rates("train_samples_per_s")?,
-            rates("infer_samples_per_s")?,
-        ));
-    }
-    (!peers.is_empty()).then_some(peers)
+    let lines = peers::torch("torch_cnn_epoch.py", dir, limit, epochs)?;
+    lines
+        .iter()
+        .map(|v| {
+            let rates = |key: &str| -> Option<f64> {
+                Some(best(v[key].as_array()?.iter().filter_map(|r| r.as_f64())))
+            };
+            let net = match v["variant"].as_str()? {
+                "cnn" => "CNN",
+                _ => "CNN+BN",
+            };
+            let name = format!(
+                "PyTorch {} ({} threads)",
+                v["version"].as_str()?,
+                v["threads"].as_u64()?
+            );
+            Some((
+                name,
+                net,
+                rates("train_samples_per_s")?,
+                rates("infer_samples_per_s")?,
+            ))
+        })
+        .collect()
 }
 
-fn best(rates: impl Iterator<Item = f64>) -> f64 {
-    rates.fold(0.0, f64::max)
+/// burn's best epochs (training, inference) of the plain CNN on one CPU backend.
+fn burn_epochs(backend: &str, dir: &Path, limit: usize, epochs: u64) -> Result<Peer, String> {
+    let lines = peers::burn("burn_cnn", backend, dir, limit, epochs)?;
+    let rates = |key: &str| best(lines.iter().filter_map(|v| v[key].as_f64()));
+    Ok((
+        format!("burn 0.22 ({backend}, autodiff)"),
+        "CNN",
+        rates("train_samples_per_s"),
+        rates("infer_samples_per_s"),
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -247,14 +239,22 @@ fn main() -> anyhow::Result<()> {
         best(candle.iter().map(|r| r.0)),
         best(candle.iter().map(|r| r.1)),
     ));
-    let mut skipped = vec!["burn: not compared for the CNN yet (see the README)".to_string()];
+    let mut skipped = Vec::new();
     match &dir {
-        Some(d) => match torch_epochs(d, train.len(), epochs) {
-            Some(t) => rows.extend(t),
-            None => skipped.push("PyTorch: skipped (needs python3 with torch)".into()),
-        },
+        Some(d) => {
+            match torch_epochs(d, train.len(), epochs) {
+                Some(t) => rows.extend(t),
+                None => skipped.push("PyTorch: skipped (needs python3 with torch)".into()),
+            }
+            for backend in ["ndarray", "flex"] {
+                match burn_epochs(backend, d, train.len(), epochs) {
+                    Ok(r) => rows.push(r),
+                    Err(why) => skipped.push(format!("burn ({backend}): skipped, {why}")),
+                }
+            }
+        }
         None => skipped.push(
-            "PyTorch: skipped (it reads the data from a directory: install dataset-fashion-mnist)"
+            "PyTorch and burn: skipped (they read the data from a directory: install dataset-fashion-mnist)"
                 .into(),
         ),
     }

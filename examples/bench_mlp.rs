@@ -10,19 +10,16 @@
 use std::path::Path;
 use std::time::Instant;
 
+#[path = "common/peers.rs"]
+mod peers;
+use peers::{best, peak_mib};
+
 use taper::data::mnist::{self, MnistKind};
 use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
 use taper::nn::{cross_entropy, Activation, Flatten, Linear, Sequential};
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 use taper::tensor::candle_nn::{self, Optimizer as _, VarBuilder, VarMap};
-
-/// Peak resident memory of this process (VmHWM), in MiB, where /proc exists.
-fn peak_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
 
 fn taper_epochs(train: &TensorDataset, epochs: u64) -> anyhow::Result<Vec<(f64, Option<f64>)>> {
     manual_seed(0);
@@ -80,31 +77,9 @@ fn candle_epochs(train: &TensorDataset, epochs: u64) -> anyhow::Result<Vec<f64>>
     Ok(rates)
 }
 
-/// The JSON lines a peer's script printed, or `None` when it did not run.
-fn json_lines(out: std::io::Result<std::process::Output>) -> Option<Vec<serde_json::Value>> {
-    let out = out.ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let lines: Vec<serde_json::Value> = out
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| l.starts_with(b"{"))
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect();
-    (!lines.is_empty()).then_some(lines)
-}
-
 /// The best epoch of each PyTorch variant (default foreach Adam, fused Adam).
 fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<(String, f64)>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_mlp_epoch.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg(limit.to_string())
-        .arg(epochs.to_string())
-        .output();
-    let lines = json_lines(out)?;
+    let lines = peers::torch("torch_mlp_epoch.py", dir, limit, epochs)?;
     lines
         .iter()
         .map(|v| {
@@ -113,43 +88,18 @@ fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<(String, f6
                 v["version"].as_str()?,
                 v["variant"].as_str()?
             );
-            Some((
-                name,
-                best(
-                    v["samples_per_s"]
-                        .as_array()?
-                        .iter()
-                        .filter_map(|r| r.as_f64()),
-                ),
-            ))
+            let rates = v["samples_per_s"].as_array()?.iter();
+            Some((name, best(rates.filter_map(|r| r.as_f64()))))
         })
         .collect()
 }
 
-/// burn's best epoch on one CPU backend (`ndarray` or `flex`), from `benches/burn_mlp` when
-/// its binary has been built.
+/// burn's best epoch on one CPU backend (`ndarray` or `flex`).
 fn burn_epochs(backend: &str, dir: &Path, limit: usize, epochs: u64) -> Result<f64, String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let bin = Path::new(root).join("benches/burn_mlp/target/release/burn_mlp");
-    if !bin.exists() {
-        return Err(format!(
-            "not built (cargo build --release --manifest-path {root}/benches/burn_mlp/Cargo.toml)"
-        ));
-    }
-    let out = std::process::Command::new(bin)
-        .env("BURN_DEVICE", backend)
-        .arg(dir)
-        .arg(limit.to_string())
-        .arg(epochs.to_string())
-        .output();
-    let lines = json_lines(out).ok_or("its run failed")?;
+    let lines = peers::burn("burn_mlp", backend, dir, limit, epochs)?;
     Ok(best(
         lines.iter().filter_map(|v| v["samples_per_s"].as_f64()),
     ))
-}
-
-fn best(rates: impl Iterator<Item = f64>) -> f64 {
-    rates.fold(0.0, f64::max)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -6,7 +6,6 @@
 //! Usage: BURN_DEVICE=ndarray burn_mlp DIR [LIMIT] [EPOCHS]
 //!   -> prints one JSON line per epoch: {"samples_per_s": ...}
 
-use std::io::Read;
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -27,15 +26,6 @@ impl Mlp {
     }
 }
 
-fn idx(path: &str) -> Vec<u8> {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open IDX file"))
-        .read_to_end(&mut raw)
-        .expect("gunzip IDX file");
-    let nd = raw[3] as usize;
-    raw[4 + 4 * nd..].to_vec()
-}
-
 fn run(x: &[f32], y: &[i64], epochs: usize) {
     let device = Device::default().autodiff();
     let mut model = Mlp {
@@ -46,15 +36,7 @@ fn run(x: &[f32], y: &[i64], epochs: usize) {
     let mut opt = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let n = y.len();
-    // A fixed pseudo-random order (the data order does not change the per-step cost).
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut s = 0x9E3779B97F4A7C15u64;
-    for i in (1..n).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        order.swap(i, (s % (i as u64 + 1)) as usize);
-    }
+    let order = burn_mlp::order(n);
     for _ in 0..epochs {
         let t = Instant::now();
         let mut last = None;
@@ -79,10 +61,6 @@ fn main() {
     let dir = args.get(1).expect("usage: burn_mlp DIR [LIMIT] [EPOCHS]");
     let limit: Option<usize> = args.get(2).and_then(|a| a.parse().ok());
     let epochs: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1);
-    let images = idx(&format!("{dir}/train-images-idx3-ubyte.gz"));
-    let labels = idx(&format!("{dir}/train-labels-idx1-ubyte.gz"));
-    let n = limit.unwrap_or(labels.len()).min(labels.len());
-    let x: Vec<f32> = images[..n * 784].iter().map(|&p| p as f32 / 255.0).collect();
-    let y: Vec<i64> = labels[..n].iter().map(|&l| l as i64).collect();
+    let (x, y) = burn_mlp::train_set(dir, limit);
     run(&x, &y, epochs);
 }

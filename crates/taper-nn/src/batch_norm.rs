@@ -4,10 +4,15 @@
 //! statistics with momentum 0.1 and the *unbiased* batch variance, exactly as PyTorch;
 //! evaluation uses the running statistics. `running_mean`, `running_var` and
 //! `num_batches_tracked` are buffers: saved with the model, never optimized.
+//!
+//! On the CPU, f32 and f64 inputs take Taper's own kernel (`cpu/batch_norm.rs`: one node,
+//! two passes forward and two backward, sums in f64); other dtypes and devices, and
+//! everything inside [`taper_tensor::with_generic_kernels`], take candle's generic ops.
 
 use candle_core::{DType, Result, Tensor, Var};
 use taper_tensor::{tracked, ModuleT, ParamStore};
 
+use crate::cpu::batch_norm as kernel;
 use crate::error::check;
 use crate::init::Init;
 use crate::Error;
@@ -150,12 +155,37 @@ impl ModuleT for BatchNorm {
         // View as (N, C, S) and reduce over N and S.
         let n = dims[0];
         let s: usize = dims[2..].iter().product();
+        if train && n * s <= 1 {
+            let msg = format!("{}: expected more than 1 value per channel when training, got input of shape {dims:?}", self.name);
+            return Err(candle_core::Error::Msg(msg));
+        }
+        let params = match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => Some((tracked(w), tracked(b))),
+            _ => None,
+        };
+        let params_ref = params.as_ref().map(|(w, b)| (w, b));
+        if taper_tensor::fast_kernels_enabled() && kernel::applies(x, params_ref) {
+            let geometry = kernel::Geometry { n, c, s };
+            let (mean, var) = if train {
+                let st = kernel::batch_stats(x, &geometry)?;
+                let (mean, var): (Vec<f64>, Vec<f64>) = st.into_iter().unzip();
+                let as_tensor = |v: &[f64]| Tensor::new(v, x.device())?.to_dtype(x.dtype());
+                self.update_running(&as_tensor(&mean)?, &as_tensor(&var)?, n * s)?;
+                (mean, var)
+            } else {
+                let read = |v: &Var| v.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>();
+                (read(&self.running_mean)?, read(&self.running_var)?)
+            };
+            let eps = self.config.eps;
+            let norm = kernel::Normalization {
+                inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+                mean,
+                batch_stats: train,
+            };
+            return kernel::batch_norm(x, geometry, norm, params_ref);
+        }
         let x3 = x.reshape((n, c, s))?;
         let (mean, var) = if train {
-            if n * s <= 1 {
-                let msg = format!("{}: expected more than 1 value per channel when training, got input of shape {dims:?}", self.name);
-                return Err(candle_core::Error::Msg(msg));
-            }
             let mean = x3.mean_keepdim(2)?.mean_keepdim(0)?;
             let var = x3
                 .broadcast_sub(&mean)?

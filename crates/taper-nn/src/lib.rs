@@ -6,6 +6,12 @@
 //! [`taper_tensor::ParamStore`] under PyTorch's state_dict names and layouts, so a Taper
 //! model's parameters map one to one onto the equivalent PyTorch module's.
 //!
+//! On the CPU, `Linear`, ReLU and cross-entropy (f32), and `Conv2d`, `MaxPool2d`,
+//! `AvgPool2d` and `BatchNorm` (f32 and f64) run on Taper's own kernels, each one node of
+//! the autograd graph with a hand-written backward that computes no gradient for the data
+//! batch. Everything else, CUDA included, runs on candle's generic ops, which compute the
+//! same function; [`taper_tensor::with_generic_kernels`] forces them (tests compare the two).
+//!
 //! ```
 //! use taper_nn::{loss::Reduction, cross_entropy, Activation, Linear, Sequential};
 //! use taper_tensor::{Gradients, ModuleT, ParamStore, Tensor, DType, Device};

@@ -1,5 +1,5 @@
-//! The CPU kernels behind `Conv2d`, `MaxPool2d` and `AvgPool2d`: PyTorch's values and
-//! gradients (`fixtures/nn_reference.py`) in f64 and f32, on the kernel and on candle's
+//! The CPU kernels behind `Conv2d`, `MaxPool2d`, `AvgPool2d` and `BatchNorm`: PyTorch's
+//! values and gradients (`fixtures/nn_reference.py`) in f64 and f32, on the kernel and on candle's
 //! generic path; the kernel equal to the generic path on random configurations; no gradient
 //! for the data batch; and errors, not panics, for windows that do not fit.
 
@@ -8,8 +8,8 @@ mod common;
 use common::{check_case_as, Build, Inputs};
 use taper_nn::*;
 use taper_tensor::{
-    manual_seed, no_grad, randn, with_generic_kernels, DType, Device, Module, ParamStore, Tensor,
-    Var,
+    manual_seed, no_grad, randn, with_generic_kernels, DType, Device, Module, ModuleT, ParamStore,
+    Tensor, Var,
 };
 
 type Fwd = Box<dyn Fn(&Inputs) -> anyhow::Result<Tensor>>;
@@ -48,11 +48,34 @@ fn layer(case: &str) -> Box<Build> {
         "maxpool2d_k3s1" => Box::new(|_: &ParamStore| module(MaxPool2d::with_stride(3, 1))),
         "avgpool2d" | "avgpool2d_k2_odd" => Box::new(|_: &ParamStore| module(AvgPool2d::new(2))),
         "avgpool2d_k3s2_odd" => Box::new(|_: &ParamStore| module(AvgPool2d::with_stride(3, 2))),
+        "batchnorm1d_train" | "batchnorm1d_eval" | "batchnorm1d_3d_train" => {
+            let (c, train) = match case {
+                "batchnorm1d_train" => (5, true),
+                "batchnorm1d_eval" => (5, false),
+                _ => (3, true),
+            };
+            Box::new(move |s: &ParamStore| {
+                let bn = BatchNorm::new_1d(c, BatchNormConfig::default(), s)?;
+                Ok(Box::new(move |i: &Inputs| Ok(bn.forward_t(&i["x"], train)?)) as Fwd)
+            })
+        }
+        "batchnorm2d_train" | "batchnorm2d_eval" => {
+            let train = case == "batchnorm2d_train";
+            Box::new(move |s: &ParamStore| {
+                let bn = BatchNorm::new_2d(3, BatchNormConfig::default(), s)?;
+                Ok(Box::new(move |i: &Inputs| Ok(bn.forward_t(&i["x"], train)?)) as Fwd)
+            })
+        }
         other => panic!("no layer for {other}"),
     }
 }
 
-const CASES: [&str; 17] = [
+const CASES: [&str; 22] = [
+    "batchnorm1d_train",
+    "batchnorm1d_eval",
+    "batchnorm1d_3d_train",
+    "batchnorm2d_train",
+    "batchnorm2d_eval",
     "conv2d",
     "conv2d_stride2_nobias",
     "conv2d_s2_p2",
@@ -109,8 +132,7 @@ fn run(
         flat(&y),
         flat(grads.get(xv.as_tensor()).expect("input grad")),
     ];
-    for name in store.names() {
-        let var = store.var(&name).unwrap();
+    for (_, var) in store.trainable() {
         out.push(flat(grads.get(var.as_tensor()).expect("parameter grad")));
     }
     out
@@ -178,6 +200,34 @@ fn the_kernels_equal_candles_generic_ops_on_random_configurations() {
         same_on_both_paths(&format!("conv {shape:?} {cfg:?}"), shape, &|x, s| {
             Ok(Conv2d::new(shape[1], out, k, cfg, s)?.forward(x)?)
         });
+    }
+    for (shape, train) in [
+        (&[8, 16, 14, 14][..], true),
+        (&[3, 4, 5], true),
+        (&[6, 7], false),
+    ] {
+        same_on_both_paths(
+            &format!("batch norm {shape:?} train {train}"),
+            shape,
+            &|x, s| {
+                let cfg = BatchNormConfig::default();
+                let bn = match shape.len() {
+                    4 => BatchNorm::new_2d(shape[1], cfg, s)?,
+                    _ => BatchNorm::new_1d(shape[1], cfg, s)?,
+                };
+                // Non-trivial scale, shift and running statistics.
+                for (name, v) in [
+                    ("weight", 1.5),
+                    ("bias", -0.5),
+                    ("running_mean", 0.3),
+                    ("running_var", 2.0),
+                ] {
+                    let var = s.var(name)?;
+                    var.set(&(var.as_tensor().ones_like()? * v)?)?;
+                }
+                Ok(bn.forward_t(x, train)?)
+            },
+        );
     }
     // Random inputs have no ties, where the two paths' max-pool gradients would differ.
     for (shape, k, s) in [

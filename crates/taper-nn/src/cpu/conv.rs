@@ -125,10 +125,11 @@ impl Geometry {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
 
-    /// Samples per thread: all on one thread for small work.
+    /// Samples per task: all in one task for small work, else about four tasks per thread,
+    /// so a thread that falls behind (a busy core) is helped by the others.
     fn samples_per_task(&self) -> usize {
         let work = self.n * self.o * self.k() * self.p();
-        let tasks = rayon::current_num_threads()
+        let tasks = (4 * rayon::current_num_threads())
             .min(work / MIN_WORK_PER_THREAD)
             .clamp(1, self.n.max(1));
         self.n.div_ceil(tasks).max(1)

@@ -32,6 +32,8 @@ pub(crate) trait Elem:
     fn is_nan(self) -> bool;
     /// The value nearest to `v`.
     fn from_f64(v: f64) -> Self;
+    /// This value in f64 (exact).
+    fn to_f64(self) -> f64;
     /// `if take { a } else { b }` by bit masks: no branch, whatever the compiler would
     /// choose (a branch on an unpredictable comparison costs more than the arithmetic).
     fn select(take: bool, a: Self, b: Self) -> Self;
@@ -48,6 +50,9 @@ macro_rules! elem {
             }
             fn from_f64(v: f64) -> Self {
                 v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
             }
             fn select(take: bool, a: Self, b: Self) -> Self {
                 let mask = <$bits>::from(take).wrapping_neg();

@@ -12,7 +12,10 @@
 //! - `fused`: `Linear`, ReLU and cross-entropy as single nodes (f32).
 //! - `conv`: `Conv2d` by im2col and gemm, forward and backward (f32 and f64).
 //! - `pool`: `MaxPool2d` with a remembered argmax and `AvgPool2d` (f32 and f64).
+//! - `batch_norm`: `BatchNorm1d`/`BatchNorm2d`, two passes forward and two backward (f32
+//!   and f64).
 
+pub(crate) mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod fused;
 pub(crate) mod gemm;

@@ -1,0 +1,377 @@
+//! Batch normalization on the CPU as one autograd node, in f32 and f64: one pass for the
+//! per-channel statistics and one to normalize forward; one for the per-channel sums and
+//! one for the input gradient backward.
+//!
+//! With x̂ = (x − μ)·s, s = 1/√(σ² + ε), y = γ·x̂ + β, M values per channel, and G the
+//! output gradient, the gradients are dβ = ΣG, dγ = ΣG·x̂ and
+//! - with the batch's statistics (training): dx = γ·s·(G − ΣG/M − x̂·ΣG·x̂/M);
+//! - with fixed statistics (evaluation, running statistics): dx = γ·s·G.
+//!
+//! Sums are accumulated in f64 whatever the element type.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::Elem;
+use super::{slice_of, tensor_from, with_slice};
+
+/// The layout (n, c, s) of one batch normalization: s values per sample and channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Batch size.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Values per sample and channel (H·W, L or 1).
+    pub s: usize,
+}
+
+impl Geometry {
+    /// Values per channel.
+    fn m(&self) -> usize {
+        self.n * self.s
+    }
+}
+
+/// The mean and biased variance of every channel of `x` (n, c, s), two passes each, on all
+/// threads.
+pub(crate) fn stats<T: Elem>(g: &Geometry, x: &[T]) -> Vec<(f64, f64)> {
+    let m = g.m() as f64;
+    (0..g.c)
+        .into_par_iter()
+        .map(|c| {
+            let blocks = || (0..g.n).map(move |n| &x[(n * g.c + c) * g.s..][..g.s]);
+            let mean = blocks()
+                .map(|b| b.iter().map(|v| v.to_f64()).sum::<f64>())
+                .sum::<f64>()
+                / m;
+            let var = blocks()
+                .map(|b| b.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / m;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// Per channel: the mean, 1/√(σ² + ε), and the scale γ (1 without affine parameters).
+#[derive(Debug, Clone)]
+pub(crate) struct Normalization {
+    /// μ per channel.
+    pub mean: Vec<f64>,
+    /// s = 1/√(σ² + ε) per channel.
+    pub inv_std: Vec<f64>,
+    /// Whether μ and σ² are the batch's own (training), so the gradient flows through them.
+    pub batch_stats: bool,
+}
+
+/// y = γ·(x − μ)·s + β, per (sample, channel) block on all threads.
+fn forward<T: Elem>(
+    g: &Geometry,
+    norm: &Normalization,
+    x: &[T],
+    affine: Option<(&[T], &[T])>,
+) -> Vec<T> {
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(g.s)
+        .zip(x.par_chunks(g.s))
+        .enumerate()
+        .for_each(|(i, (yb, xb))| {
+            let c = i % g.c;
+            let (gamma, beta) = affine.map_or((1.0, 0.0), |(w, b)| (w[c].to_f64(), b[c].to_f64()));
+            // y = a·x + b with a = γ·s, b = β − μ·a.
+            let a = gamma * norm.inv_std[c];
+            let (a, b) = (T::from_f64(a), T::from_f64(beta - norm.mean[c] * a));
+            for (o, &v) in yb.iter_mut().zip(xb) {
+                *o = v * a + b;
+            }
+        });
+    y
+}
+
+/// Gradients of one batch normalization, each computed only when asked for.
+struct Grads<T> {
+    x: Option<Vec<T>>,
+    weight: Option<Vec<T>>,
+    bias: Option<Vec<T>>,
+}
+
+/// The backward pass from the output gradient `gy`.
+fn backward<T: Elem>(
+    g: &Geometry,
+    norm: &Normalization,
+    x: &[T],
+    gy: &[T],
+    gamma: Option<&[T]>,
+    (want_x, want_w, want_b): (bool, bool, bool),
+) -> Grads<T> {
+    // Per channel: ΣG and ΣG·x̂.
+    let sums: Vec<(f64, f64)> = (0..g.c)
+        .into_par_iter()
+        .map(|c| {
+            let (mu, s) = (norm.mean[c], norm.inv_std[c]);
+            let (mut sg, mut sgx) = (0.0, 0.0);
+            for n in 0..g.n {
+                let at = (n * g.c + c) * g.s;
+                for (&gv, &xv) in gy[at..at + g.s].iter().zip(&x[at..at + g.s]) {
+                    let gv = gv.to_f64();
+                    sg += gv;
+                    sgx += gv * (xv.to_f64() - mu) * s;
+                }
+            }
+            (sg, sgx)
+        })
+        .collect();
+    let dx = want_x.then(|| {
+        let m = g.m() as f64;
+        let mut dx = vec![T::ZERO; x.len()];
+        dx.par_chunks_mut(g.s)
+            .zip(gy.par_chunks(g.s).zip(x.par_chunks(g.s)))
+            .enumerate()
+            .for_each(|(i, (db, (gb, xb)))| {
+                let c = i % g.c;
+                let (mu, s) = (norm.mean[c], norm.inv_std[c]);
+                let k = gamma.map_or(1.0, |w| w[c].to_f64()) * s;
+                if norm.batch_stats {
+                    // dx = k·(G − ΣG/M − x̂·ΣGx̂/M) = k·G + a·x + b, per channel constants.
+                    let (sg, sgx) = (sums[c].0 / m, sums[c].1 / m);
+                    let a = -k * sgx * s;
+                    let b = -k * sg + k * sgx * s * mu;
+                    let (k, a, b) = (T::from_f64(k), T::from_f64(a), T::from_f64(b));
+                    for ((d, &gv), &xv) in db.iter_mut().zip(gb).zip(xb) {
+                        *d = k * gv + a * xv + b;
+                    }
+                } else {
+                    let k = T::from_f64(k);
+                    for (d, &gv) in db.iter_mut().zip(gb) {
+                        *d = k * gv;
+                    }
+                }
+            });
+        dx
+    });
+    Grads {
+        x: dx,
+        weight: want_w.then(|| sums.iter().map(|s| T::from_f64(s.1)).collect()),
+        bias: want_b.then(|| sums.iter().map(|s| T::from_f64(s.0)).collect()),
+    }
+}
+
+/// The batch normalization node: x, and for [`CustomOp3`] the weight γ and bias β.
+pub(crate) struct BatchNormNode {
+    /// The layout.
+    pub geometry: Geometry,
+    /// The statistics the node normalizes with.
+    pub norm: Normalization,
+}
+
+impl BatchNormNode {
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        affine: Option<((&CpuStorage, &Layout), (&CpuStorage, &Layout))>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let shape = x.1.shape().clone();
+        macro_rules! go {
+            ($t:ty, $variant:ident) => {{
+                let xs = slice_of::<$t>(x.0, x.1, g.n * g.c * g.s)?;
+                let params = match affine {
+                    Some((w, b)) => Some((
+                        slice_of::<$t>(w.0, w.1, g.c)?,
+                        slice_of::<$t>(b.0, b.1, g.c)?,
+                    )),
+                    None => None,
+                };
+                Ok((
+                    CpuStorage::$variant(forward(g, &self.norm, xs, params)),
+                    shape,
+                ))
+            }};
+        }
+        match x.0 {
+            CpuStorage::F32(_) => go!(f32, F32),
+            CpuStorage::F64(_) => go!(f64, F64),
+            _ => candle_core::bail!("taper-batch-norm: expected f32 or f64 tensors"),
+        }
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        affine: Option<(&Tensor, &Tensor)>,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.geometry;
+        let want = (
+            x.track_op(),
+            affine.is_some_and(|(w, _)| w.track_op()),
+            affine.is_some_and(|(_, b)| b.track_op()),
+        );
+        macro_rules! go {
+            ($t:ty) => {{
+                let gamma: Option<Vec<$t>> = match affine {
+                    Some((w, _)) => Some(w.flatten_all()?.to_vec1()?),
+                    None => None,
+                };
+                let grads = with_slice::<$t, _>(x, |xs| {
+                    with_slice::<$t, _>(grad, |gs| {
+                        backward(g, &self.norm, xs, gs, gamma.as_deref(), want)
+                    })
+                })??;
+                Ok((
+                    grads.x.map(|v| tensor_from(v, x.shape())).transpose()?,
+                    grads.weight.map(|v| tensor_from(v, g.c)).transpose()?,
+                    grads.bias.map(|v| tensor_from(v, g.c)).transpose()?,
+                ))
+            }};
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => go!(f32),
+            candle_core::DType::F64 => go!(f64),
+            dt => candle_core::bail!("taper-batch-norm: expected f32 or f64, got {dt:?}"),
+        }
+    }
+}
+
+impl CustomOp1 for BatchNormNode {
+    fn name(&self) -> &'static str {
+        "taper-batch-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((s, l), None)
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(self.grads(x, None, grad)?.0)
+    }
+}
+
+impl CustomOp3 for BatchNormNode {
+    fn name(&self) -> &'static str {
+        "taper-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((xs, xl), Some(((ws, wl), (bs, bl))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, Some((w, b)), grad)
+    }
+}
+
+/// Whether the kernel takes `x` with these parameters: CPU tensors of one dtype, f32 or
+/// f64.
+pub(crate) fn applies(x: &Tensor, params: Option<(&Tensor, &Tensor)>) -> bool {
+    let dt = x.dtype();
+    let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == dt;
+    matches!(dt, candle_core::DType::F32 | candle_core::DType::F64)
+        && fits(x)
+        && params.is_none_or(|(w, b)| fits(w) && fits(b))
+}
+
+/// The per-channel statistics of `x` viewed as (n, c, s) (contiguous CPU f32 or f64, see
+/// [`applies`]).
+pub(crate) fn batch_stats(x: &Tensor, g: &Geometry) -> candle_core::Result<Vec<(f64, f64)>> {
+    match x.dtype() {
+        candle_core::DType::F32 => with_slice::<f32, _>(x, |v| stats(g, v)),
+        candle_core::DType::F64 => with_slice::<f64, _>(x, |v| stats(g, v)),
+        dt => candle_core::bail!("taper-batch-norm: expected f32 or f64, got {dt:?}"),
+    }
+}
+
+/// Normalizes `x` with `norm` (and γ, β when given) as one node.
+pub(crate) fn batch_norm(
+    x: &Tensor,
+    geometry: Geometry,
+    norm: Normalization,
+    params: Option<(&Tensor, &Tensor)>,
+) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let node = BatchNormNode { geometry, norm };
+    match params {
+        Some((w, b)) => x.apply_op3(&w.contiguous()?, &b.contiguous()?, node),
+        None => x.apply_op1(node),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics_and_gradients_match_the_formulas() {
+        let g = Geometry { n: 3, c: 2, s: 4 };
+        let x: Vec<f64> = (0..24)
+            .map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0)
+            .collect();
+        let st = stats(&g, &x);
+        for (c, &(mean, var)) in st.iter().enumerate() {
+            let vals: Vec<f64> = (0..3)
+                .flat_map(|n| x[(n * 2 + c) * 4..][..4].to_vec())
+                .collect();
+            let m = vals.iter().sum::<f64>() / 12.0;
+            let v = vals.iter().map(|a| (a - m).powi(2)).sum::<f64>() / 12.0;
+            assert!((mean - m).abs() < 1e-14 && (var - v).abs() < 1e-14);
+        }
+        let norm = Normalization {
+            mean: st.iter().map(|s| s.0).collect(),
+            inv_std: st.iter().map(|s| 1.0 / (s.1 + 1e-5).sqrt()).collect(),
+            batch_stats: true,
+        };
+        let (w, b) = (vec![1.5, 0.5], vec![0.25, -1.0]);
+        let y = forward(&g, &norm, &x, Some((&w, &b)));
+        // Central differences of sum(y·r) through the whole normalization, statistics
+        // included.
+        let r: Vec<f64> = (0..24).map(|i| ((i * 11 % 7) as f64 - 3.0) / 3.0).collect();
+        let loss = |x: &[f64]| {
+            let st = stats(&g, x);
+            let norm = Normalization {
+                mean: st.iter().map(|s| s.0).collect(),
+                inv_std: st.iter().map(|s| 1.0 / (s.1 + 1e-5).sqrt()).collect(),
+                batch_stats: true,
+            };
+            let y = forward(&g, &norm, x, Some((&w, &b)));
+            y.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let grads = backward(&g, &norm, &x, &r, Some(&w), (true, true, true));
+        let dx = grads.x.unwrap();
+        for i in 0..24 {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += 1e-6;
+            xm[i] -= 1e-6;
+            let d = (loss(&xp) - loss(&xm)) / 2e-6;
+            assert!((dx[i] - d).abs() < 1e-6, "dx[{i}] {} vs {d}", dx[i]);
+        }
+        let db = grads.bias.unwrap();
+        let dw = grads.weight.unwrap();
+        for c in 0..2 {
+            let sum_r: f64 = (0..3)
+                .flat_map(|n| r[(n * 2 + c) * 4..][..4].to_vec())
+                .sum();
+            assert!((db[c] - sum_r).abs() < 1e-12);
+            let xhat_r: f64 = (0..3)
+                .flat_map(|n| (0..4).map(move |j| (n * 2 + c) * 4 + j))
+                .map(|i| r[i] * (y[i] - b[c]) / w[c])
+                .sum();
+            assert!((dw[c] - xhat_r).abs() < 1e-10);
+        }
+    }
+}
