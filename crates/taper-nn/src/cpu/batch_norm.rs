@@ -157,6 +157,9 @@ fn backward<T: Elem>(
     }
 }
 
+/// One input of the node as candle hands it over: storage and layout.
+type Operand<'a> = (&'a CpuStorage, &'a Layout);
+
 /// The batch normalization node: x, and for [`CustomOp3`] the weight γ and bias β.
 pub(crate) struct BatchNormNode {
     /// The layout.
@@ -168,8 +171,8 @@ pub(crate) struct BatchNormNode {
 impl BatchNormNode {
     fn run(
         &self,
-        x: (&CpuStorage, &Layout),
-        affine: Option<((&CpuStorage, &Layout), (&CpuStorage, &Layout))>,
+        x: Operand<'_>,
+        affine: Option<(Operand<'_>, Operand<'_>)>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let shape = x.1.shape().clone();
