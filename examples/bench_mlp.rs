@@ -103,6 +103,8 @@ fn burn_epochs(backend: &str, dir: &Path, limit: usize, epochs: u64) -> Result<f
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any tensor operation: candle's idle workers must not hold the cores.
+    taper::tensor::park_idle_candle_workers();
     let epochs: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -21,6 +21,8 @@ use taper::prelude::*;
 use taper::tensor::{fast_kernels_enabled, with_generic_kernels};
 
 fn main() -> anyhow::Result<()> {
+    // Before any tensor operation: candle's idle workers must not hold the cores.
+    taper::tensor::park_idle_candle_workers();
     if std::env::args().any(|a| a == "generic") {
         on_thread_pool(|| with_generic_kernels(run))
     } else {

@@ -13,6 +13,8 @@ use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    // Before any tensor operation: candle's idle workers must not hold the cores.
+    taper::tensor::park_idle_candle_workers();
     on_thread_pool(run)
 }
 

@@ -52,7 +52,8 @@ pub use taper_train as train;
 /// The names a training script needs, in one `use taper::prelude::*;`.
 pub mod prelude {
     pub use taper_tensor::{
-        best_device, device, gradcheck, manual_seed, no_grad, on_thread_pool, rand_uniform, randn,
-        DType, Device, Gradients, Module, ModuleT, NonFinite, Norm, ParamStore, Tensor, Var, D,
+        best_device, device, gradcheck, manual_seed, no_grad, on_thread_pool,
+        park_idle_candle_workers, rand_uniform, randn, DType, Device, Gradients, Module, ModuleT,
+        NonFinite, Norm, ParamStore, Tensor, Var, D,
     };
 }

@@ -8,6 +8,8 @@ mod core;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    // Before any tensor operation: candle's idle workers must not hold the cores.
+    taper::tensor::park_idle_candle_workers();
     let args = core::Args::parse();
     // The training loop runs on the CPU thread pool: parallel kernels start faster there.
     let summary = taper::tensor::on_thread_pool(|| core::run(&args))?;

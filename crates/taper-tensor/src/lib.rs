@@ -41,4 +41,4 @@ pub use random::{
     set_rng_state, with_rng, RngState, TaperRng,
 };
 pub use serialize::{read_safetensors, save_safetensors, write_atomic, LoadMode, LoadReport};
-pub use threads::on_thread_pool;
+pub use threads::{on_thread_pool, park_idle_candle_workers};
