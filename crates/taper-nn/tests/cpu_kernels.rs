@@ -339,6 +339,31 @@ fn windows_that_do_not_fit_are_errors_not_panics_on_both_paths() {
 }
 
 #[test]
+fn an_empty_batch_gives_an_empty_output_and_zero_parameter_gradients() {
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let conv = Conv2d::new(2, 3, (3, 3), Conv2dConfig::default(), &store).unwrap();
+    let x =
+        Var::from_tensor(&Tensor::zeros((0, 2, 5, 5), DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let y = MaxPool2d::new(2)
+        .forward(&conv.forward(x.as_tensor()).unwrap())
+        .unwrap();
+    assert_eq!(y.dims(), &[0, 3, 1, 1]);
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let gw = grads.get(store.var("weight").unwrap().as_tensor()).unwrap();
+    assert_eq!(gw.dims(), &[3, 2, 3, 3]);
+    assert_eq!(
+        gw.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
+    assert_eq!(grads.get(x.as_tensor()).unwrap().dims(), &[0, 2, 5, 5]);
+}
+
+#[test]
 fn other_dtypes_and_strided_inputs_take_a_working_path() {
     manual_seed(5);
     let store = ParamStore::new(&Device::Cpu, DType::F32);

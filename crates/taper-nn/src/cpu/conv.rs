@@ -371,7 +371,8 @@ pub(crate) fn backward<T: Elem>(
             db.iter_mut().zip(db2).for_each(|(a, b)| *a += b);
             (dw, db)
         });
-    let (dw, db) = sums.unwrap_or_default();
+    // An empty batch gives zero parameter gradients.
+    let (dw, db) = sums.unwrap_or_else(|| (vec![T::ZERO; g.o * g.k()], vec![T::ZERO; g.o]));
     Grads {
         x: dx,
         w: want_w.then_some(dw),
