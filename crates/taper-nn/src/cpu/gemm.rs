@@ -155,6 +155,31 @@ pub(crate) fn matmul_serial<T: Elem>(
     b: View<'_, T>,
     accumulate: bool,
 ) -> bool {
+    product_into(dst, a, b, accumulate, false)
+}
+
+/// `dst = a·b`, or `dst += a·b` when `accumulate`, on all threads; `dst` is row-major
+/// `a.rows × b.cols`.
+///
+/// Returns `false` (and leaves `dst` alone) when the shapes do not fit; the caller then
+/// takes candle's path.
+pub(crate) fn matmul_into<T: Elem>(
+    dst: &mut [T],
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) -> bool {
+    product_into(dst, a, b, accumulate, true)
+}
+
+/// [`matmul_into`] (`parallel`) or [`matmul_serial`].
+fn product_into<T: Elem>(
+    dst: &mut [T],
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+    parallel: bool,
+) -> bool {
     if !fits(&a, &b) || dst.len() != a.rows * b.cols {
         return false;
     }
@@ -166,31 +191,13 @@ pub(crate) fn matmul_serial<T: Elem>(
     }
     // SAFETY: `dst` is exclusively borrowed and holds exactly the m×n output; the views
     // were checked by `fits`.
-    unsafe { block(dst.as_mut_ptr(), b.cols, a.rows, b.cols, a, b, accumulate) };
-    true
-}
-
-/// `dst = a·b`, or `dst += a·b` when `accumulate`; `dst` is row-major `a.rows × b.cols`.
-///
-/// Returns `false` (and leaves `dst` alone) when the shapes do not fit; the caller then
-/// takes candle's path.
-pub(crate) fn matmul_into<T: Elem>(
-    dst: &mut [T],
-    a: View<'_, T>,
-    b: View<'_, T>,
-    accumulate: bool,
-) -> bool {
-    if !fits(&a, &b) || dst.len() != a.rows * b.cols {
-        return false;
-    }
-    if a.cols == 0 {
-        if !accumulate {
-            dst.fill(T::ZERO);
+    unsafe {
+        if parallel {
+            product(dst.as_mut_ptr(), a, b, accumulate)
+        } else {
+            block(dst.as_mut_ptr(), b.cols, a.rows, b.cols, a, b, accumulate)
         }
-        return true;
     }
-    // SAFETY: `dst` holds exactly the m×n output; the views were checked by `fits`.
-    unsafe { product(dst.as_mut_ptr(), a, b, accumulate) };
     true
 }
 
@@ -328,6 +335,8 @@ mod tests {
                 let mut got = vec![f32::NAN; m * n];
                 assert!(matmul_into(&mut got, a, b, false));
                 let fresh = matmul(a, b).unwrap();
+                let mut serial = vec![f32::NAN; m * n];
+                assert!(matmul_serial(&mut serial, a, b, false));
                 let mut acc = vec![1.0f32; m * n];
                 assert!(matmul_into(&mut acc, a, b, true));
                 for i in 0..m * n {
@@ -337,6 +346,7 @@ mod tests {
                         "{m}x{k}x{n} {name} [{i}]"
                     );
                     assert_eq!(fresh[i], got[i], "matmul and matmul_into agree [{i}]");
+                    assert!((serial[i] as f64 - want[i]).abs() < tol, "serial [{i}]");
                     assert!(
                         (acc[i] as f64 - want[i] - 1.0).abs() < tol,
                         "accumulate [{i}]"
@@ -352,6 +362,7 @@ mod tests {
         let a = View::row_major(&v, 2, 3).unwrap();
         let mut dst = vec![0.0f32; 4];
         assert!(!matmul_into(&mut dst, a, a, false));
+        assert!(!matmul_serial(&mut dst, a, a, true));
         assert!(matmul(a, a).is_none());
         assert!(View::row_major(&v, 4, 2).is_none());
     }
