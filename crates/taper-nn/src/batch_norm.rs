@@ -152,6 +152,14 @@ impl ModuleT for BatchNorm {
             };
             return Err(Error::shape(format!("{}({c})", self.name), expected, dims).into_candle());
         }
+        if !x.dtype().is_float() {
+            let msg = format!(
+                "{}({c}): expected a floating-point input, got {:?}",
+                self.name,
+                x.dtype()
+            );
+            return Err(candle_core::Error::Msg(msg));
+        }
         // View as (N, C, S) and reduce over N and S.
         let n = dims[0];
         let s: usize = dims[2..].iter().product();

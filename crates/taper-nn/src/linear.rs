@@ -95,6 +95,8 @@ impl Module for Linear {
         }
         let w = tracked(&self.weight).t()?;
         let y = match x.rank() {
+            // One sample without a batch dimension, as PyTorch accepts.
+            1 => x.unsqueeze(0)?.matmul(&w)?.squeeze(0)?,
             2 => x.matmul(&w)?,
             _ => x.broadcast_matmul(&w)?,
         };

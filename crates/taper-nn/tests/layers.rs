@@ -375,3 +375,29 @@ fn no_grad_builds_no_graph_through_taper_layers() -> anyhow::Result<()> {
     assert!(!taper_tensor::no_grad(|| model.forward_t(&x, false))?.track_op());
     Ok(())
 }
+
+#[test]
+fn a_one_dimensional_linear_input_works_in_training_and_evaluation() -> anyhow::Result<()> {
+    manual_seed(2);
+    let s = store();
+    let fc = Linear::new(4, 3, &s)?;
+    let x = Tensor::new(&[0.5f32, -1.0, 2.0, 0.25], &Device::Cpu)?;
+    let train = fc.forward(&x)?;
+    let eval = taper_tensor::no_grad(|| fc.forward(&x))?;
+    assert_eq!((train.dims(), eval.dims()), (&[3][..], &[3][..]));
+    let diff = (train - eval)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(diff < 1e-6, "{diff}");
+    Ok(())
+}
+
+#[test]
+fn batch_norm_on_an_integer_batch_is_an_error_naming_the_dtype() -> anyhow::Result<()> {
+    let s = store();
+    let bn = BatchNorm::new_1d(3, BatchNormConfig::default(), &s)?;
+    let x = Tensor::zeros((4, 3), DType::U8, &Device::Cpu)?;
+    for train in [true, false] {
+        let e = bn.forward_t(&x, train).unwrap_err().to_string();
+        assert!(e.contains("BatchNorm1d(3)") && e.contains("U8"), "{e}");
+    }
+    Ok(())
+}
