@@ -12,7 +12,8 @@
 //!   `col2im` adds each column back to the pixels it came from.
 //!
 //! Each thread keeps its own weight- and bias-gradient sums, added at the end, so threads
-//! never share an output. The unrolled matrices live in one scratch buffer per thread.
+//! never share an output. The unrolled matrices live in one scratch buffer per thread, kept
+//! between calls (`Elem::with_scratch`), so a step allocates only the tensors it returns.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -228,42 +229,57 @@ fn col2im<T: Elem>(g: &Geometry, cols: &[T], dx: &mut [T]) {
 
 /// The forward pass: y (n, o, oh, ow) from x, the weight and an optional bias.
 pub(crate) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
-    let (k, p, og) = (g.k(), g.p(), g.og());
+    let (k, p) = (g.k(), g.p());
     let mut y = vec![T::ZERO; g.n * g.y_len()];
     let per = g.samples_per_task();
     let tasks = y
         .par_chunks_mut(per * g.y_len())
         .zip(x.par_chunks(per * g.x_len()));
     tasks.for_each(|(ys, xs)| {
-        let mut cols = vec![T::ZERO; if g.is_pointwise() { 0 } else { k * p }];
-        for (yn, xn) in ys
-            .chunks_exact_mut(g.y_len())
-            .zip(xs.chunks_exact(g.x_len()))
-        {
-            for grp in 0..g.groups {
-                let xg = &xn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
-                let src: &[T] = if g.is_pointwise() {
-                    xg
-                } else {
-                    im2col(g, xg, &mut cols);
-                    &cols
-                };
-                let yg = &mut yn[grp * og * p..][..og * p];
-                if let Some(b) = b {
-                    for (row, &bv) in yg.chunks_exact_mut(p).zip(&b[grp * og..]) {
-                        row.fill(bv);
-                    }
-                }
-                let wg = View::row_major(&w[grp * og * k..], og, k);
-                let cg = View::row_major(src, k, p);
-                let done = wg
-                    .zip(cg)
-                    .is_some_and(|(a, c)| matmul_serial(yg, a, c, true));
-                debug_assert!(done, "conv forward: shapes checked by Geometry");
-            }
-        }
+        T::with_scratch(if g.is_pointwise() { 0 } else { k * p }, |cols| {
+            forward_block(g, ys, xs, w, b, cols)
+        })
     });
     y
+}
+
+/// One task's share of the forward pass: the outputs `ys` of the samples `xs`, unrolling
+/// each into `cols`.
+fn forward_block<T: Elem>(
+    g: &Geometry,
+    ys: &mut [T],
+    xs: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    cols: &mut [T],
+) {
+    let (k, p, og) = (g.k(), g.p(), g.og());
+    for (yn, xn) in ys
+        .chunks_exact_mut(g.y_len())
+        .zip(xs.chunks_exact(g.x_len()))
+    {
+        for grp in 0..g.groups {
+            let xg = &xn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+            let src: &[T] = if g.is_pointwise() {
+                xg
+            } else {
+                im2col(g, xg, cols);
+                cols
+            };
+            let yg = &mut yn[grp * og * p..][..og * p];
+            if let Some(b) = b {
+                for (row, &bv) in yg.chunks_exact_mut(p).zip(&b[grp * og..]) {
+                    row.fill(bv);
+                }
+            }
+            let wg = View::row_major(&w[grp * og * k..], og, k);
+            let cg = View::row_major(src, k, p);
+            let done = wg
+                .zip(cg)
+                .is_some_and(|(a, c)| matmul_serial(yg, a, c, true));
+            debug_assert!(done, "conv forward: shapes checked by Geometry");
+        }
+    }
 }
 
 /// Gradients of one convolution, each computed only when asked for.
@@ -276,30 +292,46 @@ pub(crate) struct Grads<T> {
     pub b: Option<Vec<T>>,
 }
 
-/// One thread's share of the backward pass over a block of samples: its input-gradient
-/// block is written in place, its weight- and bias-gradient sums are returned.
-#[allow(clippy::too_many_arguments)]
+/// One task's share of the backward pass over a block of samples: its input-gradient block
+/// is written in place, its weight- and bias-gradient sums are returned.
 fn backward_block<T: Elem>(
     g: &Geometry,
     xs: &[T],
     gys: &[T],
     w: &[T],
-    mut dxs: Option<&mut [T]>,
+    dxs: Option<&mut [T]>,
     want_w: bool,
     want_b: bool,
 ) -> (Vec<T>, Vec<T>) {
-    let (k, p, og) = (g.k(), g.p(), g.og());
+    let (k, p) = (g.k(), g.p());
     let mut dw = vec![T::ZERO; if want_w { g.o * k } else { 0 }];
     let mut db = vec![T::ZERO; if want_b { g.o } else { 0 }];
-    let mut cols = vec![
-        T::ZERO;
-        if want_w && !g.is_pointwise() {
-            k * p
-        } else {
-            0
-        }
-    ];
-    let mut dcols = vec![T::ZERO; if dxs.is_some() { k * p } else { 0 }];
+    let cols_len = if want_w && !g.is_pointwise() {
+        k * p
+    } else {
+        0
+    };
+    let dcols_len = if dxs.is_some() { k * p } else { 0 };
+    T::with_scratch(cols_len + dcols_len, |buf| {
+        let (cols, dcols) = buf.split_at_mut(cols_len);
+        backward_samples(g, xs, gys, w, dxs, (&mut dw, &mut db), (cols, dcols));
+    });
+    (dw, db)
+}
+
+/// [`backward_block`]'s loop over its samples, with its scratch matrices.
+#[allow(clippy::too_many_arguments)]
+fn backward_samples<T: Elem>(
+    g: &Geometry,
+    xs: &[T],
+    gys: &[T],
+    w: &[T],
+    mut dxs: Option<&mut [T]>,
+    (dw, db): (&mut [T], &mut [T]),
+    (cols, dcols): (&mut [T], &mut [T]),
+) {
+    let (k, p, og) = (g.k(), g.p(), g.og());
+    let (want_w, want_b) = (!dw.is_empty(), !db.is_empty());
     let samples = xs.chunks_exact(g.x_len()).zip(gys.chunks_exact(g.y_len()));
     for (s, (xn, gn)) in samples.enumerate() {
         for grp in 0..g.groups {
@@ -311,8 +343,8 @@ fn backward_block<T: Elem>(
                 let src: &[T] = if g.is_pointwise() {
                     xg
                 } else {
-                    im2col(g, xg, &mut cols);
-                    &cols
+                    im2col(g, xg, cols);
+                    cols
                 };
                 let dwg = &mut dw[grp * og * k..][..og * k];
                 let c_view = View::row_major(src, k, p).map(View::t);
@@ -337,14 +369,13 @@ fn backward_block<T: Elem>(
                 } else {
                     let done = w_view
                         .zip(g_view)
-                        .is_some_and(|(a, c)| matmul_serial(&mut dcols, a, c, false));
+                        .is_some_and(|(a, c)| matmul_serial(dcols, a, c, false));
                     debug_assert!(done, "conv input gradient: shapes checked by Geometry");
-                    col2im(g, &dcols, dxg);
+                    col2im(g, dcols, dxg);
                 }
             }
         }
     }
-    (dw, db)
 }
 
 /// The backward pass from the output gradient `gy` (n, o, oh, ow).

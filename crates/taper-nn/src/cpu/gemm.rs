@@ -37,10 +37,18 @@ pub(crate) trait Elem:
     /// `if take { a } else { b }` by bit masks: no branch, whatever the compiler would
     /// choose (a branch on an unpredictable comparison costs more than the arithmetic).
     fn select(take: bool, a: Self, b: Self) -> Self;
+    /// Calls `f` with this thread's scratch buffer of `len` elements, kept between calls so
+    /// that a kernel allocates nothing per step. Its contents are whatever the last user
+    /// left: `f` must write before it reads. (A nested call gets a fresh buffer.)
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
 
 macro_rules! elem {
-    ($t:ty, $bits:ty) => {
+    ($t:ty, $bits:ty, $scratch:ident) => {
+        thread_local! {
+            static $scratch: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+
         impl Elem for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -58,11 +66,22 @@ macro_rules! elem {
                 let mask = <$bits>::from(take).wrapping_neg();
                 <$t>::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
             }
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                $scratch.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < len {
+                            buf.resize(len, 0.0);
+                        }
+                        f(&mut buf[..len])
+                    }
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
         }
     };
 }
-elem!(f32, u32);
-elem!(f64, u64);
+elem!(f32, u32, SCRATCH_F32);
+elem!(f64, u64, SCRATCH_F64);
 
 /// Multiply-adds below which a product stays on one thread (about 10 µs of work).
 const MIN_WORK_PER_THREAD: usize = 1 << 17;
