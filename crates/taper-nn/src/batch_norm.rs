@@ -172,7 +172,7 @@ impl ModuleT for BatchNorm {
             _ => None,
         };
         let params_ref = params.as_ref().map(|(w, b)| (w, b));
-        if taper_tensor::fast_kernels_enabled() && kernel::applies(x, params_ref) {
+        if kernel::applies(x, params_ref) {
             let geometry = kernel::Geometry { n, c, s };
             let (mean, var) = if train {
                 let st = kernel::batch_stats(x, &geometry)?;

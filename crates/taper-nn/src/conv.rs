@@ -119,10 +119,8 @@ impl Module for Conv2d {
             return Err(Error::shape(layer(), expected, x.dims()).into_candle());
         };
         let (w, b) = (tracked(&self.weight), self.bias.as_ref().map(tracked));
-        if taper_tensor::fast_kernels_enabled() {
-            if let Some(y) = conv2d(x, &w, b.as_ref(), geometry)? {
-                return Ok(y);
-            }
+        if let Some(y) = conv2d(x, &w, b.as_ref(), geometry)? {
+            return Ok(y);
         }
         // candle's conv2d backward (0.11) returns an input gradient short by the r rows
         // (columns) past the last window when the stride does not divide the padded extent

@@ -39,10 +39,8 @@ fn pool(
         let expected = format!("(N, C, H >= {kh}, W >= {kw})");
         return Err(Error::shape(layer(), expected, x.dims()).into_candle());
     }
-    if taper_tensor::fast_kernels_enabled() {
-        if let Some(y) = pool2d(x, kernel, stride, how)? {
-            return Ok(y);
-        }
+    if let Some(y) = pool2d(x, kernel, stride, how)? {
+        return Ok(y);
     }
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = ((h - kh) / stride.0 + 1, (w - kw) / stride.1 + 1);

@@ -9,11 +9,13 @@
 //!
 //! Sums are accumulated in f64 whatever the element type.
 
+use candle_core::backend::BackendStorage;
+use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::Elem;
-use super::{slice_of, tensor_from, with_slice};
+use super::{float_kernel_applies, slice_of, with_slice, GradTensors, Grads};
 
 /// The layout (n, c, s) of one batch normalization: s values per sample and channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +91,6 @@ fn forward<T: Elem>(
     y
 }
 
-/// Gradients of one batch normalization, each computed only when asked for.
-struct Grads<T> {
-    x: Option<Vec<T>>,
-    weight: Option<Vec<T>>,
-    bias: Option<Vec<T>>,
-}
-
 /// The backward pass from the output gradient `gy`.
 fn backward<T: Elem>(
     g: &Geometry,
@@ -152,8 +147,8 @@ fn backward<T: Elem>(
     });
     Grads {
         x: dx,
-        weight: want_w.then(|| sums.iter().map(|s| T::from_f64(s.1)).collect()),
-        bias: want_b.then(|| sums.iter().map(|s| T::from_f64(s.0)).collect()),
+        w: want_w.then(|| sums.iter().map(|s| T::from_f64(s.1)).collect()),
+        b: want_b.then(|| sums.iter().map(|s| T::from_f64(s.0)).collect()),
     }
 }
 
@@ -176,27 +171,14 @@ impl BatchNormNode {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let shape = x.1.shape().clone();
-        macro_rules! go {
-            ($t:ty, $variant:ident) => {{
-                let xs = slice_of::<$t>(x.0, x.1, g.n * g.c * g.s)?;
-                let params = match affine {
-                    Some((w, b)) => Some((
-                        slice_of::<$t>(w.0, w.1, g.c)?,
-                        slice_of::<$t>(b.0, b.1, g.c)?,
-                    )),
-                    None => None,
-                };
-                Ok((
-                    CpuStorage::$variant(forward(g, &self.norm, xs, params)),
-                    shape,
-                ))
-            }};
-        }
-        match x.0 {
-            CpuStorage::F32(_) => go!(f32, F32),
-            CpuStorage::F64(_) => go!(f64, F64),
-            _ => candle_core::bail!("taper-batch-norm: expected f32 or f64 tensors"),
-        }
+        float_dispatch!(x.0.dtype(), "taper-batch-norm", T => {
+            let xs = slice_of::<T>(x.0, x.1, g.n * g.c * g.s)?;
+            let params = match affine {
+                Some((w, b)) => Some((slice_of::<T>(w.0, w.1, g.c)?, slice_of::<T>(b.0, b.1, g.c)?)),
+                None => None,
+            };
+            Ok((T::to_cpu_storage_owned(forward(g, &self.norm, xs, params)), shape))
+        })
     }
 
     fn grads(
@@ -204,36 +186,24 @@ impl BatchNormNode {
         x: &Tensor,
         affine: Option<(&Tensor, &Tensor)>,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<GradTensors> {
         let g = &self.geometry;
         let want = (
             x.track_op(),
             affine.is_some_and(|(w, _)| w.track_op()),
             affine.is_some_and(|(_, b)| b.track_op()),
         );
-        macro_rules! go {
-            ($t:ty) => {{
-                let gamma: Option<Vec<$t>> = match affine {
-                    Some((w, _)) => Some(w.flatten_all()?.to_vec1()?),
-                    None => None,
-                };
-                let grads = with_slice::<$t, _>(x, |xs| {
-                    with_slice::<$t, _>(grad, |gs| {
-                        backward(g, &self.norm, xs, gs, gamma.as_deref(), want)
-                    })
-                })??;
-                Ok((
-                    grads.x.map(|v| tensor_from(v, x.shape())).transpose()?,
-                    grads.weight.map(|v| tensor_from(v, g.c)).transpose()?,
-                    grads.bias.map(|v| tensor_from(v, g.c)).transpose()?,
-                ))
-            }};
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => go!(f32),
-            candle_core::DType::F64 => go!(f64),
-            dt => candle_core::bail!("taper-batch-norm: expected f32 or f64, got {dt:?}"),
-        }
+        float_dispatch!(x.dtype(), "taper-batch-norm", T => {
+            let gamma: Option<Vec<T>> = match affine {
+                Some((w, _)) => Some(w.flatten_all()?.to_vec1()?),
+                None => None,
+            };
+            let grads = with_slice::<T, _>(x, |xs| {
+                with_slice::<T, _>(grad, |gs| backward(g, &self.norm, xs, gs, gamma.as_deref(), want))
+            })??;
+            let c = Shape::from(g.c);
+            grads.into_tensors(x.shape(), &c, &c)
+        })
     }
 }
 
@@ -280,24 +250,18 @@ impl CustomOp3 for BatchNormNode {
     }
 }
 
-/// Whether the kernel takes `x` with these parameters: CPU tensors of one dtype, f32 or
-/// f64.
+/// Whether the kernel takes `x` with these parameters ([`float_kernel_applies`]).
 pub(crate) fn applies(x: &Tensor, params: Option<(&Tensor, &Tensor)>) -> bool {
-    let dt = x.dtype();
-    let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == dt;
-    matches!(dt, candle_core::DType::F32 | candle_core::DType::F64)
-        && fits(x)
-        && params.is_none_or(|(w, b)| fits(w) && fits(b))
+    match params {
+        Some((w, b)) => float_kernel_applies(&[x, w, b]),
+        None => float_kernel_applies(&[x]),
+    }
 }
 
 /// The per-channel statistics of `x` viewed as (n, c, s) (contiguous CPU f32 or f64, see
 /// [`applies`]).
 pub(crate) fn batch_stats(x: &Tensor, g: &Geometry) -> candle_core::Result<Vec<(f64, f64)>> {
-    match x.dtype() {
-        candle_core::DType::F32 => with_slice::<f32, _>(x, |v| stats(g, v)),
-        candle_core::DType::F64 => with_slice::<f64, _>(x, |v| stats(g, v)),
-        dt => candle_core::bail!("taper-batch-norm: expected f32 or f64, got {dt:?}"),
-    }
+    float_dispatch!(x.dtype(), "taper-batch-norm", T => with_slice::<T, _>(x, |v| stats(g, v)))
 }
 
 /// Normalizes `x` with `norm` (and γ, β when given) as one node.
@@ -363,8 +327,8 @@ mod tests {
             let d = (loss(&xp) - loss(&xm)) / 2e-6;
             assert!((dx[i] - d).abs() < 1e-6, "dx[{i}] {} vs {d}", dx[i]);
         }
-        let db = grads.bias.unwrap();
-        let dw = grads.weight.unwrap();
+        let db = grads.b.unwrap();
+        let dw = grads.w.unwrap();
         for c in 0..2 {
             let sum_r: f64 = (0..3)
                 .flat_map(|n| r[(n * 2 + c) * 4..][..4].to_vec())

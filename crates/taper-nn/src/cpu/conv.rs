@@ -15,11 +15,13 @@
 //! never share an output. The unrolled matrices live in one scratch buffer per thread, kept
 //! between calls (`Elem::with_scratch`), so a step allocates only the tensors it returns.
 
+use candle_core::backend::BackendStorage;
+use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul_serial, Elem, View};
-use super::{slice_of, tensor_from, with_slice};
+use super::{float_kernel_applies, slice_of, with_slice, GradTensors, Grads};
 
 /// Multiply-adds below which a convolution runs on one thread.
 const MIN_WORK_PER_THREAD: usize = 1 << 18;
@@ -282,16 +284,6 @@ fn forward_block<T: Elem>(
     }
 }
 
-/// Gradients of one convolution, each computed only when asked for.
-pub(crate) struct Grads<T> {
-    /// d/dx, (n, c, h, w).
-    pub x: Option<Vec<T>>,
-    /// d/dW, (o, c/groups, kh, kw).
-    pub w: Option<Vec<T>>,
-    /// d/db, (o).
-    pub b: Option<Vec<T>>,
-}
-
 /// One task's share of the backward pass over a block of samples: its input-gradient block
 /// is written in place, its weight- and bias-gradient sums are returned.
 fn backward_block<T: Elem>(
@@ -427,22 +419,15 @@ impl ConvNode {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let shape = Shape::from((g.n, g.o, g.oh, g.ow));
-        macro_rules! go {
-            ($t:ty, $variant:ident) => {{
-                let xs = slice_of::<$t>(x.0, x.1, g.n * g.x_len())?;
-                let ws = slice_of::<$t>(w.0, w.1, g.o * g.k())?;
-                let bs = match b {
-                    Some((s, l)) => Some(slice_of::<$t>(s, l, g.o)?),
-                    None => None,
-                };
-                Ok((CpuStorage::$variant(forward(g, xs, ws, bs)), shape))
-            }};
-        }
-        match x.0 {
-            CpuStorage::F32(_) => go!(f32, F32),
-            CpuStorage::F64(_) => go!(f64, F64),
-            _ => candle_core::bail!("taper-conv2d: expected f32 or f64 tensors"),
-        }
+        float_dispatch!(x.0.dtype(), "taper-conv2d", T => {
+            let xs = slice_of::<T>(x.0, x.1, g.n * g.x_len())?;
+            let ws = slice_of::<T>(w.0, w.1, g.o * g.k())?;
+            let bs = match b {
+                Some((s, l)) => Some(slice_of::<T>(s, l, g.o)?),
+                None => None,
+            };
+            Ok((T::to_cpu_storage_owned(forward(g, xs, ws, bs)), shape))
+        })
     }
 
     /// The backward pass, computing only the gradients of tracked inputs.
@@ -452,29 +437,18 @@ impl ConvNode {
         w: &Tensor,
         b: Option<&Tensor>,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<GradTensors> {
         let g = &self.geometry;
         let want = (x.track_op(), w.track_op(), b.is_some_and(|b| b.track_op()));
         let grad = grad.contiguous()?;
-        macro_rules! go {
-            ($t:ty) => {{
-                let grads = with_slice::<$t, _>(x, |xs| {
-                    with_slice::<$t, _>(w, |ws| {
-                        with_slice::<$t, _>(&grad, |gs| backward(g, xs, ws, gs, want))
-                    })
-                })???;
-                Ok((
-                    grads.x.map(|v| tensor_from(v, x.shape())).transpose()?,
-                    grads.w.map(|v| tensor_from(v, w.shape())).transpose()?,
-                    grads.b.map(|v| tensor_from(v, g.o)).transpose()?,
-                ))
-            }};
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => go!(f32),
-            candle_core::DType::F64 => go!(f64),
-            dt => candle_core::bail!("taper-conv2d: expected f32 or f64 tensors, got {dt:?}"),
-        }
+        float_dispatch!(x.dtype(), "taper-conv2d", T => {
+            let grads = with_slice::<T, _>(x, |xs| {
+                with_slice::<T, _>(w, |ws| {
+                    with_slice::<T, _>(&grad, |gs| backward(g, xs, ws, gs, want))
+                })
+            })???;
+            grads.into_tensors(x.shape(), w.shape(), &Shape::from(g.o))
+        })
     }
 }
 
@@ -534,8 +508,8 @@ impl CustomOp3 for ConvNode {
     }
 }
 
-/// The convolution through the CPU kernel when it applies (contiguous f32 or f64 CPU
-/// tensors of one dtype); `None` elsewhere. The shapes must already be checked:
+/// The convolution through the CPU kernel when it applies ([`float_kernel_applies`]);
+/// `None` elsewhere. The shapes must already be checked:
 /// `geometry` describes `x` and `w`.
 pub(crate) fn conv2d(
     x: &Tensor,
@@ -543,13 +517,11 @@ pub(crate) fn conv2d(
     b: Option<&Tensor>,
     geometry: Geometry,
 ) -> candle_core::Result<Option<Tensor>> {
-    let dt = x.dtype();
-    let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == dt;
-    if !matches!(dt, candle_core::DType::F32 | candle_core::DType::F64)
-        || !fits(x)
-        || !fits(w)
-        || !b.is_none_or(fits)
-    {
+    let applies = match b {
+        Some(b) => float_kernel_applies(&[x, w, b]),
+        None => float_kernel_applies(&[x, w]),
+    };
+    if !applies {
         return Ok(None);
     }
     let (x, w) = (x.contiguous()?, w.contiguous()?);

@@ -14,12 +14,14 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::gemm::{matmul, matmul_into, View};
+use super::slice_of;
 
-/// Calls `f` with a tensor's values when it is a contiguous f32 CPU tensor.
+/// Calls `f` with a tensor's values when it is a contiguous f32 CPU tensor (no copy);
+/// `None` otherwise.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (st, l) = t.storage_and_layout();
-    match (&*st, l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Some(f(&v[a..b])),
+    match &*st {
+        Storage::Cpu(c) => slice_of::<f32>(c, l, t.elem_count()).ok().map(f),
         _ => None,
     }
 }

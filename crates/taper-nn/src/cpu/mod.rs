@@ -15,6 +15,24 @@
 //! - `batch_norm`: `BatchNorm1d`/`BatchNorm2d`, two passes forward and two backward (f32
 //!   and f64).
 
+/// Runs `$body` with the type alias `$t` set to f32 or f64, as the dtype `$dtype` says; for
+/// any other dtype, an error naming the kernel `$op`. One dispatch for every kernel node.
+macro_rules! float_dispatch {
+    ($dtype:expr, $op:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            candle_core::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            dt => candle_core::bail!("{}: expected f32 or f64, got {dt:?}", $op),
+        }
+    };
+}
+
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod fused;
@@ -22,6 +40,47 @@ pub(crate) mod gemm;
 pub(crate) mod pool;
 
 use candle_core::{CpuStorage, Device, Layout, Shape, Storage, Tensor, WithDType};
+
+/// The gradients of a node's input, weight and bias, each computed only when asked for.
+pub(crate) struct Grads<T> {
+    /// d/dx.
+    pub x: Option<Vec<T>>,
+    /// d/dweight.
+    pub w: Option<Vec<T>>,
+    /// d/dbias.
+    pub b: Option<Vec<T>>,
+}
+
+/// The tensors a three-input node's backward returns.
+pub(crate) type GradTensors = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+impl<T: WithDType> Grads<T> {
+    /// As CPU tensors of the inputs' shapes.
+    pub(crate) fn into_tensors(
+        self,
+        x: &Shape,
+        w: &Shape,
+        b: &Shape,
+    ) -> candle_core::Result<GradTensors> {
+        let to = |v: Option<Vec<T>>, s: &Shape| v.map(|v| tensor_from(v, s.clone())).transpose();
+        Ok((to(self.x, x)?, to(self.w, w)?, to(self.b, b)?))
+    }
+}
+
+/// Whether the f32/f64 kernels take these tensors: Taper's kernels are on (not inside
+/// [`taper_tensor::with_generic_kernels`]), and every tensor is on the CPU with the same
+/// dtype, f32 or f64. The one test behind `Conv2d`, the pooling layers and `BatchNorm`.
+pub(crate) fn float_kernel_applies(tensors: &[&Tensor]) -> bool {
+    let Some(first) = tensors.first() else {
+        return false;
+    };
+    let dt = first.dtype();
+    taper_tensor::fast_kernels_enabled()
+        && matches!(dt, candle_core::DType::F32 | candle_core::DType::F64)
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == dt)
+}
 
 /// A contiguous CPU storage's `len` elements of type `T`; an error naming what was found
 /// otherwise.

@@ -10,11 +10,13 @@
 
 use std::sync::OnceLock;
 
+use candle_core::backend::BackendStorage;
+use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::Elem;
-use super::{slice_of, tensor_from, with_slice};
+use super::{float_kernel_applies, slice_of, tensor_from, with_slice};
 
 /// Output elements below which a pooling runs on one thread.
 const MIN_PER_THREAD: usize = 1 << 15;
@@ -253,21 +255,14 @@ impl CustomOp1 for PoolNode {
             Shape::from((d[0], d[1], g.out.0, g.out.1))
         };
         let keep = self.keep_argmax && self.how == Reduce::Max;
-        macro_rules! go {
-            ($t:ty, $variant:ident) => {{
-                let x = slice_of::<$t>(s, l, g.planes * g.in_len())?;
-                let (y, arg) = forward(g, self.how, x, keep);
-                if keep && self.argmax.set(arg).is_err() {
-                    candle_core::bail!("taper-max-pool2d: forward ran twice");
-                }
-                Ok((CpuStorage::$variant(y), shape))
-            }};
-        }
-        match s {
-            CpuStorage::F32(_) => go!(f32, F32),
-            CpuStorage::F64(_) => go!(f64, F64),
-            _ => candle_core::bail!("{}: expected f32 or f64", self.name()),
-        }
+        float_dispatch!(s.dtype(), self.name(), T => {
+            let x = slice_of::<T>(s, l, g.planes * g.in_len())?;
+            let (y, arg) = forward(g, self.how, x, keep);
+            if keep && self.argmax.set(arg).is_err() {
+                candle_core::bail!("taper-max-pool2d: forward ran twice");
+            }
+            Ok((T::to_cpu_storage_owned(y), shape))
+        })
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -279,32 +274,23 @@ impl CustomOp1 for PoolNode {
             },
             Reduce::Mean => &[],
         };
-        let dx = match x.dtype() {
-            candle_core::DType::F32 => tensor_from(
-                with_slice::<f32, _>(grad, |gy| backward(g, self.how, gy, arg))?,
-                x.shape(),
-            )?,
-            candle_core::DType::F64 => tensor_from(
-                with_slice::<f64, _>(grad, |gy| backward(g, self.how, gy, arg))?,
-                x.shape(),
-            )?,
-            dt => candle_core::bail!("{}: expected f32 or f64, got {dt:?}", self.name()),
-        };
+        let dx = float_dispatch!(x.dtype(), self.name(), T => {
+            let dx = with_slice::<T, _>(grad, |gy| backward(g, self.how, gy, arg))?;
+            tensor_from(dx, x.shape())?
+        });
         Ok(Some(dx))
     }
 }
 
-/// Pooling of `x` (n, c, h, w) through the CPU kernel when it applies (an f32 or f64 CPU
-/// tensor); `None` elsewhere. The caller has checked that the windows fit.
+/// Pooling of `x` (n, c, h, w) through the CPU kernel when it applies
+/// ([`float_kernel_applies`]); `None` elsewhere. The caller has checked that the windows fit.
 pub(crate) fn pool2d(
     x: &Tensor,
     kernel: (usize, usize),
     stride: (usize, usize),
     how: Reduce,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !x.device().is_cpu()
-        || !matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-    {
+    if !float_kernel_applies(&[x]) {
         return Ok(None);
     }
     let (n, c, h, w) = x.dims4()?;
