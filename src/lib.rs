@@ -54,6 +54,6 @@ pub mod prelude {
     pub use taper_tensor::{
         best_device, device, gradcheck, manual_seed, no_grad, on_thread_pool,
         park_idle_candle_workers, rand_uniform, randn, DType, Device, Gradients, Module, ModuleT,
-        NonFinite, Norm, ParamStore, Tensor, Var, D,
+        NonFinite, Norm, ParamStore, Stateful, Tensor, Var, D,
     };
 }

@@ -50,21 +50,17 @@ fn fresh(seed: u64) -> anyhow::Result<Run> {
 
 fn train(run: &mut Run, loader: &DataLoader<TensorDataset>, until: u64) -> anyhow::Result<()> {
     while run.state.step < until {
-        for b in loader
-            .epoch(run.state.epoch)
-            .skip(run.state.batch_in_epoch as usize)
-        {
+        // The rest of the current epoch: checked against the loader, skipped batches unbuilt.
+        for b in run.state.batches(loader)? {
             let b = b?;
             let loss = cross_entropy(&run.model.forward_t(&b.inputs, true)?, &b.targets)?;
             run.opt.step(&Gradients::compute(&loss, &run.store)?)?;
-            run.state.step += 1;
-            run.state.batch_in_epoch += 1;
+            run.state.finish_batch();
             if run.state.step == until {
                 return Ok(());
             }
         }
-        run.state.epoch += 1;
-        run.state.batch_in_epoch = 0;
+        run.state.finish_epoch();
     }
     Ok(())
 }
@@ -88,14 +84,13 @@ pub fn run(steps: u64, dir: &Path) -> anyhow::Result<Outcome> {
 
     let mut first = fresh(7)?;
     train(&mut first, &loader, steps / 2)?;
-    first.state.rng = taper::tensor::rng_state();
     let checkpoint = dir.join(format!("step-{}", steps / 2));
     Checkpoint::capture(&first.store, &first.opt, first.state.clone())?.save(&checkpoint)?;
     drop(first);
 
     let mut second = fresh(12345)?; // different initialization: the checkpoint must override it
     let ckpt = Checkpoint::load(&checkpoint)?;
-    ckpt.restore(&second.store, &mut second.opt)?;
+    ckpt.restore(&second.store, &mut second.opt, &mut [])?;
     second.state = ckpt.train;
     train(&mut second, &loader, steps)?;
 

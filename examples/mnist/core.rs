@@ -371,8 +371,8 @@ fn train_with<R: Rule>(
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut manager =
-        CheckpointManager::new(args.out.join("checkpoints"), 1)?.track_best(Direction::Maximize);
-    let mut state = TrainState::new(args.seed);
+        CheckpointManager::new(args.out.join("checkpoints"), 1)?.track_best(Direction::Maximize)?;
+    let mut state = TrainState::for_loader(&loader);
     let mut history: Vec<[f64; 5]> = Vec::new();
     if args.resume {
         let Some(latest) = manager.latest()? else {
@@ -382,13 +382,14 @@ fn train_with<R: Rule>(
             )
         };
         let ckpt = Checkpoint::load(&latest)?;
-        ckpt.restore(&store, &mut opt)?;
+        let mut parts: Vec<(&str, &mut dyn Stateful)> = Vec::new();
         if let Some(s) = sched.as_mut() {
-            s.read_state(&ckpt.optimizer, "schedule")?;
+            parts.push(("schedule", s));
         }
         if let Some(p) = plateau.as_mut() {
-            p.read_state(&ckpt.optimizer, "plateau")?;
+            parts.push(("plateau", p));
         }
+        ckpt.restore(&store, &mut opt, &mut parts)?;
         state = ckpt.train.clone();
         if let Some(h) = state
             .metadata
@@ -417,7 +418,7 @@ fn train_with<R: Rule>(
     while state.epoch < args.epochs {
         let mut bar = Progress::new(steps_per_epoch, &format!("epoch {}", state.epoch + 1));
         let (mut loss_m, mut acc_m) = (RunningMean::default(), RunningMean::default());
-        let mut batches = loader.epoch(state.epoch);
+        let mut batches = state.batches(&loader)?;
         loop {
             let t0 = Instant::now();
             let Some(b) = batches.next() else { break };
@@ -437,12 +438,12 @@ fn train_with<R: Rule>(
             loss_m.add(l, n);
             acc_m.add(a, n);
             bar.update(n as u64, loss_m.mean(), acc_m.mean());
-            state.step += 1;
+            state.finish_batch();
             data_time += (t1 - t0).as_secs_f64();
             step_time += t1.elapsed().as_secs_f64();
         }
         bar.finish();
-        state.epoch += 1;
+        state.finish_epoch();
         let (test_loss, test_acc) = evaluate(&model, &test, dev)?;
         if let Some(p) = plateau.as_mut() {
             p.step(test_loss, &mut opt)?;
@@ -466,14 +467,13 @@ fn train_with<R: Rule>(
         ];
         csv.row(&row)?;
         history.push(row);
-        state.rng = taper::tensor::rng_state();
         state.metadata = serde_json::json!({ "history": history, "args": format!("{args:?}") });
         let mut ckpt = Checkpoint::capture(&store, &opt, state.clone())?;
         if let Some(s) = &sched {
-            s.write_state(&mut ckpt.optimizer, "schedule");
+            ckpt = ckpt.with_state("schedule", s)?;
         }
         if let Some(p) = &plateau {
-            p.write_state(&mut ckpt.optimizer, "plateau");
+            ckpt = ckpt.with_state("plateau", p)?;
         }
         manager.save(&ckpt, Some(test_acc))?;
     }

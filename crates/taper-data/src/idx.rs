@@ -7,11 +7,14 @@
 //! one byte to detect excess), then compared with the declared size.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
+
+/// The most a deflate stream can expand: 258 bytes from about 2 bits.
+const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// The element type of an IDX file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,23 +156,51 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
 /// Decodes IDX bytes (gzip or raw); `path` names the source in errors.
 pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
     if raw.starts_with(&[0x1f, 0x8b]) {
-        // Decode the header first, then cap the payload at the declared size + 1 byte.
-        let mut dec = flate2::read::GzDecoder::new(raw);
+        // Every gzip member is read (a valid multi-member file is one stream), and anything
+        // after the last member that is not another member is an error, as it is for a raw
+        // file. The header is decoded first; the payload is capped at its declared size + 1
+        // byte, and a declared size that the compressed bytes cannot possibly hold (deflate
+        // expands at most 1032:1) is rejected before anything is decompressed.
+        let corrupt =
+            |e: std::io::Error| malformed(path, format!("corrupt or truncated gzip stream: {e}"));
+        let mut dec = flate2::read::MultiGzDecoder::new(raw);
         let mut head = [0u8; 4];
-        dec.read_exact(&mut head)
-            .map_err(|e| malformed(path, format!("corrupt or truncated gzip stream: {e}")))?;
+        dec.read_exact(&mut head).map_err(corrupt)?;
         let ndims = head[3] as usize;
         let mut dims_raw = vec![0u8; 4 * ndims];
-        dec.read_exact(&mut dims_raw)
-            .map_err(|e| malformed(path, format!("corrupt or truncated gzip stream: {e}")))?;
+        dec.read_exact(&mut dims_raw).map_err(corrupt)?;
         let mut header = head.to_vec();
         header.extend_from_slice(&dims_raw);
         let (dtype, dims, payload_len) = parse_header(path, &header)?;
+        let max_expansion = (raw.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
+        if payload_len as u64 > max_expansion {
+            return Err(malformed(
+                path,
+                format!(
+                    "header declares {payload_len} bytes of data, more than {} compressed bytes \
+                     can hold: the file is truncated or the header is wrong",
+                    raw.len()
+                ),
+            ));
+        }
         let mut payload = Vec::new();
-        dec.take(payload_len as u64 + 1)
+        (&mut dec)
+            .take(payload_len as u64 + 1)
             .read_to_end(&mut payload)
-            .map_err(|e| malformed(path, format!("corrupt or truncated gzip stream: {e}")))?;
+            .map_err(corrupt)?;
         check_payload(path, payload.len(), payload_len)?;
+        // The stream must end here: no further data, no trailing bytes that are not gzip.
+        let mut one = [0u8; 1];
+        match dec.read(&mut one) {
+            Ok(0) => {}
+            Ok(_) => {
+                return Err(malformed(
+                    path,
+                    format!("payload longer than the {payload_len} bytes the header declares"),
+                ))
+            }
+            Err(e) => return Err(corrupt(e)),
+        }
         Ok(IdxArray {
             dtype,
             dims,
@@ -280,9 +311,9 @@ pub fn write_idx_u8(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Resu
         enc.write_all(&bytes).map_err(io(path))?;
         bytes = enc.finish().map_err(io(path))?;
     }
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    // A hidden sibling, synced and renamed; removed if writing fails (a full disk).
+    taper_tensor::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 /// The dtype Taper gives an IDX type's tensor.

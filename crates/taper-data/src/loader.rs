@@ -98,6 +98,11 @@ impl<D: Dataset> DataLoader<D> {
         self
     }
 
+    /// The seed set with [`DataLoader::seed`].
+    pub fn seed_value(&self) -> u64 {
+        self.seed
+    }
+
     /// The dataset.
     pub fn dataset(&self) -> &D {
         &self.dataset
@@ -136,11 +141,18 @@ impl<D: Dataset> DataLoader<D> {
 
     /// The batches of `epoch`.
     pub fn epoch(&self, epoch: u64) -> Batches<'_, D> {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `start` on: the same batches, with the same
+    /// augmentation randomness, as `epoch(epoch)` yields from there. The skipped batches
+    /// are not built (`epoch(e).skip(k)` skips without building them too).
+    pub fn epoch_from(&self, epoch: u64, start: usize) -> Batches<'_, D> {
         Batches {
             loader: self,
             order: self.order(epoch),
             epoch,
-            next: 0,
+            next: start.min(self.batches_per_epoch()),
         }
     }
 
@@ -180,6 +192,15 @@ impl<D: Dataset> Iterator for Batches<'_, D> {
         self.next += 1;
         let end = ((k + 1) * b).min(self.order.len());
         Some(self.loader.make(self.epoch, k, &self.order[k * b..end]))
+    }
+
+    /// Skips `n` batches without building them.
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        self.next = self
+            .next
+            .saturating_add(n)
+            .min(self.loader.batches_per_epoch());
+        self.next()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -98,7 +98,7 @@ fn malformed_files_are_rejected_without_panics_or_huge_allocations() {
     expect_malformed(
         "lying-dims.gz",
         &gzip(&[header(0x08, &[1 << 31, 1 << 31]), vec![1, 2, 3, 4]].concat()),
-        "truncated payload",
+        "compressed bytes",
     );
     expect_malformed("short-header", &[0, 0, 8, 3, 0, 0], "truncated header");
     expect_malformed("zero-dims", &[0, 0, 8, 0], "0 dimensions");
@@ -111,6 +111,39 @@ fn malformed_files_are_rejected_without_panics_or_huge_allocations() {
     expect_malformed("truncated.gz", &gzip(&good)[..12], "gzip");
     let (absent, _clean) = tmp("absent");
     assert!(matches!(read_idx(absent), Err(Error::Io { .. })));
+}
+
+/// gzip is read as gzip readers do: every member of a multi-member file, nothing after the
+/// last one, and no declared size the compressed bytes cannot hold.
+#[test]
+fn gzip_members_trailing_bytes_and_impossible_sizes() {
+    let good = [header(0x08, &[2, 3]), vec![1, 2, 3, 4, 5, 6]].concat();
+    // Two members (as `cat a.gz b.gz` makes) are one valid stream.
+    let (p, _clean) = tmp("two-members.gz");
+    std::fs::write(&p, [gzip(&good[..7]), gzip(&good[7..])].concat()).unwrap();
+    let arr = read_idx(&p).unwrap();
+    assert_eq!((arr.dims, arr.data), (vec![2, 3], good[12..].to_vec()));
+    // Bytes after the last member are an error, as they are after a raw file's payload.
+    expect_malformed(
+        "trailing.gz",
+        &[gzip(&good), b"garbage".to_vec()].concat(),
+        "gzip",
+    );
+    expect_malformed(
+        "trailing-raw",
+        &[good.clone(), b"garbage".to_vec()].concat(),
+        "longer",
+    );
+    // Another member with more data is more payload than declared.
+    expect_malformed(
+        "extra-member.gz",
+        &[gzip(&good), gzip(&[9, 9])].concat(),
+        "longer",
+    );
+    // 300 MB declared, a few hundred bytes given: refused before decompressing anything.
+    let bomb = gzip(&[header(0x08, &[300, 1000, 1000]), vec![0; 100_000]].concat());
+    assert!(bomb.len() < 1000, "{}", bomb.len());
+    expect_malformed("bomb.gz", &bomb, "compressed bytes");
 }
 
 #[test]

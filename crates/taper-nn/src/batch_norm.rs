@@ -80,7 +80,12 @@ impl BatchNorm {
         config: BatchNormConfig,
         store: &ParamStore,
     ) -> crate::Result<Self> {
-        check("eps", config.eps, config.eps > 0.0, "eps > 0")?;
+        check(
+            "eps",
+            config.eps,
+            config.eps > 0.0 && config.eps.is_finite(),
+            "a finite eps > 0",
+        )?;
         let m = config.momentum;
         check(
             "momentum",

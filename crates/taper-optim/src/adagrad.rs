@@ -98,16 +98,16 @@ impl Rule for Adagrad {
             "Adagrad",
             "lr_decay",
             self.lr_decay,
-            self.lr_decay >= 0.0,
-            "lr_decay >= 0",
+            self.lr_decay >= 0.0 && self.lr_decay.is_finite(),
+            "a finite lr_decay >= 0",
         )?;
         let v = self.initial_accumulator_value;
         check(
             "Adagrad",
             "initial_accumulator_value",
             v,
-            v >= 0.0,
-            "initial_accumulator_value >= 0",
+            v >= 0.0 && v.is_finite(),
+            "a finite initial_accumulator_value >= 0",
         )
     }
 

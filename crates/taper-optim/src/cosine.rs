@@ -29,8 +29,8 @@ impl CosineAnnealingLr {
             "CosineAnnealingLR",
             "eta_min",
             eta_min,
-            eta_min >= 0.0,
-            "eta_min >= 0",
+            eta_min >= 0.0 && eta_min.is_finite(),
+            "a finite eta_min >= 0",
         )?;
         Ok(Self { t_max, eta_min })
     }
@@ -60,7 +60,13 @@ impl CosineAnnealingWarmRestarts {
         let name = "CosineAnnealingWarmRestarts";
         check(name, "T_0", t_0 as f64, t_0 > 0, "T_0 > 0")?;
         check(name, "T_mult", t_mult as f64, t_mult >= 1, "T_mult >= 1")?;
-        check(name, "eta_min", eta_min, eta_min >= 0.0, "eta_min >= 0")?;
+        check(
+            name,
+            "eta_min",
+            eta_min,
+            eta_min >= 0.0 && eta_min.is_finite(),
+            "a finite eta_min >= 0",
+        )?;
         Ok(Self {
             t_0,
             t_mult,
@@ -75,9 +81,11 @@ impl CosineAnnealingWarmRestarts {
         }
         // Walk the geometric periods; integer arithmetic avoids PyTorch's log rounding.
         let (mut start, mut len) = (0u64, self.t_0);
-        while t >= start + len {
+        // `t - start >= len` rather than `t >= start + len`, and a saturating product:
+        // with a huge T_mult the periods outgrow u64, which must neither overflow nor loop.
+        while t - start >= len {
             start += len;
-            len *= self.t_mult;
+            len = len.saturating_mul(self.t_mult);
         }
         (t - start, len)
     }

@@ -55,6 +55,13 @@ pub enum Error {
         group: String,
     },
 
+    /// An optimizer was built over no trainable parameter.
+    #[error("{optimizer}: got an empty parameter list (no trainable parameter to optimize)")]
+    NoParameters {
+        /// The algorithm.
+        optimizer: &'static str,
+    },
+
     /// Saved optimizer state does not fit this optimizer's parameters.
     #[error("optimizer state does not fit: {0}")]
     StateMismatch(String),

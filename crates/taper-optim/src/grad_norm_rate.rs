@@ -5,7 +5,7 @@
 //! step only (it does not compound). Call [`GradNormRatio::step`] with each step's
 //! gradients before the optimizer step.
 
-use taper_tensor::{Gradients, Norm};
+use taper_tensor::{Gradients, Norm, StateDict, Stateful};
 
 use crate::error::check;
 use crate::optimizer::Optimizer;
@@ -30,7 +30,13 @@ impl GradNormRatio {
             eta >= 0.0 && eta.is_finite(),
             "a finite eta >= 0",
         )?;
-        check("GradNormRatio", "eps", eps, eps > 0.0, "eps > 0")?;
+        check(
+            "GradNormRatio",
+            "eps",
+            eps,
+            eps > 0.0 && eps.is_finite(),
+            "a finite eps > 0",
+        )?;
         Ok(Self {
             eta,
             eps,
@@ -39,21 +45,74 @@ impl GradNormRatio {
     }
 
     /// The rate for gradients with squared L2 norm `sq_norm`; remembers it for the next step.
-    pub fn rate(&mut self, sq_norm: f64) -> f64 {
+    ///
+    /// A NaN or infinite norm is an error and changes nothing (it would set a rate of 0,
+    /// ∞ or NaN, or, through `max(NaN, ε) = ε`, a rate many orders of magnitude off on this
+    /// step and the next).
+    pub fn rate(&mut self, sq_norm: f64) -> Result<f64> {
+        if !sq_norm.is_finite() {
+            return Err(taper_tensor::Error::NonFiniteNorm {
+                norm: "squared L2".into(),
+                total: sq_norm,
+            }
+            .into());
+        }
         let cur = sq_norm.max(self.eps);
         let lr = match self.previous {
             None => self.eta,
             Some(prev) => self.eta * cur / prev,
         };
         self.previous = Some(cur);
-        lr
+        Ok(lr)
     }
 
     /// Computes the rate from `grads` and sets it on every group of `opt`; returns it.
     pub fn step<R: Rule>(&mut self, grads: &Gradients, opt: &mut Optimizer<R>) -> Result<f64> {
         let n = grads.norm(Norm::L2)?;
-        let lr = self.rate(n * n);
-        opt.set_lr(lr)?;
+        let before = self.previous;
+        let lr = self.rate(n * n)?;
+        if let Err(e) = opt.set_lr(lr) {
+            self.previous = before;
+            return Err(e);
+        }
         Ok(lr)
+    }
+}
+
+impl Stateful for GradNormRatio {
+    /// Writes `{prefix}.previous`: the last step's floored squared norm, or −1 before the
+    /// first step.
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        out.set_scalar(prefix, "previous", self.previous.unwrap_or(-1.0));
+        Ok(())
+    }
+
+    /// `previous` must be −1 (no step yet) or a finite value ≥ ε.
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.read(prefix, state).map(|_| ())
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.previous = self.read(prefix, state)?;
+        Ok(())
+    }
+}
+
+impl GradNormRatio {
+    fn read(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<Option<f64>> {
+        let p = state.finite(prefix, "previous")?;
+        if p == -1.0 {
+            Ok(None)
+        } else if p >= self.eps {
+            Ok(Some(p))
+        } else {
+            Err(taper_tensor::Error::State {
+                key: format!("{prefix}.previous"),
+                reason: format!(
+                    "is {p}; expected -1 (no step yet) or at least eps = {}",
+                    self.eps
+                ),
+            })
+        }
     }
 }

@@ -81,4 +81,4 @@ pub use schedule::{
 };
 pub use scheduler::LrScheduler;
 pub use sgd::{Momentum, Sgd};
-pub use state::{OptimizerState, STATE_FORMAT};
+pub use state::{OptimizerState, StagedState, STATE_FORMAT};

@@ -77,8 +77,8 @@ impl Rule for NAdam {
             "NAdam",
             "momentum_decay",
             self.momentum_decay,
-            self.momentum_decay >= 0.0,
-            "momentum_decay >= 0",
+            self.momentum_decay >= 0.0 && self.momentum_decay.is_finite(),
+            "a finite momentum_decay >= 0",
         )
     }
 

@@ -95,15 +95,24 @@ impl OneCycleLr {
             n,
             "div_factor",
             self.div_factor,
-            self.div_factor > 0.0,
-            "div_factor > 0",
+            self.div_factor > 0.0 && self.div_factor.is_finite(),
+            "a finite div_factor > 0",
         )?;
         check(
             n,
             "final_div_factor",
             self.final_div_factor,
-            self.final_div_factor > 0.0,
-            "final_div_factor > 0",
+            self.final_div_factor > 0.0 && self.final_div_factor.is_finite(),
+            "a finite final_div_factor > 0",
+        )?;
+        let initial = self.max_lr / self.div_factor;
+        let min_lr = initial / self.final_div_factor;
+        check(
+            n,
+            "div_factor",
+            self.div_factor,
+            initial.is_finite() && min_lr.is_finite(),
+            "a div_factor and final_div_factor giving finite rates",
         )?;
         if let Some((lo, hi)) = self.momentum {
             check(

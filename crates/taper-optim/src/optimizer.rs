@@ -132,8 +132,14 @@ impl<R: Rule> Optimizer<R> {
     }
 
     /// An optimizer over any named candle variables (e.g. a candle-nn `VarMap`'s).
+    ///
+    /// An empty list is an error, as in PyTorch ("optimizer got an empty parameter list"):
+    /// such an optimizer would train nothing and say nothing.
     pub fn from_vars(rule: R, params: Vec<(String, Var)>) -> Result<Self> {
         validate(&rule)?;
+        if params.is_empty() {
+            return Err(Error::NoParameters { optimizer: R::NAME });
+        }
         Ok(Self {
             groups: vec![Group {
                 rule,
@@ -194,6 +200,16 @@ impl<R: Rule> Optimizer<R> {
     pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
         let bad = match clip {
             Clip::None => None,
+            Clip::Norm {
+                norm: Norm::P(p), ..
+            } if !(p >= 1.0 && p.is_finite()) => {
+                return Err(Error::InvalidHyperparameter {
+                    optimizer: R::NAME,
+                    field: "norm_type",
+                    value: p.to_string(),
+                    expected: "a finite p >= 1 (use Norm::Inf for the max norm)",
+                })
+            }
             Clip::Norm { max_norm, .. } => (!(max_norm >= 0.0)).then_some(("max_norm", max_norm)),
             Clip::Value(v) => (!(v >= 0.0)).then_some(("clip_value", v)),
         };
@@ -250,6 +266,10 @@ impl<R: Rule> Optimizer<R> {
     /// The state of parameter `name`, once it has been updated.
     pub fn state(&self, name: &str) -> Option<&ParamState> {
         self.state.get(name)
+    }
+
+    pub(crate) fn groups_mut(&mut self) -> &mut [Group<R>] {
+        &mut self.groups
     }
 
     pub(crate) fn state_map(&self) -> &HashMap<String, ParamState> {

@@ -7,8 +7,8 @@
 use crate::error::check;
 use crate::optimizer::Optimizer;
 use crate::rule::Rule;
-use crate::state::OptimizerState;
 use crate::{Error, Result};
+use taper_tensor::{StateDict, Stateful};
 
 /// Whether the metric should go down (a loss) or up (an accuracy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,17 +91,23 @@ impl ReduceLrOnPlateau {
             n,
             "threshold",
             config.threshold,
-            config.threshold >= 0.0,
-            "threshold >= 0",
+            config.threshold >= 0.0 && config.threshold.is_finite(),
+            "a finite threshold >= 0",
         )?;
         check(
             n,
             "min_lr",
             config.min_lr,
-            config.min_lr >= 0.0,
-            "min_lr >= 0",
+            config.min_lr >= 0.0 && config.min_lr.is_finite(),
+            "a finite min_lr >= 0",
         )?;
-        check(n, "eps", config.eps, config.eps >= 0.0, "eps >= 0")?;
+        check(
+            n,
+            "eps",
+            config.eps,
+            config.eps >= 0.0 && config.eps.is_finite(),
+            "a finite eps >= 0",
+        )?;
         let best = match config.mode {
             PlateauMode::Min => f64::INFINITY,
             PlateauMode::Max => f64::NEG_INFINITY,
@@ -174,32 +180,54 @@ impl ReduceLrOnPlateau {
     pub fn reductions(&self) -> u64 {
         self.reductions
     }
+}
 
-    /// Writes the metric history's state into optimizer state, under `scheduler.{name}.*`.
-    pub fn write_state(&self, state: &mut OptimizerState, name: &str) {
-        for (k, v) in [
-            ("best", self.best),
-            ("num_bad", self.num_bad as f64),
-            ("cooldown_counter", self.cooldown_counter as f64),
-            ("reductions", self.reductions as f64),
-        ] {
-            state.scalars.insert(format!("scheduler.{name}.{k}"), v);
-        }
+impl Stateful for ReduceLrOnPlateau {
+    /// Writes `{prefix}.best`, `.num_bad`, `.cooldown_counter` and `.reductions`.
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        out.set_scalar(prefix, "best", self.best);
+        out.set_scalar(prefix, "num_bad", self.num_bad as f64);
+        out.set_scalar(prefix, "cooldown_counter", self.cooldown_counter as f64);
+        out.set_scalar(prefix, "reductions", self.reductions as f64);
+        Ok(())
     }
 
-    /// Restores what [`ReduceLrOnPlateau::write_state`] wrote.
-    pub fn read_state(&mut self, state: &OptimizerState, name: &str) -> Result<()> {
-        let get =
-            |k: &str| {
-                let key = format!("scheduler.{name}.{k}");
-                state.scalars.get(&key).copied().ok_or_else(|| {
-                    Error::StateMismatch(format!("missing scheduler scalar `{key}`"))
-                })
-            };
-        self.best = get("best")?;
-        self.num_bad = get("num_bad")? as u64;
-        self.cooldown_counter = get("cooldown_counter")? as u64;
-        self.reductions = get("reductions")? as u64;
+    /// `best` must be a number or the starting ±∞ (not NaN), the counters whole numbers in
+    /// range, and the cooldown left no longer than the configured cooldown.
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.read(prefix, state).map(|_| ())
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        (
+            self.best,
+            self.num_bad,
+            self.cooldown_counter,
+            self.reductions,
+        ) = self.read(prefix, state)?;
         Ok(())
+    }
+}
+
+impl ReduceLrOnPlateau {
+    fn read(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<(f64, u64, u64, u64)> {
+        let best = state.not_nan(prefix, "best")?;
+        let num_bad = state.counter(prefix, "num_bad")?;
+        let cooldown = state.counter(prefix, "cooldown_counter")?;
+        if cooldown > self.config.cooldown {
+            return Err(taper_tensor::Error::State {
+                key: format!("{prefix}.cooldown_counter"),
+                reason: format!(
+                    "is {cooldown}; expected at most the configured cooldown, {}",
+                    self.config.cooldown
+                ),
+            });
+        }
+        Ok((
+            best,
+            num_bad,
+            cooldown,
+            state.counter(prefix, "reductions")?,
+        ))
     }
 }

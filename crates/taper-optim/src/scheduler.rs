@@ -1,18 +1,20 @@
 //! `LrScheduler`: applies a [`Schedule`] to an optimizer's groups, step by step, and saves
-//! its position with the optimizer state.
+//! its position through [`Stateful`].
 
 use crate::optimizer::Optimizer;
 use crate::rule::Rule;
 use crate::schedule::Schedule;
-use crate::state::OptimizerState;
+use taper_tensor::{StateDict, Stateful};
+
 use crate::{Error, Result};
 
 /// A schedule attached to all groups of an optimizer, or to one.
 ///
 /// ```
 /// use taper_optim::{CosineAnnealingLr, LrScheduler, Optimizer, Sgd};
-/// use taper_tensor::{ParamStore, DType, Device};
+/// use taper_tensor::{ParamStore, DType, Device, Tensor};
 /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// store.parameter("w", 3, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
 /// let mut opt = Optimizer::new(Sgd::new(0.1), &store)?;
 /// let mut sched = LrScheduler::new(CosineAnnealingLr::new(10, 0.0)?, &mut opt)?;
 /// for _ in 0..10 {
@@ -20,7 +22,7 @@ use crate::{Error, Result};
 ///     sched.step(&mut opt)?;
 /// }
 /// assert!(opt.lr() < 1e-12);
-/// # Ok::<(), taper_optim::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct LrScheduler<S> {
@@ -100,34 +102,58 @@ impl<S: Schedule> LrScheduler<S> {
     pub fn schedule(&self) -> &S {
         &self.schedule
     }
+}
 
-    /// Writes the position into optimizer state, under `scheduler.{name}.*`.
-    pub fn write_state(&self, state: &mut OptimizerState, name: &str) {
-        state
-            .scalars
-            .insert(format!("scheduler.{name}.step"), self.step as f64);
+impl<S: Schedule> Stateful for LrScheduler<S> {
+    /// Writes `{prefix}.step` and one `{prefix}.base_lr.{i}` per attached group.
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        out.set_scalar(prefix, "step", self.step as f64);
         for (i, b) in self.base_lrs.iter().enumerate() {
-            state
-                .scalars
-                .insert(format!("scheduler.{name}.base_lr.{i}"), *b);
+            out.set_scalar(prefix, &format!("base_lr.{i}"), *b);
         }
+        Ok(())
     }
 
-    /// Restores the position written by [`LrScheduler::write_state`].
-    pub fn read_state(&mut self, state: &OptimizerState, name: &str) -> Result<()> {
-        let get = |k: String| {
-            state
-                .scalars
-                .get(&k)
-                .copied()
-                .ok_or_else(|| Error::StateMismatch(format!("missing scheduler scalar `{k}`")))
-        };
-        let step = get(format!("scheduler.{name}.step"))?;
-        let bases = (0..self.base_lrs.len())
-            .map(|i| get(format!("scheduler.{name}.base_lr.{i}")))
-            .collect::<Result<Vec<_>>>()?;
-        self.step = step as u64;
+    /// The step must be a counter the schedule can give a rate for (OneCycle's is at most
+    /// `total_steps`), and the base rates finite and ≥ 0, one per attached group.
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.read(prefix, state).map(|_| ())
+    }
+
+    /// Restores the position. The groups' current rates and momentum come back with the
+    /// optimizer's own state ([`Optimizer::load_state_dict`]), as they were when saved.
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        let (step, bases) = self.read(prefix, state)?;
+        self.step = step;
         self.base_lrs = bases;
         Ok(())
+    }
+}
+
+impl<S: Schedule> LrScheduler<S> {
+    fn read(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<(u64, Vec<f64>)> {
+        let step = state.counter(prefix, "step")?;
+        let bases = (0..self.base_lrs.len())
+            .map(|i| {
+                let field = format!("base_lr.{i}");
+                let b = state.finite(prefix, &field)?;
+                if b < 0.0 {
+                    return Err(taper_tensor::Error::State {
+                        key: format!("{prefix}.{field}"),
+                        reason: format!("is {b}; expected a rate >= 0"),
+                    });
+                }
+                Ok(b)
+            })
+            .collect::<taper_tensor::Result<Vec<_>>>()?;
+        for &b in &bases {
+            self.schedule
+                .lr(b, step)
+                .map_err(|e| taper_tensor::Error::State {
+                    key: format!("{prefix}.step"),
+                    reason: format!("= {step} does not fit the schedule: {e}"),
+                })?;
+        }
+        Ok((step, bases))
     }
 }

@@ -2,17 +2,20 @@
 //!
 //! Tensors are named `{param}.{field}` (e.g. `0.weight.exp_avg`); scalars are `steps`,
 //! `{param}.step`, the rule's per-parameter scalars (`{param}.mu_product`) and each group's
-//! `group.{i}.lr`. In a file, scalars go in the safetensors metadata, written with Rust's
-//! round-trip float formatting, so a resumed run continues bit for bit. Keys starting with
-//! `scheduler.` belong to learning-rate schedulers saved in the same file.
+//! each group's current `group.{i}.lr`, `group.{i}.momentum` and `group.{i}.weight_decay`.
+//! In a file, scalars go in the safetensors metadata, written with Rust's round-trip float
+//! formatting, so a resumed run continues bit for bit. Loading validates everything before
+//! anything changes. Schedulers and other pieces keep their state in a
+//! [`taper_tensor::StateDict`] of their own.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use candle_core::Tensor;
+use taper_tensor::{checked_counter, parse_scalar};
 
 use crate::optimizer::{init_state, Optimizer, ParamState};
-use crate::rule::Rule;
+use crate::rule::{Rule, WeightDecay};
 use crate::{Error, Result};
 
 /// Format tag stored in every state file.
@@ -29,8 +32,22 @@ pub struct OptimizerState {
     pub scalars: BTreeMap<String, f64>,
 }
 
+/// An optimizer state checked and converted by [`Optimizer::stage_state_dict`], ready to
+/// be swapped in by [`Optimizer::commit_state`], which cannot fail.
+#[derive(Debug)]
+pub struct StagedState<R> {
+    rules: Vec<R>,
+    state: HashMap<String, ParamState>,
+    steps: u64,
+}
+
 impl<R: Rule> Optimizer<R> {
     /// A copy of the state (tensors are shared, not copied: save before the next step).
+    ///
+    /// Besides the per-parameter state it holds each group's current hyperparameters that
+    /// schedules change (`group.{i}.lr`, `group.{i}.momentum` where the rule has one,
+    /// `group.{i}.weight_decay`), so a resumed run continues with the learning rate and the
+    /// momentum (SGD's, or Adam's β₁, as OneCycle cycles them) it had.
     pub fn state_dict(&self) -> OptimizerState {
         let mut out = OptimizerState {
             optimizer: R::NAME.to_string(),
@@ -38,8 +55,13 @@ impl<R: Rule> Optimizer<R> {
         };
         out.scalars.insert("steps".into(), self.steps() as f64);
         for (i, g) in self.groups().iter().enumerate() {
+            let c = g.rule.common();
+            out.scalars.insert(format!("group.{i}.lr"), c.lr);
             out.scalars
-                .insert(format!("group.{i}.lr"), g.rule.common().lr);
+                .insert(format!("group.{i}.weight_decay"), c.weight_decay.value());
+            if let Some(m) = g.rule.momentum() {
+                out.scalars.insert(format!("group.{i}.momentum"), m);
+            }
         }
         for (name, _, gi) in self.params() {
             let Some(st) = self.state_map().get(name) else {
@@ -57,10 +79,11 @@ impl<R: Rule> Optimizer<R> {
         out
     }
 
-    /// Replaces the state with `state`. Everything is checked before anything changes: a
-    /// different algorithm, a missing field, a wrong shape or a name this optimizer does
-    /// not have is an error naming it.
-    pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+    /// Checks `state` against this optimizer and builds what loading it would set, changing
+    /// nothing ([`Optimizer::commit_state`] swaps it in). Counters must be whole numbers in range, scalars finite, tensors float and
+    /// of their parameter's shape, group hyperparameters valid for the rule; every entry
+    /// must belong to a parameter or group of this optimizer.
+    pub fn stage_state_dict(&self, state: &OptimizerState) -> Result<StagedState<R>> {
         if state.optimizer != R::NAME {
             return Err(Error::StateMismatch(format!(
                 "state is for {}, this optimizer is {}",
@@ -69,7 +92,6 @@ impl<R: Rule> Optimizer<R> {
             )));
         }
         let mut used: HashSet<String> = HashSet::new();
-        let mut new_state = HashMap::new();
         let scalar = |key: &str, used: &mut HashSet<String>| -> Result<f64> {
             let v = state
                 .scalars
@@ -78,16 +100,34 @@ impl<R: Rule> Optimizer<R> {
             used.insert(key.to_string());
             Ok(*v)
         };
-        let steps = scalar("steps", &mut used)?;
+        let finite = |key: &str, v: f64| -> Result<f64> {
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(Error::StateMismatch(format!(
+                    "scalar `{key}` is {v}; expected a finite number"
+                )))
+            }
+        };
+        let steps = checked_counter("steps", scalar("steps", &mut used)?)?;
+        let mut new_state = HashMap::new();
         for (name, var, gi) in self.params() {
-            if !state.scalars.contains_key(&format!("{name}.step")) {
+            let step_key = format!("{name}.step");
+            if !state.scalars.contains_key(&step_key) {
                 continue; // never updated
             }
             let rule = &self.groups()[gi].rule;
             let mut st: ParamState = init_state(rule, var)?;
-            st.step = scalar(&format!("{name}.step"), &mut used)? as u64;
+            st.step = checked_counter(&step_key, scalar(&step_key, &mut used)?)?;
+            if st.step > steps {
+                return Err(Error::StateMismatch(format!(
+                    "`{step_key}` = {} exceeds the optimizer's `steps` = {steps}",
+                    st.step
+                )));
+            }
             for (i, field) in rule.scalar_names().iter().enumerate() {
-                st.scalars[i] = scalar(&format!("{name}.{field}"), &mut used)?;
+                let key = format!("{name}.{field}");
+                st.scalars[i] = finite(&key, scalar(&key, &mut used)?)?;
             }
             for (i, field) in rule.state_names().iter().enumerate() {
                 let key = format!("{name}.{field}");
@@ -102,37 +142,93 @@ impl<R: Rule> Optimizer<R> {
                         var.dims()
                     )));
                 }
+                if !t.dtype().is_float() {
+                    return Err(Error::StateMismatch(format!(
+                        "`{key}` is {:?}; expected a float tensor",
+                        t.dtype()
+                    )));
+                }
                 used.insert(key);
                 st.tensors[i] = t.to_device(var.device())?.to_dtype(var.dtype())?.copy()?;
             }
             new_state.insert(name.to_string(), st);
         }
-        let mut lrs = Vec::new();
-        for i in 0..self.groups().len() {
-            let key = format!("group.{i}.lr");
-            if let Some(lr) = state.scalars.get(&key) {
-                lrs.push((i, *lr));
-                used.insert(key);
+        let mut rules = Vec::new();
+        for (i, g) in self.groups().iter().enumerate() {
+            let mut rule = g.rule.clone();
+            let opt = |k: &str| state.scalars.get(&format!("group.{i}.{k}")).copied();
+            if let Some(lr) = opt("lr") {
+                used.insert(format!("group.{i}.lr"));
+                rule.common_mut().lr = lr;
             }
+            if let Some(wd) = opt("weight_decay") {
+                used.insert(format!("group.{i}.weight_decay"));
+                let c = rule.common_mut();
+                c.weight_decay = match c.weight_decay {
+                    WeightDecay::None if wd == 0.0 => WeightDecay::None,
+                    WeightDecay::L2(_) => WeightDecay::L2(wd),
+                    WeightDecay::Decoupled(_) => WeightDecay::Decoupled(wd),
+                    WeightDecay::None => {
+                        return Err(Error::StateMismatch(format!(
+                            "`group.{i}.weight_decay` = {wd}, but group {i} has no weight decay"
+                        )))
+                    }
+                };
+            }
+            if let Some(m) = opt("momentum") {
+                used.insert(format!("group.{i}.momentum"));
+                if !rule.set_momentum(m) {
+                    return Err(Error::StateMismatch(format!(
+                        "`group.{i}.momentum` is saved, but {} group {i} has no momentum",
+                        R::NAME
+                    )));
+                }
+            }
+            rule.common().validate(R::NAME)?;
+            rule.validate()?;
+            rules.push(rule);
         }
         let unknown: Vec<&str> = state
             .tensors
             .keys()
             .chain(state.scalars.keys())
             .map(String::as_str)
-            .filter(|k| !used.contains(*k) && !k.starts_with("scheduler."))
+            .filter(|k| !used.contains(*k))
             .collect();
         if !unknown.is_empty() {
             return Err(Error::StateMismatch(format!(
-                "entries for parameters this optimizer does not have: {}",
+                "entries for parameters or groups this optimizer does not have: {}",
                 unknown.join(", ")
             )));
         }
-        for (i, lr) in lrs {
-            self.update_group(i, |r| r.common_mut().lr = lr)?;
+        Ok(StagedState {
+            rules,
+            state: new_state,
+            steps,
+        })
+    }
+
+    /// Swaps in a state built by [`Optimizer::stage_state_dict`]; cannot fail.
+    pub fn commit_state(&mut self, staged: StagedState<R>) {
+        for (g, rule) in self.groups_mut().iter_mut().zip(staged.rules) {
+            g.rule = rule;
         }
-        *self.state_map_mut() = new_state;
-        self.set_steps(steps as u64);
+        *self.state_map_mut() = staged.state;
+        self.set_steps(staged.steps);
+    }
+
+    /// Checks that [`Optimizer::load_state_dict`] would accept `state`, changing nothing.
+    pub fn check_state_dict(&self, state: &OptimizerState) -> Result<()> {
+        self.stage_state_dict(state).map(|_| ())
+    }
+
+    /// Replaces the state with `state`. Everything is checked before anything changes (see
+    /// [`Optimizer::check_state_dict`]): a different algorithm, a missing field, a counter
+    /// out of range, a non-finite scalar, a wrong shape or a name this optimizer does not
+    /// have is an error naming it, and the optimizer is left as it was.
+    pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        let staged = self.stage_state_dict(state)?;
+        self.commit_state(staged);
         Ok(())
     }
 
@@ -148,10 +244,9 @@ impl<R: Rule> Optimizer<R> {
 }
 
 impl OptimizerState {
-    /// Saves to a safetensors file, atomically (see [`taper_tensor::write_atomic`]), so a
-    /// crash never leaves a half-written file in place of a good one. Scalars go in the
-    /// metadata.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+    /// Encodes as safetensors bytes: tensors as tensors; scalars, the format tag and the
+    /// algorithm's name in the metadata.
+    pub fn to_bytes(&self, origin: &Path) -> Result<Vec<u8>> {
         let mut meta: HashMap<String, String> = self
             .scalars
             .iter()
@@ -159,24 +254,43 @@ impl OptimizerState {
             .collect();
         meta.insert("format".into(), STATE_FORMAT.into());
         meta.insert("optimizer".into(), self.optimizer.clone());
-        Ok(taper_tensor::save_safetensors(
-            path,
+        Ok(taper_tensor::serialize_safetensors(
             self.tensors.iter().map(|(k, t)| (k.as_str(), t)),
             meta,
+            origin,
         )?)
     }
 
-    /// Reads a file written by [`OptimizerState::save`], checking its format tag.
+    /// Saves to a safetensors file, atomically (see [`taper_tensor::write_atomic`]), so a
+    /// crash never leaves a half-written file in place of a good one.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        Ok(taper_tensor::write_atomic(path, &self.to_bytes(path)?)?)
+    }
+
+    /// Reads a file written by [`OptimizerState::save`] (see [`OptimizerState::from_bytes`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let err = |reason: String| Error::StateFile {
+        let bytes = std::fs::read(path).map_err(|e| Error::StateFile {
             path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Decodes [`OptimizerState::to_bytes`]'s output, checking the format tag and that every
+    /// scalar is a number (whether it fits an optimizer is checked when it is loaded into
+    /// one); `origin` names the source in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let err = |reason: String| Error::StateFile {
+            path: origin.display().to_string(),
             reason,
         };
-        let (tensors, meta) = taper_tensor::read_safetensors(path).map_err(|e| match e {
-            taper_tensor::Error::File { reason, .. } => err(reason),
-            other => Error::Tensor(other),
-        })?;
+        let (tensors, meta) =
+            taper_tensor::parse_safetensors(bytes, origin).map_err(|e| match e {
+                taper_tensor::Error::File { reason, .. } => err(reason),
+                other => Error::Tensor(other),
+            })?;
         if meta.get("format").map(String::as_str) != Some(STATE_FORMAT) {
             return Err(err(format!(
                 "not a Taper optimizer state (expected format `{STATE_FORMAT}`)"
@@ -191,9 +305,8 @@ impl OptimizerState {
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "format" | "optimizer"))
         {
-            let x: f64 = v
-                .parse()
-                .map_err(|_| err(format!("scalar `{k}` = `{v}` is not a number")))?;
+            let x = parse_scalar(v)
+                .ok_or_else(|| err(format!("scalar `{k}` = `{v}` is not a number")))?;
             st.scalars.insert(k.clone(), x);
         }
         Ok(st)

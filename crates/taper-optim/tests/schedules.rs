@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use taper_optim::*;
-use taper_tensor::{DType, Device, Gradients, Norm, ParamStore, Tensor};
+use taper_tensor::{DType, Device, Gradients, Norm, ParamStore, StateDict, Stateful, Tensor};
 
 fn fixture() -> Value {
     let path = concat!(
@@ -288,14 +288,17 @@ fn scheduler_state_resumes_the_same_curve_and_groups_schedule_separately() {
     for _ in 0..7 {
         sb.step(&mut b).unwrap();
     }
-    let mut st = b.state_dict();
-    sb.write_state(&mut st, "main");
-    st.save(&file).unwrap();
+    let sched_file = dir.join("sched.safetensors");
+    b.state_dict().save(&file).unwrap();
+    let mut sd = StateDict::default();
+    sb.save_state("main", &mut sd).unwrap();
+    sd.save(&sched_file).unwrap();
     let (_, mut c) = sgd();
     let mut sc = LrScheduler::new(cosine(), &mut c).unwrap();
     let loaded = OptimizerState::load(&file).unwrap();
     c.load_state_dict(&loaded).unwrap();
-    sc.read_state(&loaded, "main").unwrap();
+    sc.load_state("main", &StateDict::load(&sched_file).unwrap())
+        .unwrap();
     let mut resumed = straight[..7].to_vec();
     for _ in 7..15 {
         sc.step(&mut c).unwrap();

@@ -215,3 +215,85 @@ fn state_that_does_not_fit_is_rejected_by_name() {
     assert!(e.contains("absent.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Counters, scalars and group hyperparameters read from a state are validated, each error
+/// names the entry, and a rejected state changes nothing, not even the learning rate.
+#[test]
+fn counters_scalars_and_group_settings_are_validated_and_a_failure_changes_nothing() {
+    let s = store();
+    let mut opt = Optimizer::new(NAdam::new(0.01), &s).unwrap();
+    opt.step(&grads_at(&s, 0)).unwrap();
+    opt.step(&grads_at(&s, 1)).unwrap();
+    let good = opt.state_dict();
+    let before = bits(&s);
+    let cases: Vec<(&str, f64, &str)> = vec![
+        ("steps", 18446744073709551616.0, "steps"),
+        ("steps", -1.0, "steps"),
+        ("steps", 2.5, "steps"),
+        ("steps", f64::NAN, "steps"),
+        ("0.weight.step", 1e300, "0.weight.step"),
+        ("0.weight.step", 3.0, "exceeds"),
+        ("0.weight.mu_product", f64::INFINITY, "0.weight.mu_product"),
+        ("0.weight.mu_product", f64::NAN, "0.weight.mu_product"),
+        ("group.0.lr", -1.0, "lr"),
+        ("group.0.lr", f64::NAN, "lr"),
+        ("group.0.momentum", 1.5, "beta1"),
+        ("group.0.weight_decay", 0.5, "no weight decay"),
+    ];
+    for (key, v, expect) in cases {
+        let mut bad = good.clone();
+        bad.scalars.insert(key.into(), v);
+        let e = opt.load_state_dict(&bad).unwrap_err().to_string();
+        assert!(e.contains(expect), "{key} = {v}: {e}");
+        assert!(opt.check_state_dict(&bad).is_err());
+        assert_eq!(opt.steps(), 2, "{key} = {v}");
+        assert_eq!(opt.lr(), 0.01, "{key} = {v}");
+        assert_eq!(opt.state("0.weight").unwrap().step, 2);
+    }
+    // An integer tensor where a moment should be is not converted into garbage.
+    let mut ints = good.clone();
+    ints.tensors.insert(
+        "0.bias.exp_avg".into(),
+        Tensor::zeros(4, DType::I64, &Device::Cpu).unwrap(),
+    );
+    let e = opt.load_state_dict(&ints).unwrap_err().to_string();
+    assert!(e.contains("0.bias.exp_avg") && e.contains("I64"), "{e}");
+    // The intact state still loads, and training continues.
+    opt.load_state_dict(&good).unwrap();
+    opt.step(&grads_at(&s, 2)).unwrap();
+    assert_ne!(bits(&s), before);
+}
+
+/// The groups' current learning rate, momentum (β₁) and weight decay are part of the state,
+/// so a schedule that cycled them (OneCycle) resumes exactly.
+#[test]
+fn group_hyperparameters_travel_with_the_state() {
+    let s = store();
+    let mut a =
+        Optimizer::new(Adam::new(0.01).with_weight_decay(WeightDecay::L2(1e-3)), &s).unwrap();
+    a.update_group(0, |r| {
+        r.common_mut().lr = 0.003;
+        r.set_momentum(0.85);
+        r.common_mut().weight_decay = WeightDecay::L2(2e-3);
+    })
+    .unwrap();
+    let st = a.state_dict();
+    assert_eq!(st.scalars["group.0.lr"], 0.003);
+    assert_eq!(st.scalars["group.0.momentum"], 0.85);
+    assert_eq!(st.scalars["group.0.weight_decay"], 2e-3);
+    let mut b =
+        Optimizer::new(Adam::new(0.01).with_weight_decay(WeightDecay::L2(1e-3)), &s).unwrap();
+    b.load_state_dict(&st).unwrap();
+    let r = &b.groups()[0].rule;
+    assert_eq!((r.common().lr, r.momentum()), (0.003, Some(0.85)));
+    assert_eq!(r.common().weight_decay, WeightDecay::L2(2e-3));
+}
+
+#[test]
+fn an_optimizer_over_nothing_is_an_error() {
+    let empty = ParamStore::new(&Device::Cpu, DType::F32);
+    let e = Optimizer::new(Sgd::new(0.1), &empty)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty parameter list"), "{e}");
+}

@@ -106,6 +106,15 @@ pub enum Error {
     #[error("weights do not fit the model: {0}")]
     LoadMismatch(crate::serialize::LoadReport),
 
+    /// A saved state holds a missing or invalid entry.
+    #[error("state `{key}` {reason}")]
+    State {
+        /// The entry, `{prefix}.{field}`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Gradient check failed: analytic and numeric gradients disagree.
     #[error("gradcheck failed: {0}")]
     GradcheckFailed(String),

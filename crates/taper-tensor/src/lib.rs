@@ -17,6 +17,7 @@
 //! ```
 
 mod device;
+mod durable;
 mod error;
 mod gradcheck;
 mod gradients;
@@ -25,11 +26,16 @@ mod no_grad;
 mod param_store;
 mod random;
 mod serialize;
+mod state_dict;
 mod threads;
 
 pub use candle_core::{self as candle, DType, Device, Module, ModuleT, Shape, Tensor, Var, D};
 pub use candle_nn;
 pub use device::{best_device, cuda_compiled, cuda_is_available, device, parse_device, DeviceSpec};
+pub use durable::{
+    clean_stale, parse_temp_name, process_alive, publish_dir, remove_dir_durably, sync_dir,
+    temp_sibling, write_atomic,
+};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use gradients::{Gradients, NonFinite, Norm};
@@ -40,5 +46,11 @@ pub use random::{
     bernoulli, fork_rng, initial_seed, manual_seed, rand_uniform, randn, randperm, rng_state,
     set_rng_state, with_rng, RngState, TaperRng,
 };
-pub use serialize::{read_safetensors, save_safetensors, write_atomic, LoadMode, LoadReport};
+pub use serialize::{
+    parse_safetensors, read_safetensors, save_safetensors, serialize_safetensors, LoadMode,
+    LoadReport, StagedLoad,
+};
+pub use state_dict::{
+    checked_counter, parse_scalar, StateDict, Stateful, MAX_COUNTER, STATE_DICT_FORMAT,
+};
 pub use threads::{on_thread_pool, park_idle_candle_workers};

@@ -1,40 +1,19 @@
 //! Saving and loading a `ParamStore` as safetensors, with PyTorch's state_dict names and
 //! layouts, so files move both ways between Taper and `torch.nn.Module.load_state_dict`.
 //!
-//! Writes are atomic ([`write_atomic`]): a temporary file in the same directory, synced,
-//! then renamed over the target, so a crash never leaves a half-written file in its place.
+//! Writes are atomic ([`write_atomic`](crate::write_atomic)): a temporary file in the same
+//! directory, synced, then renamed over the target, so a crash never leaves a half-written
+//! file in its place.
 //! Loading checks every tensor: missing, unexpected and shape-mismatched names are reported
 //! ([`LoadReport`]), as an error in [`LoadMode::Strict`] or returned in [`LoadMode::Lenient`].
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::safetensors::Load;
 
-use crate::{Device, Error, ParamStore, Result, Tensor};
-
-/// Writes `bytes` to `path` atomically: a sibling temporary file, fsync, rename.
-pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    let path = path.as_ref();
-    let err = |what: &str, e: std::io::Error| Error::File {
-        path: path.display().to_string(),
-        reason: format!("{what}: {e}"),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| err("creating the temporary file", e))?;
-    f.write_all(bytes).map_err(|e| err("writing", e))?;
-    f.sync_all().map_err(|e| err("syncing", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err("renaming into place", e)
-    })
-}
+use crate::durable::write_atomic;
+use crate::{DType, Device, Error, ParamStore, Result, Tensor};
 
 /// How strictly [`ParamStore::load`] matches names and shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,12 +34,18 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
     /// (name, the model's shape, the file's shape).
     pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// (name, the model's dtype, the file's dtype): an integer tensor for a float entry or
+    /// the reverse (float to float converts and is not listed).
+    pub wrong_dtype: Vec<(String, DType, DType)>,
 }
 
 impl LoadReport {
     /// True when everything fit.
     pub fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.mismatched.is_empty()
+            && self.wrong_dtype.is_empty()
     }
 }
 
@@ -78,6 +63,11 @@ impl std::fmt::Display for LoadReport {
                 "`{n}` has shape {got:?} in the file, {want:?} in the model"
             ));
         }
+        for (n, want, got) in &self.wrong_dtype {
+            parts.push(format!(
+                "`{n}` is {got:?} in the file, {want:?} in the model"
+            ));
+        }
         if parts.is_empty() {
             parts.push("everything fits".into());
         }
@@ -90,14 +80,26 @@ pub fn read_safetensors(
     path: impl AsRef<Path>,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let path = path.as_ref();
-    let err = |reason: String| Error::File {
+    let bytes = std::fs::read(path).map_err(|e| Error::File {
         path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    parse_safetensors(&bytes, path)
+}
+
+/// Decodes safetensors bytes (tensors onto the CPU, and the header's metadata); `origin`
+/// names the source in errors.
+pub fn parse_safetensors(
+    bytes: &[u8],
+    origin: &Path,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let err = |reason: String| Error::File {
+        path: origin.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
@@ -109,6 +111,25 @@ pub fn read_safetensors(
     Ok((out, header.metadata().clone().unwrap_or_default()))
 }
 
+/// Encodes named tensors (moved to the CPU, made contiguous) and string metadata as
+/// safetensors bytes; `origin` names the destination in errors.
+pub fn serialize_safetensors<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    metadata: HashMap<String, String>,
+    origin: &Path,
+) -> Result<Vec<u8>> {
+    let cpu: Vec<(&str, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize(cpu.iter().map(|(n, t)| (*n, t)), Some(metadata)).map_err(|e| {
+        Error::File {
+            path: origin.display().to_string(),
+            reason: e.to_string(),
+        }
+    })
+}
+
 /// Writes named tensors (moved to the CPU, made contiguous) and string metadata to a
 /// safetensors file, atomically.
 pub fn save_safetensors<'a>(
@@ -117,18 +138,7 @@ pub fn save_safetensors<'a>(
     metadata: HashMap<String, String>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let cpu: Vec<(&str, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let bytes =
-        safetensors::serialize(cpu.iter().map(|(n, t)| (*n, t)), Some(metadata)).map_err(|e| {
-            Error::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &serialize_safetensors(tensors, metadata, path)?)
 }
 
 impl ParamStore {
@@ -148,11 +158,28 @@ impl ParamStore {
     }
 
     /// Loads named tensors into this view's entries (see [`ParamStore::load`]).
+    ///
+    /// Floating-point tensors are converted to the entry's float dtype (an f64 file loads
+    /// into an f32 model); an integer tensor for a float entry, or the reverse, is a dtype
+    /// mismatch, since converting would load different numbers. Every tensor is checked and
+    /// converted before the first entry changes, so a failure, in either mode, leaves the
+    /// store as it was.
     pub fn load_state_dict(
         &self,
         tensors: &HashMap<String, Tensor>,
         mode: LoadMode,
     ) -> Result<LoadReport> {
+        Ok(self.stage_state_dict(tensors, mode)?.commit())
+    }
+
+    /// Checks and converts `tensors` as [`ParamStore::load_state_dict`] would, changing
+    /// nothing; [`StagedLoad::commit`] then writes them. A checkpoint uses this to check
+    /// the weights and everything else before it changes anything.
+    pub fn stage_state_dict(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        mode: LoadMode,
+    ) -> Result<StagedLoad> {
         let entries = self.entries();
         let mut report = LoadReport::default();
         let mut fits = Vec::new();
@@ -164,6 +191,9 @@ impl ParamStore {
                     e.var.dims().to_vec(),
                     t.dims().to_vec(),
                 )),
+                Some(t) if t.dtype().is_float() != e.var.dtype().is_float() => report
+                    .wrong_dtype
+                    .push((e.name.clone(), e.var.dtype(), t.dtype())),
                 Some(t) => fits.push((e, t)),
             }
         }
@@ -178,10 +208,48 @@ impl ParamStore {
         if mode == LoadMode::Strict && !report.is_clean() {
             return Err(Error::LoadMismatch(report));
         }
-        for (e, t) in fits {
-            e.var
-                .set(&t.to_device(e.var.device())?.to_dtype(e.var.dtype())?)?;
+        // Convert everything first: a conversion that fails must not leave half a model.
+        let sets = fits
+            .into_iter()
+            .map(|(e, t)| {
+                let t = t
+                    .to_device(e.var.device())
+                    .and_then(|t| t.to_dtype(e.var.dtype()))
+                    .map_err(|err| Error::File {
+                        path: e.name.clone(),
+                        reason: format!(
+                            "converting the {:?} tensor to the model's {:?}: {err}",
+                            t.dtype(),
+                            e.var.dtype()
+                        ),
+                    })?;
+                Ok((e.var.clone(), t))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StagedLoad { sets, report })
+    }
+}
+
+/// Weights checked and converted by [`ParamStore::stage_state_dict`], ready to be written
+/// into the store by [`StagedLoad::commit`], which cannot fail.
+#[derive(Debug)]
+pub struct StagedLoad {
+    sets: Vec<(candle_core::Var, Tensor)>,
+    report: LoadReport,
+}
+
+impl StagedLoad {
+    /// What did not fit (empty under [`LoadMode::Strict`]).
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Writes the weights into the store's variables and returns the report.
+    pub fn commit(self) -> LoadReport {
+        for (var, t) in self.sets {
+            // Shapes and dtypes were matched when staging, so `set` cannot fail.
+            let _ = var.set(&t);
         }
-        Ok(report)
+        self.report
     }
 }

@@ -1,7 +1,17 @@
 //! `CheckpointManager`: keeps the last K checkpoints and the best one by a metric.
 //!
-//! Checkpoints are directories `step-0000000123` under a root, plus `best`. Temporary
-//! directories of interrupted saves (names starting with `.`) are ignored.
+//! Checkpoints are directories `step-0000000123` under a root, plus `best`. Every change
+//! to the root survives a kill at any instruction:
+//!
+//! - a checkpoint appears under its name only once complete ([`Checkpoint::save`]);
+//! - `best` is replaced by one atomic exchange, so it is never absent once it exists, and
+//!   its metric (kept in its metadata) is never lost;
+//! - an old checkpoint is renamed to a hidden name before it is deleted, so a
+//!   half-deleted directory is never listed.
+//!
+//! Hidden leftovers of killed processes (`.{name}.tmp-{pid}`, `.old-`, `.del-`) are removed
+//! when a manager opens the root; a `best` moved aside by an interrupted swap on a file
+//! system without atomic exchange is moved back.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +30,8 @@ pub struct CheckpointManager {
 }
 
 impl CheckpointManager {
-    /// Manages checkpoints under `root` (created), keeping the last `keep_last` (≥ 1).
+    /// Manages checkpoints under `root` (created), keeping the last `keep_last` (≥ 1), and
+    /// removes the leftovers of killed processes from it.
     pub fn new(root: impl AsRef<Path>, keep_last: usize) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if keep_last == 0 {
@@ -34,6 +45,7 @@ impl CheckpointManager {
             path: root.display().to_string(),
             reason: e.to_string(),
         })?;
+        taper_tensor::clean_stale(&root)?;
         Ok(Self {
             root,
             keep_last,
@@ -43,12 +55,30 @@ impl CheckpointManager {
 
     /// Also keep the best checkpoint by a metric passed to [`CheckpointManager::save`]; an
     /// existing `best` checkpoint's metric is read back, so a resumed run keeps comparing.
-    pub fn track_best(mut self, direction: Direction) -> Self {
-        let previous = Checkpoint::load(self.root.join("best"))
-            .ok()
-            .and_then(|c| c.train.metadata.get("best_metric").and_then(|m| m.as_f64()));
+    ///
+    /// An existing `best` that cannot be read (damaged, or without a finite `best_metric`)
+    /// is an error rather than forgotten: the next save would otherwise replace a better
+    /// checkpoint.
+    pub fn track_best(mut self, direction: Direction) -> Result<Self> {
+        let path = self.root.join("best");
+        let previous = if path.exists() {
+            let c = Checkpoint::load(&path)?;
+            let m = c
+                .train
+                .metadata
+                .get("best_metric")
+                .and_then(|m| m.as_f64())
+                .filter(|m| m.is_finite())
+                .ok_or_else(|| Error::Checkpoint {
+                    path: path.display().to_string(),
+                    reason: "no finite `best_metric` in its metadata".into(),
+                })?;
+            Some(m)
+        } else {
+            None
+        };
         self.best = Some((direction, previous));
-        self
+        Ok(self)
     }
 
     /// Saves `ckpt` as `step-<step>`, updates `best` if `metric` improves, prunes old ones.
@@ -72,7 +102,7 @@ impl CheckpointManager {
         }
         let all = self.checkpoints()?;
         for old in all.iter().take(all.len().saturating_sub(self.keep_last)) {
-            std::fs::remove_dir_all(old).map_err(|e| Error::Checkpoint {
+            taper_tensor::remove_dir_durably(old).map_err(|e| Error::Checkpoint {
                 path: old.display().to_string(),
                 reason: format!("removing an old checkpoint: {e}"),
             })?;
@@ -80,7 +110,7 @@ impl CheckpointManager {
         Ok(path)
     }
 
-    /// The `step-*` checkpoints, oldest first.
+    /// The `step-*` checkpoints (names `step-` and at least 10 digits), oldest first.
     pub fn checkpoints(&self) -> Result<Vec<PathBuf>> {
         let rd = std::fs::read_dir(&self.root).map_err(|e| Error::Checkpoint {
             path: self.root.display().to_string(),
@@ -90,8 +120,11 @@ impl CheckpointManager {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_dir()
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                    && p.file_name().is_some_and(|n| {
+                        n.to_str()
+                            .and_then(|n| n.strip_prefix("step-"))
+                            .is_some_and(|d| d.len() >= 10 && d.bytes().all(|b| b.is_ascii_digit()))
+                    })
             })
             .collect();
         v.sort();

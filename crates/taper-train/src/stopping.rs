@@ -5,7 +5,7 @@
 //! [`EarlyStopping`] watches a validation metric and can restore the best weights.
 
 use candle_core::Tensor;
-use taper_tensor::ParamStore;
+use taper_tensor::{ParamStore, StateDict, Stateful};
 
 use crate::{Error, Result};
 
@@ -170,15 +170,76 @@ impl EarlyStopping {
         self.best
     }
 
-    /// Writes the best weights back into `store`; false when there is no snapshot.
+    /// Writes the best weights back into `store`; false when there is no snapshot. Every
+    /// name and shape is checked first, so a failure changes nothing.
     pub fn restore(&self, store: &ParamStore) -> Result<bool> {
         if self.best_weights.is_empty() {
             return Ok(false);
         }
-        for (name, t) in &self.best_weights {
-            store.var(name)?.set(t)?;
-        }
+        let weights: std::collections::HashMap<String, Tensor> =
+            self.best_weights.iter().cloned().collect();
+        store.load_state_dict(&weights, taper_tensor::LoadMode::Strict)?;
         Ok(true)
+    }
+}
+
+impl Stateful for EarlyStopping {
+    /// Writes `{prefix}.best` (NaN when nothing was recorded yet), `{prefix}.bad`, and the
+    /// best weights as tensors `{prefix}.weights.{name}`.
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        out.set_scalar(prefix, "best", self.best.unwrap_or(f64::NAN));
+        out.set_scalar(prefix, "bad", self.bad as f64);
+        for (name, t) in &self.best_weights {
+            out.set_tensor(prefix, &format!("weights.{name}"), t);
+        }
+        Ok(())
+    }
+
+    /// `best` must be finite or NaN (none yet), `bad` a counter, and the weights float
+    /// tensors (only when this instance restores the best weights).
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.read(prefix, state).map(|_| ())
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        (self.best, self.bad, self.best_weights) = self.read(prefix, state)?;
+        Ok(())
+    }
+}
+
+type EarlyState = (Option<f64>, u64, Vec<(String, Tensor)>);
+
+impl EarlyStopping {
+    fn read(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<EarlyState> {
+        let best = state.scalar(prefix, "best")?;
+        if best.is_infinite() {
+            return Err(taper_tensor::Error::State {
+                key: format!("{prefix}.best"),
+                reason: format!("is {best}; expected a finite metric, or NaN for none yet"),
+            });
+        }
+        let bad = state.counter(prefix, "bad")?;
+        let head = format!("{prefix}.weights.");
+        let mut weights = Vec::new();
+        for (k, t) in state.tensors.range(head.clone()..) {
+            let Some(name) = k.strip_prefix(&head) else {
+                break;
+            };
+            if !t.dtype().is_float() {
+                return Err(taper_tensor::Error::State {
+                    key: k.clone(),
+                    reason: format!("is {:?}; expected a float tensor", t.dtype()),
+                });
+            }
+            weights.push((name.to_string(), t.clone()));
+        }
+        if !weights.is_empty() && !self.restore_best {
+            return Err(taper_tensor::Error::State {
+                key: head,
+                reason: "holds best weights, but this EarlyStopping does not keep them".into(),
+            });
+        }
+        Ok(((!best.is_nan()).then_some(best), bad, weights))
     }
 }
 
