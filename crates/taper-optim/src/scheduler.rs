@@ -66,15 +66,34 @@ impl<S: Schedule> LrScheduler<S> {
     }
 
     /// Advances one step and sets the groups' rates (and momentum, for OneCycle).
+    /// On error (a schedule past its end, a rate out of range) neither the scheduler nor
+    /// the optimizer has changed.
     pub fn step<R: Rule>(&mut self, opt: &mut Optimizer<R>) -> Result<()> {
         self.step += 1;
-        self.apply(opt)
+        let before: Vec<R> = opt.groups().iter().map(|g| g.rule.clone()).collect();
+        if let Err(e) = self.apply(opt) {
+            self.step -= 1;
+            for (i, rule) in before.into_iter().enumerate() {
+                opt.update_group(i, |r| *r = rule)?;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn apply<R: Rule>(&self, opt: &mut Optimizer<R>) -> Result<()> {
         let momentum = self.schedule.momentum(self.step);
         for (&g, &base) in self.groups.iter().zip(&self.base_lrs) {
             let lr = self.schedule.lr(base, self.step)?;
+            if !(lr >= 0.0 && lr.is_finite()) {
+                // Name the schedule, not the optimizer: the schedule produced the value.
+                return Err(Error::InvalidHyperparameter {
+                    optimizer: self.schedule.name(),
+                    field: "lr",
+                    value: format!("{lr} at step {} from base rate {base}", self.step),
+                    expected: "the schedule to give a finite rate >= 0",
+                });
+            }
             opt.update_group(g, |r| {
                 r.common_mut().lr = lr;
                 if let Some(m) = momentum {

@@ -245,3 +245,131 @@ fn trains_a_candle_nn_model_through_its_varmap() -> anyhow::Result<()> {
     assert!(last < 1e-3 * first, "{first} -> {last}");
     Ok(())
 }
+
+/// Values that used to be accepted and then broke training (∞ rates and accumulators, ∞
+/// div factors, p-norms below 1, NaN gradient norms, periods that overflow) are refused
+/// where they are given, naming the field.
+#[test]
+fn values_that_would_break_training_later_are_refused_up_front() {
+    let cases = [
+        (
+            message(Adagrad::new(0.1).lr_decay(f64::INFINITY)),
+            "`lr_decay`",
+        ),
+        (
+            message(Adagrad::new(0.1).initial_accumulator_value(f64::INFINITY)),
+            "`initial_accumulator_value`",
+        ),
+        (
+            message(NAdam::new(0.1).momentum_decay(f64::INFINITY)),
+            "`momentum_decay`",
+        ),
+    ];
+    for (msg, needle) in cases {
+        assert!(msg.contains(needle), "{msg:?} should mention {needle}");
+    }
+    for (cfg, field) in [
+        (
+            OneCycleLr {
+                div_factor: f64::INFINITY,
+                ..OneCycleLr::new(0.1, 10).unwrap()
+            },
+            "div_factor",
+        ),
+        (
+            OneCycleLr {
+                final_div_factor: f64::INFINITY,
+                ..OneCycleLr::new(0.1, 10).unwrap()
+            },
+            "final_div_factor",
+        ),
+        (
+            OneCycleLr {
+                div_factor: 1e-310,
+                ..OneCycleLr::new(0.1, 10).unwrap()
+            },
+            "div_factor",
+        ),
+    ] {
+        let e = cfg.validated().unwrap_err().to_string();
+        assert!(e.contains(field), "{e}");
+    }
+    for (cfg, field) in [
+        (
+            PlateauConfig {
+                threshold: f64::INFINITY,
+                ..Default::default()
+            },
+            "threshold",
+        ),
+        (
+            PlateauConfig {
+                min_lr: f64::INFINITY,
+                ..Default::default()
+            },
+            "min_lr",
+        ),
+        (
+            PlateauConfig {
+                eps: f64::INFINITY,
+                ..Default::default()
+            },
+            "eps",
+        ),
+    ] {
+        let e = ReduceLrOnPlateau::new(cfg).unwrap_err().to_string();
+        assert!(e.contains(field), "{e}");
+    }
+    assert!(CosineAnnealingWarmRestarts::new(1, 1, f64::INFINITY).is_err());
+    assert!(GradNormRatio::new(1.0, f64::INFINITY).is_err());
+
+    // A p-norm below 1 is not a norm: refused when clipping is configured.
+    for p in [0.5, 0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let e = Optimizer::new(Sgd::new(0.1), &store())
+            .unwrap()
+            .with_clip(Clip::Norm {
+                max_norm: 1.0,
+                norm: taper_tensor::Norm::P(p),
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("norm_type"), "p = {p}: {e}");
+    }
+}
+
+/// `CosineAnnealingWarmRestarts` with a huge `T_mult` neither overflows nor loops.
+#[test]
+fn warm_restarts_with_huge_periods_step_normally() {
+    let s = CosineAnnealingWarmRestarts::new(1, u64::MAX, 0.0).unwrap();
+    for t in [0, 1, 2, 1000, u64::MAX - 1, u64::MAX] {
+        let lr = s.lr(1.0, t).unwrap();
+        assert!((0.0..=1.0).contains(&lr), "t = {t}: {lr}");
+    }
+    let s = CosineAnnealingWarmRestarts::new(3, 7, 0.0).unwrap();
+    assert_eq!(s.lr(1.0, 3).unwrap(), 1.0, "a restart at T_0");
+    assert_eq!(s.lr(1.0, 3 + 21).unwrap(), 1.0, "and at T_0 + T_0·T_mult");
+}
+
+/// A NaN or infinite gradient norm is an error for the gradient-norm-ratio rate, and
+/// changes nothing: the next finite step continues from the last good norm.
+#[test]
+fn grad_norm_ratio_refuses_non_finite_norms() {
+    let mut r = GradNormRatio::new(0.1, 1e-8).unwrap();
+    assert_eq!(r.rate(4.0).unwrap(), 0.1);
+    assert!(r.rate(f64::NAN).is_err());
+    assert!(r.rate(f64::INFINITY).is_err());
+    assert_eq!(r.rate(8.0).unwrap(), 0.1 * 8.0 / 4.0);
+}
+
+/// A schedule that produces an invalid rate is reported under the schedule's name, and the
+/// failed step changes neither the scheduler nor the optimizer.
+#[test]
+fn a_schedule_giving_a_bad_rate_is_named_and_changes_nothing() {
+    let mut opt = Optimizer::new(Sgd::new(0.1), &store()).unwrap();
+    let mut s =
+        LrScheduler::new(LambdaLr::new(|t| if t < 2 { 1.0 } else { -1.0 }), &mut opt).unwrap();
+    s.step(&mut opt).unwrap();
+    let e = s.step(&mut opt).unwrap_err().to_string();
+    assert!(e.contains("LambdaLR"), "{e}");
+    assert_eq!((s.steps(), opt.lr()), (1, 0.1));
+}
