@@ -201,7 +201,10 @@ fn checkpoint_directories_survive_sigkill_at_any_moment() {
     }
     assert!(best_seen, "no round got as far as a best checkpoint");
     println!("{interrupted} of {rounds} kills left a save, swap or prune half-done; all recovered");
-    assert!(interrupted > 0, "no kill landed inside a save: the test proves nothing");
+    assert!(
+        interrupted > 0,
+        "no kill landed inside a save: the test proves nothing"
+    );
 }
 
 /// The child's side of the full-disk test: a save that cannot be written must fail, and a
