@@ -14,7 +14,8 @@
 //!   kill mid-delete never leaves a half-deleted directory under its visible name.
 //!
 //! A failed write removes what it wrote (a full disk stays no fuller), and [`clean_stale`]
-//! removes the hidden leftovers of processes that were killed.
+//! removes the hidden leftovers of processes that were killed; every write first removes
+//! those of its own target ([`clean_stale_siblings`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// directory. On failure (a full disk, say) the sibling is removed and `path` is untouched.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
+    clean_stale_siblings(path)?;
     let tmp = temp_sibling(path, "tmp");
     let written = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| ("creating the temporary file", e))?;
@@ -125,6 +127,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
 /// The replaced directory is deleted afterwards.
 pub fn publish_dir(staged: &Path, target: &Path) -> Result<()> {
     let parent = parent_of(target);
+    clean_stale_siblings(target)?;
     let exists = std::fs::symlink_metadata(target).is_ok();
     if !exists {
         std::fs::rename(staged, target).map_err(|e| file_err(target, "renaming into place", e))?;
@@ -195,6 +198,20 @@ pub fn process_alive(pid: u32) -> bool {
 /// swap that was killed half-way (see [`publish_dir`]): it is renamed back rather than
 /// deleted. Leftovers of running processes (including this one) are left alone.
 pub fn clean_stale(dir: &Path) -> Result<Vec<PathBuf>> {
+    clean_stale_where(dir, |_| true)
+}
+
+/// [`clean_stale`] for the leftovers of one target only: `.{name}.*-{pid}` next to `path`.
+/// [`write_atomic`] and [`publish_dir`] call it first, so killed writers of the same file
+/// or directory leave nothing behind for long.
+pub fn clean_stale_siblings(path: &Path) -> Result<Vec<PathBuf>> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    clean_stale_where(&parent_of(path), |n| n == name)
+}
+
+fn clean_stale_where(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -206,7 +223,7 @@ pub fn clean_stale(dir: &Path) -> Result<Vec<PathBuf>> {
         let Some((name, kind, pid)) = parse_temp_name(&file_name) else {
             continue;
         };
-        if process_alive(pid) {
+        if !wanted(name) || process_alive(pid) {
             continue;
         }
         let path = entry.path();
@@ -255,5 +272,46 @@ mod tests {
         ] {
             assert_eq!(parse_temp_name(bad), None, "{bad}");
         }
+    }
+
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn writes_remove_the_leftovers_of_killed_writers_of_the_same_target() {
+        let dir = std::env::temp_dir().join(format!("taper-durable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid = dead_pid();
+        let stale = dir.join(format!(".w.bin.tmp-{pid}"));
+        let other = dir.join(format!(".x.bin.tmp-{pid}"));
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&other, b"half").unwrap();
+        write_atomic(dir.join("w.bin"), b"whole").unwrap();
+        assert!(!stale.exists(), "the killed writer's temporary is gone");
+        assert!(other.exists(), "another target's is left to clean_stale");
+        assert_eq!(std::fs::read(dir.join("w.bin")).unwrap(), b"whole");
+        // Replacing a directory: the new content appears whole, the old one is gone.
+        let target = dir.join("d");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("a"), b"old").unwrap();
+        let staged = temp_sibling(&target, "tmp");
+        std::fs::create_dir(&staged).unwrap();
+        std::fs::write(staged.join("a"), b"new").unwrap();
+        publish_dir(&staged, &target).unwrap();
+        assert_eq!(std::fs::read(target.join("a")).unwrap(), b"new");
+        let removed = clean_stale(&dir).unwrap();
+        assert_eq!(removed, [other]);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -33,8 +33,8 @@ pub use candle_core::{self as candle, DType, Device, Module, ModuleT, Shape, Ten
 pub use candle_nn;
 pub use device::{best_device, cuda_compiled, cuda_is_available, device, parse_device, DeviceSpec};
 pub use durable::{
-    clean_stale, parse_temp_name, process_alive, publish_dir, remove_dir_durably, sync_dir,
-    temp_sibling, write_atomic,
+    clean_stale, clean_stale_siblings, parse_temp_name, process_alive, publish_dir,
+    remove_dir_durably, sync_dir, temp_sibling, write_atomic,
 };
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
