@@ -71,6 +71,16 @@ impl GradNormRatio {
         let n = grads.norm(Norm::L2)?;
         let before = self.previous;
         let lr = self.rate(n * n)?;
+        if !lr.is_finite() {
+            self.previous = before;
+            return Err(crate::Error::InvalidHyperparameter {
+                optimizer: "GradNormRatio",
+                field: "lr",
+                value: lr.to_string(),
+                expected: "a finite rate; the squared gradient norm grew beyond what f64 holds \
+                           relative to the previous one (raise eps)",
+            });
+        }
         if let Err(e) = opt.set_lr(lr) {
             self.previous = before;
             return Err(e);
