@@ -13,7 +13,7 @@ use taper::prelude::*;
 use taper::tensor::LoadMode;
 use taper::train::{Checkpoint, CheckpointManager, Direction, TrainState};
 
-use common::TmpDir;
+use common::{weight_bits, TmpDir};
 
 /// A fresh, existing directory for one test, removed when dropped.
 fn tmp(name: &str) -> TmpDir {
@@ -79,25 +79,6 @@ fn advance(run: &mut Run, until: u64) {
     }
 }
 
-fn bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
-    store
-        .state_dict()
-        .into_iter()
-        .map(|(n, t)| {
-            (
-                n,
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn resuming_from_a_checkpoint_is_bit_identical() {
     const N: u64 = 20; // 7 batches per epoch: the save falls mid-epoch
@@ -135,7 +116,7 @@ fn resuming_from_a_checkpoint_is_bit_identical() {
         (10, 1, 3)
     );
     advance(&mut second, N);
-    assert_eq!(bits(&straight.store), bits(&second.store));
+    assert_eq!(weight_bits(&straight.store), weight_bits(&second.store));
     assert_eq!(straight.opt.lr(), second.opt.lr());
 }
 

@@ -30,7 +30,7 @@ use taper::optim::{Adam, CosineAnnealingLr, LrScheduler, Optimizer};
 use taper::prelude::*;
 use taper::train::{Checkpoint, Direction, EarlyStopping, TrainState};
 
-use common::TmpDir;
+use common::{weight_bits, TmpDir};
 
 const CHILD: &str = "TAPER_FUZZ_CHILD";
 const FILES: [&str; 4] = [
@@ -84,20 +84,7 @@ fn snapshot(p: &Pieces) -> String {
     let mut sd = taper::tensor::StateDict::default();
     p.sched.save_state("s", &mut sd).unwrap();
     p.early.save_state("e", &mut sd).unwrap();
-    let weights: Vec<Vec<u32>> = p
-        .store
-        .state_dict()
-        .iter()
-        .map(|(_, t)| {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect()
-        })
-        .collect();
+    let weights = weight_bits(&p.store);
     let st = p.opt.state_dict();
     format!(
         "{weights:?} {:?} {:?} {:?} {:?}",
@@ -170,6 +157,17 @@ fn join_safetensors(header: &Value, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The tensor names of a safetensors header.
+fn tensor_names(header: &Value) -> Vec<String> {
+    header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect()
+}
+
 fn weird_number(rng: &mut ChaCha8Rng) -> String {
     [
         "NaN",
@@ -226,13 +224,7 @@ fn weird_json(rng: &mut ChaCha8Rng) -> Value {
 /// Mutates the weights' safetensors header.
 fn mutate_model(bytes: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     let (mut header, data) = split_safetensors(bytes);
-    let names: Vec<String> = header
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|k| *k != "__metadata__")
-        .cloned()
-        .collect();
+    let names = tensor_names(&header);
     let name = names.choose(rng).unwrap().clone();
     let dtypes = [
         "F32", "F64", "F16", "BF16", "I64", "I32", "U8", "U32", "BOOL", "F8_E4M3", "F8_E5M2",
@@ -308,13 +300,7 @@ fn mutate_state(bytes: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     }
     // Sometimes a tensor entry too.
     if rng.random_bool(0.2) {
-        let names: Vec<String> = header
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| *k != "__metadata__")
-            .cloned()
-            .collect();
+        let names = tensor_names(&header);
         if let Some(n) = names.choose(rng) {
             header[n]["dtype"] = json!(["I64", "U8", "F64", "F16"].choose(rng).unwrap());
         }

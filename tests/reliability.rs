@@ -27,7 +27,7 @@ use taper::prelude::*;
 use taper::tensor::{LoadMode, StateDict};
 use taper::train::{Checkpoint, CheckpointManager, Direction, EarlyStopping, TrainState};
 
-use common::TmpDir;
+use common::{weight_bits, TmpDir};
 
 const CHILD: &str = "TAPER_RELIABILITY_CHILD";
 
@@ -57,17 +57,6 @@ fn step_once(store: &ParamStore, opt: &mut Optimizer<Adam>) {
         .unwrap();
     opt.step(&Gradients::compute(&loss, store).unwrap())
         .unwrap();
-}
-
-fn bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
-    store
-        .state_dict()
-        .into_iter()
-        .map(|(n, t)| {
-            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            (n, v.iter().map(|x| x.to_bits()).collect())
-        })
-        .collect()
 }
 
 fn hidden_entries(dir: &Path) -> Vec<String> {
@@ -245,7 +234,7 @@ fn a_save_that_hits_a_full_disk_fails_and_leaves_nothing_behind() {
         .unwrap()
         .save(root.join("step-0000000001"))
         .unwrap();
-    let before = bits(&store);
+    let before = weight_bits(&store);
     let out = child(
         "a_save_that_hits_a_full_disk_fails_and_leaves_nothing_behind",
         &format!("full:{}", root.display()),
@@ -275,7 +264,7 @@ fn a_save_that_hits_a_full_disk_fails_and_leaves_nothing_behind() {
         .unwrap()
         .restore(&store2, &mut opt2, &mut [])
         .unwrap();
-    assert_eq!(bits(&store2), before);
+    assert_eq!(weight_bits(&store2), before);
 }
 
 /// A swap on a file system without atomic exchange moves `best` aside first; if the process
@@ -330,9 +319,9 @@ fn a_failed_restore_changes_nothing() {
     let (store2, mut opt2) = model(4);
     step_once(&store2, &mut opt2);
     step_once(&store2, &mut opt2);
-    let (w, steps, lr) = (bits(&store2), opt2.steps(), opt2.lr());
+    let (w, steps, lr) = (weight_bits(&store2), opt2.steps(), opt2.lr());
     let check_untouched = |opt2: &Optimizer<Adam>, what: &str| {
-        assert_eq!(bits(&store2), w, "{what}: weights changed");
+        assert_eq!(weight_bits(&store2), w, "{what}: weights changed");
         assert_eq!(
             (opt2.steps(), opt2.lr()),
             (steps, lr),
@@ -376,13 +365,13 @@ fn a_failed_restore_changes_nothing() {
     // Everything fits: restored.
     ckpt.restore(&store2, &mut opt2, &mut [("sched", &mut sched)])
         .unwrap();
-    assert_eq!(bits(&store2), bits(&store));
+    assert_eq!(weight_bits(&store2), weight_bits(&store));
 
     // Strict and lenient loads of a file: a failure changes nothing either.
     let file = root.join("w.safetensors");
     store.save(&file).unwrap();
     let (store3, _) = model(4);
-    let before = bits(&store3);
+    let before = weight_bits(&store3);
     let (mut tensors, _) = taper::tensor::read_safetensors(&file).unwrap();
     tensors.insert(
         "0.weight".into(),
@@ -392,7 +381,7 @@ fn a_failed_restore_changes_nothing() {
         .load_state_dict(&tensors, LoadMode::Strict)
         .unwrap_err();
     assert!(e.to_string().contains("U32"), "{e}");
-    assert_eq!(bits(&store3), before);
+    assert_eq!(weight_bits(&store3), before);
     let report = store3.load_state_dict(&tensors, LoadMode::Lenient).unwrap();
     assert_eq!(report.wrong_dtype.len(), 1);
 }

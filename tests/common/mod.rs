@@ -2,6 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
+use taper::prelude::ParamStore;
+
+/// Every f32 entry of a store as raw bits, by name: equal exactly when bit-identical.
+#[allow(dead_code)] // not every test file compares weights
+pub fn weight_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
+    store
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (n, v.iter().map(|x| x.to_bits()).collect())
+        })
+        .collect()
+}
+
 /// A path for a test's temporary directory, `taper-{kind}-{pid}-{name}` under the system's
 /// temp dir: emptied when made (not created), removed with everything in it when dropped.
 pub struct TmpDir(PathBuf);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use candle_core::Tensor;
-use taper_tensor::{checked_counter, parse_scalar};
+use taper_tensor::{checked_counter, StateDict};
 
 use crate::optimizer::{init_state, Optimizer, ParamState};
 use crate::rule::{Rule, WeightDecay};
@@ -247,18 +247,11 @@ impl OptimizerState {
     /// Encodes as safetensors bytes: tensors as tensors; scalars, the format tag and the
     /// algorithm's name in the metadata.
     pub fn to_bytes(&self, origin: &Path) -> Result<Vec<u8>> {
-        let mut meta: HashMap<String, String> = self
-            .scalars
-            .iter()
-            .map(|(k, v)| (k.clone(), format!("{v:?}")))
-            .collect();
-        meta.insert("format".into(), STATE_FORMAT.into());
-        meta.insert("optimizer".into(), self.optimizer.clone());
-        Ok(taper_tensor::serialize_safetensors(
-            self.tensors.iter().map(|(k, t)| (k.as_str(), t)),
-            meta,
-            origin,
-        )?)
+        let sd = StateDict {
+            tensors: self.tensors.clone(),
+            scalars: self.scalars.clone(),
+        };
+        Ok(sd.to_bytes_tagged(STATE_FORMAT, &[("optimizer", &self.optimizer)], origin)?)
     }
 
     /// Saves to a safetensors file, atomically (see [`taper_tensor::write_atomic`]), so a
@@ -282,33 +275,19 @@ impl OptimizerState {
     /// scalar is a number (whether it fits an optimizer is checked when it is loaded into
     /// one); `origin` names the source in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
-        let err = |reason: String| Error::StateFile {
-            path: origin.display().to_string(),
-            reason,
-        };
-        let (tensors, meta) =
-            taper_tensor::parse_safetensors(bytes, origin).map_err(|e| match e {
-                taper_tensor::Error::File { reason, .. } => err(reason),
+        let (sd, extra) = StateDict::from_bytes_tagged(bytes, origin, STATE_FORMAT, &["optimizer"])
+            .map_err(|e| match e {
+                taper_tensor::Error::File { reason, .. } => Error::StateFile {
+                    path: origin.display().to_string(),
+                    reason: reason.replace("not a Taper state file", "not a Taper optimizer state"),
+                },
                 other => Error::Tensor(other),
             })?;
-        if meta.get("format").map(String::as_str) != Some(STATE_FORMAT) {
-            return Err(err(format!(
-                "not a Taper optimizer state (expected format `{STATE_FORMAT}`)"
-            )));
-        }
-        let mut st = OptimizerState {
-            optimizer: meta.get("optimizer").cloned().unwrap_or_default(),
-            tensors: tensors.into_iter().collect(),
-            ..Default::default()
-        };
-        for (k, v) in meta
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "format" | "optimizer"))
-        {
-            let x = parse_scalar(v)
-                .ok_or_else(|| err(format!("scalar `{k}` = `{v}` is not a number")))?;
-            st.scalars.insert(k.clone(), x);
-        }
-        Ok(st)
+        let [optimizer]: [Option<String>; 1] = extra.try_into().expect("one extra key asked for");
+        Ok(OptimizerState {
+            optimizer: optimizer.unwrap_or_default(),
+            tensors: sd.tensors,
+            scalars: sd.scalars,
+        })
     }
 }

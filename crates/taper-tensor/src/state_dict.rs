@@ -187,12 +187,26 @@ impl StateDict {
 
     /// Encodes as safetensors bytes: tensors as tensors, scalars in the metadata.
     pub fn to_bytes(&self, origin: &Path) -> Result<Vec<u8>> {
+        self.to_bytes_tagged(STATE_DICT_FORMAT, &[], origin)
+    }
+
+    /// [`StateDict::to_bytes`] with another format tag and extra string entries in the
+    /// metadata (taper-optim's optimizer state adds the algorithm's name this way).
+    pub fn to_bytes_tagged(
+        &self,
+        format: &str,
+        extra: &[(&str, &str)],
+        origin: &Path,
+    ) -> Result<Vec<u8>> {
         let mut meta: HashMap<String, String> = self
             .scalars
             .iter()
             .map(|(k, v)| (k.clone(), format!("{v:?}")))
             .collect();
-        meta.insert("format".into(), STATE_DICT_FORMAT.into());
+        meta.insert("format".into(), format.into());
+        for (k, v) in extra {
+            meta.insert(k.to_string(), v.to_string());
+        }
         serialize_safetensors(
             self.tensors.iter().map(|(k, t)| (k.as_str(), t)),
             meta,
@@ -203,29 +217,42 @@ impl StateDict {
     /// Decodes [`StateDict::to_bytes`]'s output, checking the format tag and that every
     /// scalar is a number; `origin` names the source in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
-        let (tensors, meta) = parse_safetensors(bytes, origin)?;
+        Ok(Self::from_bytes_tagged(bytes, origin, STATE_DICT_FORMAT, &[])?.0)
+    }
+
+    /// Decodes [`StateDict::to_bytes_tagged`]'s output: checks the format tag, takes out
+    /// the `extra` string entries (returned in order, `None` where absent), and parses
+    /// every other metadata entry as a scalar.
+    pub fn from_bytes_tagged(
+        bytes: &[u8],
+        origin: &Path,
+        format: &str,
+        extra: &[&str],
+    ) -> Result<(Self, Vec<Option<String>>)> {
+        let (tensors, mut meta) = parse_safetensors(bytes, origin)?;
         let err = |reason: String| Error::File {
             path: origin.display().to_string(),
             reason,
         };
-        if meta.get("format").map(String::as_str) != Some(STATE_DICT_FORMAT) {
+        if meta.remove("format").as_deref() != Some(format) {
             return Err(err(format!(
-                "not a Taper state file (expected format `{STATE_DICT_FORMAT}`)"
+                "not a Taper state file (expected format `{format}`)"
             )));
         }
+        let extra = extra.iter().map(|k| meta.remove(*k)).collect();
         let scalars = meta
             .iter()
-            .filter(|(k, _)| k.as_str() != "format")
             .map(|(k, v)| {
                 parse_scalar(v)
                     .map(|x| (k.clone(), x))
                     .ok_or_else(|| err(format!("scalar `{k}` = `{v}` is not a number")))
             })
             .collect::<Result<_>>()?;
-        Ok(Self {
+        let state = Self {
             tensors: tensors.into_iter().collect(),
             scalars,
-        })
+        };
+        Ok((state, extra))
     }
 
     /// Saves to a safetensors file, atomically (see [`crate::write_atomic`]).
