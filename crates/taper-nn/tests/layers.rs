@@ -59,6 +59,17 @@ fn wrong_input_shapes_name_the_layer_and_both_shapes() -> anyhow::Result<()> {
         e.contains("BatchNorm1d(3)") && e.contains("(N, 3) or (N, 3, L)"),
         "{e}"
     );
+    // An infinite eps would normalize everything to the bias: refused when built.
+    for eps in [f64::INFINITY, f64::NAN, 0.0] {
+        let cfg = taper_nn::BatchNormConfig {
+            eps,
+            ..Default::default()
+        };
+        let e = BatchNorm::new_1d(3, cfg, &s.sub("bn_eps"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eps"), "eps = {eps}: {e}");
+    }
     let e = err_text(LayerNorm::new(&[64], &s.sub("ln"))?.forward(&x));
     assert!(
         e.contains("LayerNorm([64])") && e.contains("[8, 100]"),
