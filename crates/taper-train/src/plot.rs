@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use image::ImageEncoder;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -162,57 +163,71 @@ pub fn plot_panels(
     let path = path.as_ref();
     ensure_font()?;
     let e = plot_err(path);
-    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let areas = root.split_evenly((1, panels.len().max(1)));
-    for (area, panel) in areas.iter().zip(panels) {
-        let tf = |y: f64| {
-            if panel.log_y {
-                y.max(1e-300).log10()
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, panel) in areas.iter().zip(panels) {
+            let tf = |y: f64| {
+                if panel.log_y {
+                    y.max(1e-300).log10()
+                } else {
+                    y
+                }
+            };
+            let ((x0, x1), (y0, y1)) = bounds(
+                panel
+                    .series
+                    .iter()
+                    .flat_map(|s| s.points.iter().map(|&(x, y)| (x, tf(y)))),
+            );
+            let mut chart = ChartBuilder::on(area)
+                .caption(&panel.title, ("sans-serif", 20))
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|x| e(x.to_string()))?;
+            let y_label = if panel.log_y {
+                format!("log10 {}", panel.y_label)
             } else {
-                y
+                panel.y_label.clone()
+            };
+            chart
+                .configure_mesh()
+                .x_desc(panel.x_label.as_str())
+                .y_desc(y_label)
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
+            for (i, s) in panel.series.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                let pts: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .map(|&(x, y)| (x, tf(y)))
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect();
+                draw_line(&mut chart, pts, &s.name, color, 2).map_err(&e)?;
             }
-        };
-        let ((x0, x1), (y0, y1)) = bounds(
-            panel
-                .series
-                .iter()
-                .flat_map(|s| s.points.iter().map(|&(x, y)| (x, tf(y)))),
-        );
-        let mut chart = ChartBuilder::on(area)
-            .caption(&panel.title, ("sans-serif", 20))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|x| e(x.to_string()))?;
-        let y_label = if panel.log_y {
-            format!("log10 {}", panel.y_label)
-        } else {
-            panel.y_label.clone()
-        };
-        chart
-            .configure_mesh()
-            .x_desc(panel.x_label.as_str())
-            .y_desc(y_label)
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|x| e(x.to_string()))?;
-        for (i, s) in panel.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .map(|&(x, y)| (x, tf(y)))
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
-            draw_line(&mut chart, pts, &s.name, color, 2).map_err(&e)?;
+            if !panel.series.is_empty() {
+                draw_legend(&mut chart, None).map_err(&e)?;
+            }
         }
-        if !panel.series.is_empty() {
-            draw_legend(&mut chart, None).map_err(&e)?;
-        }
+        root.present().map_err(|x| e(x.to_string()))?;
     }
-    root.present().map_err(|x| e(x.to_string()))
+    write_png(path, &pixels, (width, height))
+}
+
+/// Encodes RGB pixels as PNG and writes them atomically (a kill never leaves half a PNG).
+fn write_png(path: &Path, pixels: &[u8], (width, height): (u32, u32)) -> Result<()> {
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(pixels, width, height, image::ColorType::Rgb8)
+        .map_err(|x| plot_err(path)(x.to_string()))?;
+    taper_tensor::write_atomic(path, &png)?;
+    Ok(())
 }
 
 /// A contour map of `f` over the box (colour by log of f above its minimum) with `paths`
@@ -228,60 +243,65 @@ pub fn contour_with_paths(
     let path = path.as_ref();
     ensure_font()?;
     let e = plot_err(path);
-    let root = BitMapBackend::new(path, (900, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(x.0..x.1, y.0..y.1)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    const N: usize = 150;
-    let (dx, dy) = ((x.1 - x.0) / N as f64, (y.1 - y.0) / N as f64);
-    let mut grid = Vec::with_capacity(N * N);
-    for i in 0..N {
-        for j in 0..N {
-            let (cx, cy) = (x.0 + (i as f64 + 0.5) * dx, y.0 + (j as f64 + 0.5) * dy);
-            grid.push((i, j, f(cx, cy)));
+    let (width, height) = (900u32, 700u32);
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d(x.0..x.1, y.0..y.1)
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .configure_mesh()
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        const N: usize = 150;
+        let (dx, dy) = ((x.1 - x.0) / N as f64, (y.1 - y.0) / N as f64);
+        let mut grid = Vec::with_capacity(N * N);
+        for i in 0..N {
+            for j in 0..N {
+                let (cx, cy) = (x.0 + (i as f64 + 0.5) * dx, y.0 + (j as f64 + 0.5) * dy);
+                grid.push((i, j, f(cx, cy)));
+            }
         }
-    }
-    let lo = grid.iter().map(|g| g.2).fold(f64::INFINITY, f64::min);
-    let logs: Vec<f64> = grid.iter().map(|g| (g.2 - lo + 1e-3).ln()).collect();
-    let (lmin, lmax) = logs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    chart
-        .draw_series(grid.iter().zip(&logs).map(|(&(i, j, _), &l)| {
-            let t = ((l - lmin) / (lmax - lmin + 1e-12)).clamp(0.0, 1.0);
-            // Banded shading makes the level sets visible.
-            let band = ((t * 14.0).floor() / 14.0) * 0.85 + 0.1;
-            let c = (255.0 * band) as u8;
-            let (x0, y0) = (x.0 + i as f64 * dx, y.0 + j as f64 * dy);
-            Rectangle::new(
-                [(x0, y0), (x0 + dx, y0 + dy)],
-                RGBColor(c, c, 255u8.saturating_sub(c / 3)).filled(),
-            )
-        }))
-        .map_err(|x| e(x.to_string()))?;
-    for (k, s) in paths.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let pts: Vec<(f64, f64)> = s
-            .points
+        let lo = grid.iter().map(|g| g.2).fold(f64::INFINITY, f64::min);
+        let logs: Vec<f64> = grid.iter().map(|g| (g.2 - lo + 1e-3).ln()).collect();
+        let (lmin, lmax) = logs
             .iter()
-            .copied()
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .map(|(a, b)| (a.clamp(x.0, x.1), b.clamp(y.0, y.1)))
-            .collect();
-        draw_line(&mut chart, pts, &s.name, color, 3).map_err(&e)?;
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        chart
+            .draw_series(grid.iter().zip(&logs).map(|(&(i, j, _), &l)| {
+                let t = ((l - lmin) / (lmax - lmin + 1e-12)).clamp(0.0, 1.0);
+                // Banded shading makes the level sets visible.
+                let band = ((t * 14.0).floor() / 14.0) * 0.85 + 0.1;
+                let c = (255.0 * band) as u8;
+                let (x0, y0) = (x.0 + i as f64 * dx, y.0 + j as f64 * dy);
+                Rectangle::new(
+                    [(x0, y0), (x0 + dx, y0 + dy)],
+                    RGBColor(c, c, 255u8.saturating_sub(c / 3)).filled(),
+                )
+            }))
+            .map_err(|x| e(x.to_string()))?;
+        for (k, s) in paths.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(a, b)| a.is_finite() && b.is_finite())
+                .map(|(a, b)| (a.clamp(x.0, x.1), b.clamp(y.0, y.1)))
+                .collect();
+            draw_line(&mut chart, pts, &s.name, color, 3).map_err(&e)?;
+        }
+        draw_legend(&mut chart, Some(SeriesLabelPosition::LowerLeft)).map_err(&e)?;
+        root.present().map_err(|x| e(x.to_string()))?;
     }
-    draw_legend(&mut chart, Some(SeriesLabelPosition::LowerLeft)).map_err(&e)?;
-    root.present().map_err(|x| e(x.to_string()))
+    write_png(path, &pixels, (width, height))
 }
