@@ -28,23 +28,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod activation;
-mod batch_norm;
-mod conv;
 mod cpu;
-mod cross_entropy;
-mod dropout;
-mod embedding;
 mod error;
-mod flatten;
 pub mod init;
-mod kl_div;
-mod layer_norm;
-mod linear;
-pub mod loss;
-mod pool;
-pub mod regularization;
-mod sequential;
+mod layers;
+mod losses;
+
+// Flat paths inside the crate (`crate::linear`, …) and the public modules
+// (`taper_nn::activation`, `taper_nn::loss`, `taper_nn::regularization`), whatever the folder.
+pub use layers::activation;
+use layers::{batch_norm, conv, dropout, embedding, flatten, layer_norm, linear, pool, sequential};
+use losses::{cross_entropy, kl_div};
+pub use losses::{loss, regularization};
 
 pub use activation::Activation;
 pub use batch_norm::{BatchNorm, BatchNormConfig};

@@ -98,3 +98,32 @@ pub(crate) fn check(
         })
     }
 }
+
+/// Checks the Adam family's (β₁, β₂), each in [0, 1).
+pub(crate) fn check_betas(name: &'static str, b1: f64, b2: f64) -> Result<()> {
+    check(
+        name,
+        "beta1",
+        b1,
+        (0.0..1.0).contains(&b1),
+        "beta1 in [0, 1)",
+    )?;
+    check(
+        name,
+        "beta2",
+        b2,
+        (0.0..1.0).contains(&b2),
+        "beta2 in [0, 1)",
+    )
+}
+
+/// Checks a finite ε > 0.
+pub(crate) fn check_eps(name: &'static str, eps: f64) -> Result<()> {
+    check(
+        name,
+        "eps",
+        eps,
+        eps > 0.0 && eps.is_finite(),
+        "a finite eps > 0",
+    )
+}

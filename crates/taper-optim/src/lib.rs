@@ -31,30 +31,17 @@
 //! optimizer (or one group) and saves its position with the optimizer state. Gradient
 //! clipping is an optimizer option ([`Clip`]).
 
-mod adadelta;
-mod adagrad;
-mod adam;
-mod adamax;
-mod any;
-mod compose;
-mod cosine;
+mod algorithms;
+mod backends;
+mod engine;
 mod error;
-mod fused;
-mod grad_norm_rate;
-mod kernel_source;
-mod lane;
-mod lion;
-mod nadam;
-mod one_cycle;
-mod optimizer;
-mod plateau;
-mod radam;
-mod rmsprop;
-mod rule;
-mod schedule;
-mod scheduler;
-mod sgd;
-mod state;
+mod lr;
+
+// Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
+use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
+use backends::{fused, kernel_source};
+use engine::{any, lane, optimizer, rule, state};
+use lr::{compose, cosine, grad_norm_rate, one_cycle, plateau, schedule, scheduler};
 
 pub use adadelta::Adadelta;
 pub use adagrad::Adagrad;

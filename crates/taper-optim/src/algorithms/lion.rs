@@ -5,7 +5,7 @@
 //! paper, is decoupled: use `WeightDecay::Decoupled(λ)` (θ ← θ(1 − ηλ) first). The paper
 //! recommends a learning rate 3–10× smaller than AdamW's.
 
-use crate::adam::check_betas;
+use crate::error::check_betas;
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
 use crate::Result;

@@ -9,8 +9,8 @@
 //! PyTorch counterpart: `torch.optim.Adagrad(lr=1e-2, lr_decay=0, weight_decay=0,
 //! initial_accumulator_value=0, eps=1e-10, maximize=False)`.
 
-use crate::adam::check_eps;
 use crate::error::check;
+use crate::error::check_eps;
 use crate::lane::Lane;
 use crate::rule::{Common, EpsPlacement, Rule};
 use crate::Result;

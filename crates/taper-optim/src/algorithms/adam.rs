@@ -11,7 +11,7 @@
 //! PyTorch counterparts: `torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, amsgrad=False, maximize=False)` and `torch.optim.AdamW(..., weight_decay=1e-2)`.
 
-use crate::error::check;
+use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, EpsPlacement, Rule, WeightDecay};
 use crate::Result;
@@ -76,33 +76,6 @@ impl Adam {
         self.eps_placement = placement;
         self
     }
-}
-
-pub(crate) fn check_betas(name: &'static str, b1: f64, b2: f64) -> Result<()> {
-    check(
-        name,
-        "beta1",
-        b1,
-        (0.0..1.0).contains(&b1),
-        "beta1 in [0, 1)",
-    )?;
-    check(
-        name,
-        "beta2",
-        b2,
-        (0.0..1.0).contains(&b2),
-        "beta2 in [0, 1)",
-    )
-}
-
-pub(crate) fn check_eps(name: &'static str, eps: f64) -> Result<()> {
-    check(
-        name,
-        "eps",
-        eps,
-        eps > 0.0 && eps.is_finite(),
-        "a finite eps > 0",
-    )
 }
 
 /// Per-step scalars of [`Adam`].

@@ -8,7 +8,7 @@
 //! PyTorch counterpart: `torch.optim.RAdam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, decoupled_weight_decay=False, maximize=False)`.
 
-use crate::adam::{check_betas, check_eps};
+use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
 use crate::Result;

@@ -10,8 +10,8 @@
 //! PyTorch counterpart: `torch.optim.RMSprop(lr=1e-2, alpha=0.99, eps=1e-8,
 //! weight_decay=0, momentum=0, centered=False, maximize=False)`.
 
-use crate::adam::check_eps;
 use crate::error::check;
+use crate::error::check_eps;
 use crate::lane::Lane;
 use crate::rule::{Common, EpsPlacement, Rule};
 use crate::Result;

@@ -6,7 +6,7 @@
 //! PyTorch counterpart: `torch.optim.Adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, maximize=False)`.
 
-use crate::adam::{check_betas, check_eps};
+use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
 use crate::Result;

@@ -6,8 +6,8 @@
 //! PyTorch counterpart: `torch.optim.Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0,
 //! maximize=False)`.
 
-use crate::adam::check_eps;
 use crate::error::check;
+use crate::error::check_eps;
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
 use crate::Result;

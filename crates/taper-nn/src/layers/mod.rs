@@ -1,0 +1,13 @@
+//! Layers, one file each: candle `Module`s whose parameters live in a `ParamStore` under
+//! PyTorch's names.
+
+pub mod activation;
+pub(crate) mod batch_norm;
+pub(crate) mod conv;
+pub(crate) mod dropout;
+pub(crate) mod embedding;
+pub(crate) mod flatten;
+pub(crate) mod layer_norm;
+pub(crate) mod linear;
+pub(crate) mod pool;
+pub(crate) mod sequential;

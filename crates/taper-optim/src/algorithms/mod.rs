@@ -1,0 +1,12 @@
+//! The optimization algorithms, one file each: a config struct with documented defaults
+//! and its [`Rule`](crate::Rule) implementation.
+
+pub(crate) mod adadelta;
+pub(crate) mod adagrad;
+pub(crate) mod adam;
+pub(crate) mod adamax;
+pub(crate) mod lion;
+pub(crate) mod nadam;
+pub(crate) mod radam;
+pub(crate) mod rmsprop;
+pub(crate) mod sgd;

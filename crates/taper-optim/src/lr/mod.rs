@@ -1,0 +1,10 @@
+//! Learning-rate control: schedules as pure functions of the step, the scheduler that
+//! applies one to an optimizer, and the metric- and gradient-driven controllers.
+
+pub(crate) mod compose;
+pub(crate) mod cosine;
+pub(crate) mod grad_norm_rate;
+pub(crate) mod one_cycle;
+pub(crate) mod plateau;
+pub(crate) mod schedule;
+pub(crate) mod scheduler;
