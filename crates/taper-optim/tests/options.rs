@@ -373,3 +373,38 @@ fn a_schedule_giving_a_bad_rate_is_named_and_changes_nothing() {
     assert!(e.contains("LambdaLR"), "{e}");
     assert_eq!((s.steps(), opt.lr()), (1, 0.1));
 }
+
+/// Builders spelled alike across the Adam family, and PyTorch's `momentum=0` as plain SGD.
+#[test]
+fn consistent_builders() {
+    assert_eq!(Adamax::new(1e-3).eps(1e-6).eps, 1e-6);
+    assert_eq!(NAdam::new(1e-3).eps(1e-6).eps, 1e-6);
+    assert_eq!(RAdam::new(1e-3).eps(1e-6).eps, 1e-6);
+    assert_eq!(Adam::new(1e-3).eps(1e-6).eps, 1e-6);
+    assert!(message(Adamax::new(1e-3).eps(0.0)).contains("`eps`"));
+
+    let zero = Sgd::new(0.1).with_momentum(Momentum::Classic {
+        momentum: 0.0,
+        dampening: 0.0,
+    });
+    assert_eq!(zero.momentum, Momentum::None);
+    let (s1, s2) = (store(), store());
+    let mut a = Optimizer::new(zero, &s1).unwrap();
+    let mut b = Optimizer::new(Sgd::new(0.1), &s2).unwrap();
+    for _ in 0..3 {
+        a.step(&ones(&s1)).unwrap();
+        b.step(&ones(&s2)).unwrap();
+    }
+    let w = |s: &ParamStore| {
+        s.var("fc.weight")
+            .unwrap()
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    assert_eq!(w(&s1), w(&s2));
+    assert!(
+        a.state_dict().tensors.is_empty(),
+        "no momentum buffer, as in PyTorch"
+    );
+}

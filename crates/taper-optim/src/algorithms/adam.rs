@@ -58,12 +58,7 @@ impl Adam {
     }
 
     crate::rule::betas_builder!();
-
-    /// Builder: ε.
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
+    crate::rule::eps_builder!();
 
     /// Builder: AMSGrad.
     pub fn amsgrad(mut self, amsgrad: bool) -> Self {

@@ -42,6 +42,7 @@ impl Adamax {
     }
 
     crate::rule::betas_builder!();
+    crate::rule::eps_builder!();
 }
 
 /// Per-step scalars of [`Adamax`].

@@ -48,6 +48,7 @@ impl NAdam {
     }
 
     crate::rule::betas_builder!();
+    crate::rule::eps_builder!();
 
     /// Builder: ψ.
     pub fn momentum_decay(mut self, psi: f64) -> Self {

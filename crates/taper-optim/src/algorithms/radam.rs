@@ -44,6 +44,7 @@ impl RAdam {
     }
 
     crate::rule::betas_builder!();
+    crate::rule::eps_builder!();
 }
 
 /// Per-step scalars of [`RAdam`].

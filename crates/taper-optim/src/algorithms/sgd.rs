@@ -59,8 +59,14 @@ impl Sgd {
     }
 
     /// Builder: the momentum variant.
+    ///
+    /// `Momentum::Classic { momentum: 0.0, .. }` is plain SGD, as PyTorch's `momentum=0`
+    /// is (no momentum buffer is kept).
     pub fn with_momentum(mut self, momentum: Momentum) -> Self {
-        self.momentum = momentum;
+        self.momentum = match momentum {
+            Momentum::Classic { momentum, .. } if momentum == 0.0 => Momentum::None,
+            m => m,
+        };
         self
     }
 }
@@ -89,8 +95,8 @@ impl Rule for Sgd {
                     "SGD",
                     "momentum",
                     momentum,
-                    momentum > 0.0 && momentum <= 1.0,
-                    "momentum in (0, 1]; use Momentum::None for none",
+                    (0.0..=1.0).contains(&momentum),
+                    "momentum in [0, 1] (0 is plain SGD, as in PyTorch)",
                 )?;
                 check(
                     "SGD",

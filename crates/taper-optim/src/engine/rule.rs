@@ -227,3 +227,15 @@ macro_rules! betas_builder {
     };
 }
 pub(crate) use betas_builder;
+
+/// The `eps(ε)` builder of rules with an `eps` field (the Adam family).
+macro_rules! eps_builder {
+    () => {
+        /// Builder: ε, the denominator's guard.
+        pub fn eps(mut self, eps: f64) -> Self {
+            self.eps = eps;
+            self
+        }
+    };
+}
+pub(crate) use eps_builder;
