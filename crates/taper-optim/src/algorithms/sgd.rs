@@ -64,7 +64,7 @@ impl Sgd {
     /// is (no momentum buffer is kept).
     pub fn with_momentum(mut self, momentum: Momentum) -> Self {
         self.momentum = match momentum {
-            Momentum::Classic { momentum, .. } if momentum == 0.0 => Momentum::None,
+            Momentum::Classic { momentum: 0.0, .. } => Momentum::None,
             m => m,
         };
         self
