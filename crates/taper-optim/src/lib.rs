@@ -48,6 +48,7 @@ pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use adamax::Adamax;
 pub use any::AnyOptimizer;
+pub use backends::fused::MAX_FUSED_STATE;
 pub use compose::{ChainedLr, SequentialLr};
 pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
 pub use error::{Error, Result};

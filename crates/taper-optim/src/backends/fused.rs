@@ -70,14 +70,19 @@ macro_rules! fused_float {
 fused_float!(f32, F32);
 fused_float!(f64, F64);
 
-/// Whether the fused path applies: CPU, f32 or f64, one dtype, contiguous, at most 3 state
-/// tensors, all the same size.
+/// The most per-parameter state tensors a rule may keep and still take the fused CPU path
+/// (the loop carries its state slots in fixed arrays). Every rule in this crate keeps at
+/// most 3 (Adam with AMSGrad); a rule with more runs on the generic tensor path.
+pub const MAX_FUSED_STATE: usize = 3;
+
+/// Whether the fused path applies: CPU, f32 or f64, one dtype, contiguous, at most
+/// [`MAX_FUSED_STATE`] state tensors, all the same size.
 pub(crate) fn eligible(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
     let dt = p.dtype();
     let n = p.elem_count();
     p.device().is_cpu()
         && matches!(dt, DType::F32 | DType::F64)
-        && state.len() <= 3
+        && state.len() <= MAX_FUSED_STATE
         && std::iter::once(g)
             .chain(state)
             .chain(std::iter::once(p))
