@@ -155,6 +155,11 @@ fn main() -> anyhow::Result<()> {
     );
     row!("Adagrad", Adagrad::new(1e-2));
     row!("RMSprop", RmsProp::new(1e-2));
+    row!("RMSprop momentum", RmsProp::new(1e-2).with_momentum(0.9));
+    row!(
+        "RMSprop centered momentum",
+        RmsProp::new(1e-2).centered(true).with_momentum(0.9)
+    );
     adam_ms = row!("Adam", Adam::new(1e-3)).max(adam_ms);
     row!("AdamW", Adam::adamw(1e-3));
     row!("Adam amsgrad", Adam::new(1e-3).amsgrad(true));

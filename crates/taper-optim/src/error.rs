@@ -62,6 +62,23 @@ pub enum Error {
         optimizer: &'static str,
     },
 
+    /// A rule lists a state slot where its position does not put it (a rule-author bug,
+    /// reported when the optimizer is built).
+    #[error(
+        "{optimizer}: state slot `{slot}` is listed at position {listed} but stored at {stored} \
+         (list each present slot once, in storage order)"
+    )]
+    StateLayout {
+        /// The algorithm.
+        optimizer: &'static str,
+        /// The slot's name.
+        slot: &'static str,
+        /// Its index in `Rule::slots`.
+        listed: usize,
+        /// Where `StateSlot::position` stores it.
+        stored: usize,
+    },
+
     /// Saved optimizer state does not fit this optimizer's parameters.
     #[error("optimizer state does not fit: {0}")]
     StateMismatch(String),

@@ -40,13 +40,13 @@ mod lr;
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
 use backends::{fused, kernel_source};
-use engine::{any, lane, optimizer, rule, state};
+use engine::{any, lane, optimizer, rule, slot, state};
 use lr::{compose, cosine, grad_norm_rate, one_cycle, plateau, schedule, scheduler};
 
-pub use adadelta::Adadelta;
-pub use adagrad::Adagrad;
-pub use adam::Adam;
-pub use adamax::Adamax;
+pub use adadelta::{Adadelta, AdadeltaSlot};
+pub use adagrad::{Adagrad, AdagradSlot};
+pub use adam::{Adam, AdamSlot};
+pub use adamax::{Adamax, AdamaxSlot};
 pub use any::AnyOptimizer;
 pub use backends::fused::MAX_FUSED_STATE;
 pub use compose::{ChainedLr, SequentialLr};
@@ -55,18 +55,19 @@ pub use error::{Error, Result};
 pub use grad_norm_rate::GradNormRatio;
 pub use kernel_source::{Expr, KernelSource};
 pub use lane::Lane;
-pub use lion::Lion;
-pub use nadam::NAdam;
+pub use lion::{Lion, LionSlot};
+pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
 pub use one_cycle::{Anneal, OneCycleLr};
 pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
 pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
-pub use radam::RAdam;
-pub use rmsprop::RmsProp;
+pub use radam::{RAdam, RAdamSlot};
+pub use rmsprop::{RmsProp, RmsPropSlot};
 pub use rule::{update, Common, EpsPlacement, Rule, WeightDecay};
 pub use schedule::{
     ConstantLr, ExponentialLr, InverseSqrt, InverseTime, LambdaLr, LinearLr, MultiStepLr,
     PolynomialLr, Schedule, StepLr,
 };
 pub use scheduler::LrScheduler;
-pub use sgd::{Momentum, Sgd};
+pub use sgd::{Momentum, Sgd, SgdSlot};
+pub use slot::{NoSlot, Slots, StateSlot};
 pub use state::{OptimizerState, StagedState, STATE_FORMAT};

@@ -53,11 +53,13 @@ fn generated<R: Rule>(name: &str, rule: &R, p0: &[f32], cc: &str) -> Vec<Vec<f32
     let k = rule.state_names().len();
     let mut src = String::from("#include <math.h>\n#include <stdio.h>\n#include <stddef.h>\n");
     let mut calls = String::new();
-    let mut scalars: Vec<f64> = (0..rule.scalar_names().len())
-        .map(|i| rule.initial_scalar(i))
+    let mut scalars: Vec<f64> = rule
+        .scalars()
+        .iter()
+        .map(|&slot| rule.initial_scalar(slot))
         .collect();
     for step in 1..=STEPS {
-        let s = rule.prepare(step, &mut scalars);
+        let s = rule.prepare(step, &mut Slots::new(&mut scalars));
         let ks = KernelSource::of(rule, &s);
         assert_eq!(ks.states, k);
         src += &ks.c("float", &format!("step{step}"));
@@ -76,8 +78,8 @@ fn generated<R: Rule>(name: &str, rule: &R, p0: &[f32], cc: &str) -> Vec<Vec<f32
         let _ = writeln!(calls, "step{step}(p, g{step}, {states}c{step}, {N});");
     }
     let _ = writeln!(src, "static T p[] = {{ {} }};", floats(p0));
-    for j in 0..k {
-        let init = vec![rule.initial_state(j) as f32; N];
+    for (j, &slot) in rule.slots().iter().enumerate() {
+        let init = vec![rule.initial_state(slot) as f32; N];
         let _ = writeln!(src, "static T s{j}[] = {{ {} }};", floats(&init));
     }
     let _ = write!(src, "int main(void) {{\n{calls}");

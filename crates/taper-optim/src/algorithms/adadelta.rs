@@ -10,7 +10,18 @@ use crate::error::check;
 use crate::error::check_eps;
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`Adadelta`], as torch.optim names it.
+    pub enum AdadeltaSlot {
+        /// Running average of g², E(g²).
+        SquareAvg = "square_avg",
+        /// Running average of the squared updates, E(Δx²).
+        AccDelta = "acc_delta",
+    }
+}
 
 /// Adadelta's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +72,8 @@ pub struct AdadeltaStep {
 impl Rule for Adadelta {
     const NAME: &'static str = "Adadelta";
     type Step = AdadeltaStep;
+    type Slot = AdadeltaSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -75,11 +88,11 @@ impl Rule for Adadelta {
         )
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
-        &["square_avg", "acc_delta"]
+    fn slots(&self) -> &'static [AdadeltaSlot] {
+        &[AdadeltaSlot::SquareAvg, AdadeltaSlot::AccDelta]
     }
 
-    fn prepare(&self, _: u64, _: &mut [f64]) -> AdadeltaStep {
+    fn prepare(&self, _: u64, _: &mut Slots<'_, f64, NoSlot>) -> AdadeltaStep {
         AdadeltaStep { lr: self.common.lr }
     }
 
@@ -88,14 +101,19 @@ impl Rule for Adadelta {
         &self,
         s: &AdadeltaStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, AdadeltaSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0]
+        use AdadeltaSlot::*;
+        state[SquareAvg] = state[SquareAvg]
             .scale(self.rho)?
             .add(&g.sqr()?.scale(1.0 - self.rho)?)?;
-        let std = state[0].affine(1.0, self.eps)?.sqrt()?;
-        let delta = state[1].affine(1.0, self.eps)?.sqrt()?.div(&std)?.mul(g)?;
-        state[1] = state[1]
+        let std = state[SquareAvg].affine(1.0, self.eps)?.sqrt()?;
+        let delta = state[AccDelta]
+            .affine(1.0, self.eps)?
+            .sqrt()?
+            .div(&std)?
+            .mul(g)?;
+        state[AccDelta] = state[AccDelta]
             .scale(self.rho)?
             .add(&delta.sqr()?.scale(1.0 - self.rho)?)?;
         delta.scale(s.lr)

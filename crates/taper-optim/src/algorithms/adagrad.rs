@@ -13,7 +13,16 @@ use crate::error::check;
 use crate::error::check_eps;
 use crate::lane::Lane;
 use crate::rule::{Common, EpsPlacement, Rule};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`Adagrad`], as torch.optim names it.
+    pub enum AdagradSlot {
+        /// Running sum of g².
+        Sum = "sum",
+    }
+}
 
 /// AdaGrad's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +98,8 @@ pub struct AdagradStep {
 impl Rule for Adagrad {
     const NAME: &'static str = "Adagrad";
     type Step = AdagradStep;
+    type Slot = AdagradSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -111,15 +122,15 @@ impl Rule for Adagrad {
         )
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
-        &["sum"]
+    fn slots(&self) -> &'static [AdagradSlot] {
+        &[AdagradSlot::Sum]
     }
 
-    fn initial_state(&self, _: usize) -> f64 {
+    fn initial_state(&self, _: AdagradSlot) -> f64 {
         self.initial_accumulator_value
     }
 
-    fn prepare(&self, step: u64, _: &mut [f64]) -> AdagradStep {
+    fn prepare(&self, step: u64, _: &mut Slots<'_, f64, NoSlot>) -> AdagradStep {
         AdagradStep {
             clr: self.common.lr / (1.0 + (step - 1) as f64 * self.lr_decay),
         }
@@ -130,10 +141,11 @@ impl Rule for Adagrad {
         &self,
         s: &AdagradStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, AdagradSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0].add(&g.sqr()?)?;
-        g.div(&self.eps_placement.denom(&state[0], self.eps)?)?
+        use AdagradSlot::*;
+        state[Sum] = state[Sum].add(&g.sqr()?)?;
+        g.div(&self.eps_placement.denom(&state[Sum], self.eps)?)?
             .scale(s.clr)
     }
 }

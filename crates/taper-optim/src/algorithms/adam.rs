@@ -14,7 +14,20 @@
 use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, EpsPlacement, Rule, WeightDecay};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`Adam`], as torch.optim names it.
+    pub enum AdamSlot {
+        /// First moment m.
+        ExpAvg = "exp_avg",
+        /// Second moment v.
+        ExpAvgSq = "exp_avg_sq",
+        /// Running maximum of v (AMSGrad only).
+        MaxExpAvgSq = "max_exp_avg_sq",
+    }
+}
 
 /// Adam's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,6 +97,8 @@ pub struct AdamStep {
 impl Rule for Adam {
     const NAME: &'static str = "Adam";
     type Step = AdamStep;
+    type Slot = AdamSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -92,15 +107,15 @@ impl Rule for Adam {
         check_eps("Adam", self.eps)
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
+    fn slots(&self) -> &'static [AdamSlot] {
         if self.amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+            &[AdamSlot::ExpAvg, AdamSlot::ExpAvgSq, AdamSlot::MaxExpAvgSq]
         } else {
-            &["exp_avg", "exp_avg_sq"]
+            &[AdamSlot::ExpAvg, AdamSlot::ExpAvgSq]
         }
     }
 
-    fn prepare(&self, step: u64, _: &mut [f64]) -> AdamStep {
+    fn prepare(&self, step: u64, _: &mut Slots<'_, f64, NoSlot>) -> AdamStep {
         let t = step as i32;
         let bc2 = 1.0 - self.beta2.powi(t);
         AdamStep {
@@ -115,10 +130,11 @@ impl Rule for Adam {
         &self,
         s: &AdamStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, AdamSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0].ema(g, self.beta1)?;
-        state[1] = state[1]
+        use AdamSlot::*;
+        state[ExpAvg] = state[ExpAvg].ema(g, self.beta1)?;
+        state[ExpAvgSq] = state[ExpAvgSq]
             .scale(self.beta2)?
             .add(&g.sqr()?.scale(1.0 - self.beta2)?)?;
         let denom = |v: &L| match self.eps_placement {
@@ -128,12 +144,12 @@ impl Rule for Adam {
         // Each branch names its state slot directly: a reference chosen at run time would
         // force the fused loop's state out of registers (measured 5× slower for AMSGrad).
         let denom = if self.amsgrad {
-            state[2] = state[2].maximum(&state[1])?;
-            denom(&state[2])?
+            state[MaxExpAvgSq] = state[MaxExpAvgSq].maximum(&state[ExpAvgSq])?;
+            denom(&state[MaxExpAvgSq])?
         } else {
-            denom(&state[1])?
+            denom(&state[ExpAvgSq])?
         };
-        state[0].div(&denom)?.scale(s.step_size)
+        state[ExpAvg].div(&denom)?.scale(s.step_size)
     }
 
     fn momentum(&self) -> Option<f64> {

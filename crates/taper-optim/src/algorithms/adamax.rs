@@ -9,7 +9,18 @@
 use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`Adamax`], as torch.optim names it.
+    pub enum AdamaxSlot {
+        /// First moment m.
+        ExpAvg = "exp_avg",
+        /// Exponentially weighted infinity norm u.
+        ExpInf = "exp_inf",
+    }
+}
 
 /// Adamax's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,6 +65,8 @@ pub struct AdamaxStep {
 impl Rule for Adamax {
     const NAME: &'static str = "Adamax";
     type Step = AdamaxStep;
+    type Slot = AdamaxSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -62,11 +75,11 @@ impl Rule for Adamax {
         check_eps("Adamax", self.eps)
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_inf"]
+    fn slots(&self) -> &'static [AdamaxSlot] {
+        &[AdamaxSlot::ExpAvg, AdamaxSlot::ExpInf]
     }
 
-    fn prepare(&self, step: u64, _: &mut [f64]) -> AdamaxStep {
+    fn prepare(&self, step: u64, _: &mut Slots<'_, f64, NoSlot>) -> AdamaxStep {
         AdamaxStep {
             clr: self.common.lr / (1.0 - self.beta1.powi(step as i32)),
         }
@@ -77,13 +90,14 @@ impl Rule for Adamax {
         &self,
         s: &AdamaxStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, AdamaxSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0].ema(g, self.beta1)?;
-        state[1] = state[1]
+        use AdamaxSlot::*;
+        state[ExpAvg] = state[ExpAvg].ema(g, self.beta1)?;
+        state[ExpInf] = state[ExpInf]
             .scale(self.beta2)?
             .maximum(&g.abs()?.affine(1.0, self.eps)?)?;
-        state[0].div(&state[1])?.scale(s.clr)
+        state[ExpAvg].div(&state[ExpInf])?.scale(s.clr)
     }
 
     fn momentum(&self) -> Option<f64> {

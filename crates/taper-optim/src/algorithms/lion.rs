@@ -8,7 +8,16 @@
 use crate::error::check_betas;
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`Lion`], as torch.optim names it.
+    pub enum LionSlot {
+        /// Momentum m.
+        ExpAvg = "exp_avg",
+    }
+}
 
 /// Lion's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +58,8 @@ pub struct LionStep {
 impl Rule for Lion {
     const NAME: &'static str = "Lion";
     type Step = LionStep;
+    type Slot = LionSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -56,11 +67,11 @@ impl Rule for Lion {
         check_betas("Lion", self.beta1, self.beta2)
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
-        &["exp_avg"]
+    fn slots(&self) -> &'static [LionSlot] {
+        &[LionSlot::ExpAvg]
     }
 
-    fn prepare(&self, _: u64, _: &mut [f64]) -> LionStep {
+    fn prepare(&self, _: u64, _: &mut Slots<'_, f64, NoSlot>) -> LionStep {
         LionStep { lr: self.common.lr }
     }
 
@@ -69,10 +80,11 @@ impl Rule for Lion {
         &self,
         s: &LionStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, LionSlot>,
     ) -> std::result::Result<L, L::Err> {
-        let c = state[0].ema(g, self.beta1)?;
-        state[0] = state[0].ema(g, self.beta2)?;
+        use LionSlot::*;
+        let c = state[ExpAvg].ema(g, self.beta1)?;
+        state[ExpAvg] = state[ExpAvg].ema(g, self.beta2)?;
         c.sign()?.scale(s.lr)
     }
 

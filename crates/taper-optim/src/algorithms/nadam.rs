@@ -12,7 +12,26 @@ use crate::error::check;
 use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
+use crate::slot::Slots;
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter scalar state of [`NAdam`], as torch.optim names it.
+    pub enum NAdamScalar {
+        /// The running product Π of the momentum coefficients μ.
+        MuProduct = "mu_product",
+    }
+}
+
+crate::slots! {
+    /// The per-parameter state of [`NAdam`], as torch.optim names it.
+    pub enum NAdamSlot {
+        /// First moment m.
+        ExpAvg = "exp_avg",
+        /// Second moment v.
+        ExpAvgSq = "exp_avg_sq",
+    }
+}
 
 /// NAdam's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +87,8 @@ pub struct NAdamStep {
 impl Rule for NAdam {
     const NAME: &'static str = "NAdam";
     type Step = NAdamStep;
+    type Slot = NAdamSlot;
+    type Scalar = NAdamScalar;
 
     crate::rule::common_field!();
 
@@ -83,24 +104,20 @@ impl Rule for NAdam {
         )
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_avg_sq"]
+    fn slots(&self) -> &'static [NAdamSlot] {
+        &[NAdamSlot::ExpAvg, NAdamSlot::ExpAvgSq]
     }
 
-    fn scalar_names(&self) -> &'static [&'static str] {
-        &["mu_product"]
-    }
-
-    fn initial_scalar(&self, _: usize) -> f64 {
+    fn initial_scalar(&self, _: NAdamScalar) -> f64 {
         1.0
     }
 
-    fn prepare(&self, step: u64, scalars: &mut [f64]) -> NAdamStep {
+    fn prepare(&self, step: u64, scalars: &mut Slots<'_, f64, NAdamScalar>) -> NAdamStep {
         let t = step as f64;
         let mu = self.beta1 * (1.0 - 0.5 * 0.96f64.powf(t * self.momentum_decay));
         let mu_next = self.beta1 * (1.0 - 0.5 * 0.96f64.powf((t + 1.0) * self.momentum_decay));
-        scalars[0] *= mu;
-        let prod = scalars[0];
+        scalars[NAdamScalar::MuProduct] *= mu;
+        let prod = scalars[NAdamScalar::MuProduct];
         let lr = self.common.lr;
         NAdamStep {
             bc2: 1.0 - self.beta2.powi(step as i32),
@@ -114,15 +131,19 @@ impl Rule for NAdam {
         &self,
         s: &NAdamStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, NAdamSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0].ema(g, self.beta1)?;
-        state[1] = state[1]
+        use NAdamSlot::*;
+        state[ExpAvg] = state[ExpAvg].ema(g, self.beta1)?;
+        state[ExpAvgSq] = state[ExpAvgSq]
             .scale(self.beta2)?
             .add(&g.sqr()?.scale(1.0 - self.beta2)?)?;
-        let denom = state[1].scale(1.0 / s.bc2)?.sqrt()?.affine(1.0, self.eps)?;
+        let denom = state[ExpAvgSq]
+            .scale(1.0 / s.bc2)?
+            .sqrt()?
+            .affine(1.0, self.eps)?;
         g.scale(s.coef_g)?
-            .add(&state[0].scale(s.coef_m)?)?
+            .add(&state[ExpAvg].scale(s.coef_m)?)?
             .div(&denom)
     }
 

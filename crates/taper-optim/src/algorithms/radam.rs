@@ -11,7 +11,18 @@
 use crate::error::{check_betas, check_eps};
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`RAdam`], as torch.optim names it.
+    pub enum RAdamSlot {
+        /// First moment m.
+        ExpAvg = "exp_avg",
+        /// Second moment v.
+        ExpAvgSq = "exp_avg_sq",
+    }
+}
 
 /// RAdam's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +69,8 @@ pub struct RAdamStep {
 impl Rule for RAdam {
     const NAME: &'static str = "RAdam";
     type Step = RAdamStep;
+    type Slot = RAdamSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -66,11 +79,11 @@ impl Rule for RAdam {
         check_eps("RAdam", self.eps)
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_avg_sq"]
+    fn slots(&self) -> &'static [RAdamSlot] {
+        &[RAdamSlot::ExpAvg, RAdamSlot::ExpAvgSq]
     }
 
-    fn prepare(&self, step: u64, _: &mut [f64]) -> RAdamStep {
+    fn prepare(&self, step: u64, _: &mut Slots<'_, f64, NoSlot>) -> RAdamStep {
         let t = step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc2 = 1.0 - b2.powi(t);
@@ -93,17 +106,18 @@ impl Rule for RAdam {
         &self,
         s: &RAdamStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, RAdamSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0].ema(g, self.beta1)?;
-        state[1] = state[1]
+        use RAdamSlot::*;
+        state[ExpAvg] = state[ExpAvg].ema(g, self.beta1)?;
+        state[ExpAvgSq] = state[ExpAvgSq]
             .scale(self.beta2)?
             .add(&g.sqr()?.scale(1.0 - self.beta2)?)?;
         match s.adaptive {
-            Some(a) => state[0]
-                .div(&state[1].sqrt()?.affine(1.0, self.eps)?)?
+            Some(a) => state[ExpAvg]
+                .div(&state[ExpAvgSq].sqrt()?.affine(1.0, self.eps)?)?
                 .scale(s.lr_bc1 * a),
-            None => state[0].scale(s.lr_bc1),
+            None => state[ExpAvg].scale(s.lr_bc1),
         }
     }
 

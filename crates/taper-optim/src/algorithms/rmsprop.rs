@@ -14,7 +14,42 @@ use crate::error::check;
 use crate::error::check_eps;
 use crate::lane::Lane;
 use crate::rule::{Common, EpsPlacement, Rule};
+use crate::slot::{NoSlot, Slots, StateSlot};
 use crate::Result;
+
+/// The per-parameter state of [`RmsProp`], as torch.optim names it. Each of `grad_avg` and
+/// `momentum_buffer` is optional, so their positions cannot both be fixed: `square_avg` is
+/// first, `grad_avg` second, and `momentum_buffer` always last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmsPropSlot {
+    /// Running average of g² (E).
+    SquareAvg,
+    /// Running average of g (centered only).
+    GradAvg,
+    /// The momentum buffer b (momentum > 0 only).
+    MomentumBuffer,
+}
+
+impl StateSlot for RmsPropSlot {
+    const ALL: &'static [Self] = &[Self::SquareAvg, Self::GradAvg, Self::MomentumBuffer];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::SquareAvg => "square_avg",
+            Self::GradAvg => "grad_avg",
+            Self::MomentumBuffer => "momentum_buffer",
+        }
+    }
+
+    #[inline(always)]
+    fn position(self, len: usize) -> usize {
+        match self {
+            Self::SquareAvg => 0,
+            Self::GradAvg => 1,
+            Self::MomentumBuffer => len - 1,
+        }
+    }
+}
 
 /// RMSProp's hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +135,8 @@ pub struct RmsPropStep {
 impl Rule for RmsProp {
     const NAME: &'static str = "RMSprop";
     type Step = RmsPropStep;
+    type Slot = RmsPropSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -121,16 +158,17 @@ impl Rule for RmsProp {
         )
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
+    fn slots(&self) -> &'static [RmsPropSlot] {
+        use RmsPropSlot::*;
         match (self.centered, self.momentum > 0.0) {
-            (false, false) => &["square_avg"],
-            (true, false) => &["square_avg", "grad_avg"],
-            (false, true) => &["square_avg", "momentum_buffer"],
-            (true, true) => &["square_avg", "grad_avg", "momentum_buffer"],
+            (false, false) => &[SquareAvg],
+            (true, false) => &[SquareAvg, GradAvg],
+            (false, true) => &[SquareAvg, MomentumBuffer],
+            (true, true) => &[SquareAvg, GradAvg, MomentumBuffer],
         }
     }
 
-    fn prepare(&self, _: u64, _: &mut [f64]) -> RmsPropStep {
+    fn prepare(&self, _: u64, _: &mut Slots<'_, f64, NoSlot>) -> RmsPropStep {
         RmsPropStep { lr: self.common.lr }
     }
 
@@ -139,22 +177,22 @@ impl Rule for RmsProp {
         &self,
         s: &RmsPropStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, RmsPropSlot>,
     ) -> std::result::Result<L, L::Err> {
-        state[0] = state[0]
+        use RmsPropSlot::*;
+        state[SquareAvg] = state[SquareAvg]
             .scale(self.alpha)?
             .add(&g.sqr()?.scale(1.0 - self.alpha)?)?;
         let avg = if self.centered {
-            state[1] = state[1].ema(g, self.alpha)?;
-            state[0].sub(&state[1].sqr()?)?
+            state[GradAvg] = state[GradAvg].ema(g, self.alpha)?;
+            state[SquareAvg].sub(&state[GradAvg].sqr()?)?
         } else {
-            state[0].clone()
+            state[SquareAvg].clone()
         };
         let step = g.div(&self.eps_placement.denom(&avg, self.eps)?)?;
         if self.momentum > 0.0 {
-            let b = state.len() - 1;
-            state[b] = state[b].scale(self.momentum)?.add(&step)?;
-            state[b].scale(s.lr)
+            state[MomentumBuffer] = state[MomentumBuffer].scale(self.momentum)?.add(&step)?;
+            state[MomentumBuffer].scale(s.lr)
         } else {
             step.scale(s.lr)
         }

@@ -13,7 +13,16 @@
 use crate::error::check;
 use crate::lane::Lane;
 use crate::rule::{Common, Rule};
+use crate::slot::{NoSlot, Slots};
 use crate::Result;
+
+crate::slots! {
+    /// The per-parameter state of [`Sgd`], as torch.optim names it.
+    pub enum SgdSlot {
+        /// The momentum buffer (absent for plain SGD).
+        MomentumBuffer = "momentum_buffer",
+    }
+}
 
 /// The momentum variant of [`Sgd`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -81,6 +90,8 @@ pub struct SgdStep {
 impl Rule for Sgd {
     const NAME: &'static str = "SGD";
     type Step = SgdStep;
+    type Slot = SgdSlot;
+    type Scalar = NoSlot;
 
     crate::rule::common_field!();
 
@@ -123,14 +134,14 @@ impl Rule for Sgd {
         }
     }
 
-    fn state_names(&self) -> &'static [&'static str] {
+    fn slots(&self) -> &'static [SgdSlot] {
         match self.momentum {
             Momentum::None => &[],
-            _ => &["momentum_buffer"],
+            _ => &[SgdSlot::MomentumBuffer],
         }
     }
 
-    fn prepare(&self, step: u64, _: &mut [f64]) -> SgdStep {
+    fn prepare(&self, step: u64, _: &mut Slots<'_, f64, NoSlot>) -> SgdStep {
         SgdStep {
             lr: self.common.lr,
             first: step == 1,
@@ -142,32 +153,35 @@ impl Rule for Sgd {
         &self,
         s: &SgdStep,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, SgdSlot>,
     ) -> std::result::Result<L, L::Err> {
+        use SgdSlot::*;
         let d = match self.momentum {
             Momentum::None => g.clone(),
             Momentum::Classic {
                 momentum,
                 dampening,
             } => {
-                state[0] = if s.first {
+                state[MomentumBuffer] = if s.first {
                     g.clone()
                 } else {
-                    state[0].scale(momentum)?.add(&g.scale(1.0 - dampening)?)?
+                    state[MomentumBuffer]
+                        .scale(momentum)?
+                        .add(&g.scale(1.0 - dampening)?)?
                 };
-                state[0].clone()
+                state[MomentumBuffer].clone()
             }
             Momentum::Nesterov { momentum } => {
-                state[0] = if s.first {
+                state[MomentumBuffer] = if s.first {
                     g.clone()
                 } else {
-                    state[0].scale(momentum)?.add(g)?
+                    state[MomentumBuffer].scale(momentum)?.add(g)?
                 };
-                g.add(&state[0].scale(momentum)?)?
+                g.add(&state[MomentumBuffer].scale(momentum)?)?
             }
             Momentum::Ema { beta } => {
-                state[0] = state[0].ema(g, beta)?;
-                state[0].clone()
+                state[MomentumBuffer] = state[MomentumBuffer].ema(g, beta)?;
+                state[MomentumBuffer].clone()
             }
         };
         d.scale(s.lr)

@@ -71,8 +71,12 @@ fused_float!(f32, F32);
 fused_float!(f64, F64);
 
 /// The most per-parameter state tensors a rule may keep and still take the fused CPU path
-/// (the loop carries its state slots in fixed arrays). Every rule in this crate keeps at
-/// most 3 (Adam with AMSGrad); a rule with more runs on the generic tensor path.
+/// (the loop carries its state slots in fixed arrays, one instantiation per count). Every
+/// rule in this crate keeps at most 3 (Adam with AMSGrad, centered RMSprop with momentum);
+/// a rule with more runs on the generic tensor path, and [`Optimizer::execution`] and its
+/// `Debug` output say so.
+///
+/// [`Optimizer::execution`]: crate::Optimizer::execution
 pub const MAX_FUSED_STATE: usize = 3;
 
 /// Whether the fused path applies: CPU, f32 or f64, one dtype, contiguous, at most

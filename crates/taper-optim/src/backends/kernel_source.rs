@@ -130,22 +130,22 @@ impl KernelSource {
     /// The update of `rule` at a step whose scalars are `s` (from [`Rule::prepare`]).
     ///
     /// ```
-    /// use taper_optim::{Adam, KernelSource, Rule};
+    /// use taper_optim::{Adam, KernelSource, Rule, Slots};
     /// let adam = Adam::new(1e-3);
-    /// let s = adam.prepare(1, &mut []);
+    /// let s = adam.prepare(1, &mut Slots::new(&mut []));
     /// let k = KernelSource::of(&adam, &s);
     /// assert_eq!(k.states, 2); // exp_avg, exp_avg_sq
     /// let cuda = k.cuda("float");
     /// assert!(cuda.contains("__global__ void taper_step(T* p, const T* g, T* s0, T* s1, const T* c"));
     /// assert!(cuda.contains("s1[i] = "));
     /// // Step 2 has other bias corrections but the same code: only the constants change.
-    /// let k2 = KernelSource::of(&adam, &adam.prepare(2, &mut []));
+    /// let k2 = KernelSource::of(&adam, &adam.prepare(2, &mut Slots::new(&mut [])));
     /// assert_eq!(k2.body, k.body);
     /// assert_ne!(k2.constants, k.constants);
     /// ```
     pub fn of<R: Rule>(rule: &R, s: &R::Step) -> Self {
         let b = Rc::new(RefCell::new(Builder::default()));
-        let states = rule.state_names().len();
+        let states = rule.slots().len();
         let (p, g) = (Expr::input(&b, "p_"), Expr::input(&b, "g_"));
         let mut st: Vec<Expr> = (0..states)
             .map(|k| Expr::input(&b, &format!("s{k}_")))

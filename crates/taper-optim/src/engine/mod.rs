@@ -1,9 +1,10 @@
 //! The engine: what an algorithm is ([`Rule`](rule::Rule)), the element type its math is
-//! written over ([`Lane`](lane::Lane)), the [`Optimizer`](optimizer::Optimizer) that runs a
+//! written over ([`Lane`](lane::Lane)), its named state slots ([`slot`]), the [`Optimizer`](optimizer::Optimizer) that runs a
 //! rule over named parameters in groups, and its state as data.
 
 pub(crate) mod any;
 pub(crate) mod lane;
 pub(crate) mod optimizer;
 pub(crate) mod rule;
+pub(crate) mod slot;
 pub(crate) mod state;

@@ -10,6 +10,7 @@ use candle_core::{Tensor, Var};
 use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
 use crate::rule::{update, Rule};
+use crate::slot::Slots;
 use crate::{fused, Error, Result};
 
 /// Which implementation runs the update.
@@ -93,9 +94,9 @@ impl<R> Group<R> {
 pub struct ParamState {
     /// How many updates this parameter has received.
     pub step: u64,
-    /// Scalars named by `Rule::scalar_names`.
+    /// Scalar state, in the order of `Rule::scalars`.
     pub scalars: Vec<f64>,
-    /// Tensors named by `Rule::state_names`.
+    /// State tensors, in the order of `Rule::slots`.
     pub tensors: Vec<Tensor>,
 }
 
@@ -114,7 +115,11 @@ pub struct ParamState {
 /// assert!(w.abs()?.max_all()?.to_scalar::<f32>()? < 0.05);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output names the execution path each group takes (`execution`), so a rule
+/// that cannot take the fused CPU loop (more than [`MAX_FUSED_STATE`](crate::MAX_FUSED_STATE)
+/// state tensors, or [`Path::Generic`]) shows it instead of slowing down quietly.
+#[derive(Clone)]
 pub struct Optimizer<R: Rule> {
     groups: Vec<Group<R>>,
     state: HashMap<String, ParamState>,
@@ -124,7 +129,58 @@ pub struct Optimizer<R: Rule> {
     clip: Clip,
 }
 
+impl<R: Rule> std::fmt::Debug for Optimizer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("groups", &self.groups)
+            .field("execution", &self.execution())
+            .field("steps", &self.steps)
+            .field("path", &self.path)
+            .field("non_finite", &self.non_finite)
+            .field("clip", &self.clip)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
 impl<R: Rule> Optimizer<R> {
+    /// How each group's parameters are updated on the CPU: the fused in-place loop, or
+    /// candle tensor ops and why (one line per group, in group order). CUDA and other
+    /// devices always use tensor ops.
+    ///
+    /// ```
+    /// use taper_optim::{Adam, Optimizer, Path};
+    /// use taper_tensor::{DType, Device, ParamStore};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// store.parameter("w", 4, |s, dt, d| Ok(taper_tensor::Tensor::zeros(s, dt, d)?))?;
+    /// let opt = Optimizer::new(Adam::new(1e-3), &store)?;
+    /// assert_eq!(opt.execution(), ["default: fused CPU loop (2 state tensors)"]);
+    /// let generic = opt.with_path(Path::Generic);
+    /// assert_eq!(generic.execution(), ["default: tensor ops (Path::Generic was chosen)"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn execution(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let k = g.rule.slots().len();
+                let how = if self.path == Path::Generic {
+                    "tensor ops (Path::Generic was chosen)".to_string()
+                } else if k > fused::MAX_FUSED_STATE {
+                    format!(
+                        "tensor ops: {} keeps {k} state tensors, more than the fused loop's \
+                         MAX_FUSED_STATE = {}",
+                        R::NAME,
+                        fused::MAX_FUSED_STATE
+                    )
+                } else {
+                    format!("fused CPU loop ({k} state tensors)")
+                };
+                format!("{}: {how}", g.label)
+            })
+            .collect()
+    }
+
     /// An optimizer over the trainable parameters of `store` (frozen ones and buffers
     /// excluded), all in one group with `rule`'s hyperparameters.
     pub fn new(rule: R, store: &ParamStore) -> Result<Self> {
@@ -359,20 +415,26 @@ impl<R: Rule> Optimizer<R> {
 
 fn validate<R: Rule>(rule: &R) -> Result<()> {
     rule.common().validate(R::NAME)?;
-    rule.validate()
+    rule.validate()?;
+    crate::slot::check_layout(R::NAME, rule.slots())?;
+    crate::slot::check_layout(R::NAME, rule.scalars())
 }
 
 pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
-    let tensors = (0..rule.state_names().len())
-        .map(|i| {
+    let tensors = rule
+        .slots()
+        .iter()
+        .map(|&slot| {
             Ok(var
                 .as_tensor()
                 .ones_like()?
-                .affine(rule.initial_state(i), 0.0)?)
+                .affine(rule.initial_state(slot), 0.0)?)
         })
         .collect::<Result<_>>()?;
-    let scalars = (0..rule.scalar_names().len())
-        .map(|i| rule.initial_scalar(i))
+    let scalars = rule
+        .scalars()
+        .iter()
+        .map(|&slot| rule.initial_scalar(slot))
         .collect();
     Ok(ParamState {
         step: 0,
@@ -383,7 +445,7 @@ pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
 
 fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamState) -> Result<()> {
     st.step += 1;
-    let s = rule.prepare(st.step, &mut st.scalars);
+    let s = rule.prepare(st.step, &mut Slots::new(&mut st.scalars));
     let p = var.as_tensor();
     if path == Path::Auto && fused::eligible(p, g, &st.tensors) {
         return fused::step(rule, &s, p, g, &st.tensors);

@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 
 use crate::lane::Lane;
+use crate::slot::{Slots, StateSlot};
 use crate::Result;
 
 /// How weight decay enters the update.
@@ -112,28 +113,44 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
     /// Checks the algorithm's own hyperparameters, naming the field at fault.
     fn validate(&self) -> Result<()>;
 
-    /// Names of the per-parameter state tensors, in the order `direction` receives them
-    /// (e.g. `["exp_avg", "exp_avg_sq"]`); saved as `{param}.{name}`.
-    fn state_names(&self) -> &'static [&'static str];
+    /// The per-parameter state tensors' slots (an enum declared with
+    /// [`slots!`](crate::slots), or [`NoSlot`](crate::NoSlot)).
+    type Slot: StateSlot;
 
-    /// Initial value of state tensor `i` (0 unless the algorithm says otherwise).
-    fn initial_state(&self, _i: usize) -> f64 {
+    /// The per-parameter scalar state's slots beyond the step count (NAdam's
+    /// `mu_product`), or [`NoSlot`](crate::NoSlot).
+    type Scalar: StateSlot;
+
+    /// The state tensors this configuration keeps, in storage order (e.g. Adam:
+    /// `[ExpAvg, ExpAvgSq]`, plus `MaxExpAvgSq` with AMSGrad); each is saved as
+    /// `{param}.{name}`. Checked against the slots' positions when an optimizer is built.
+    /// More than [`MAX_FUSED_STATE`](crate::MAX_FUSED_STATE) slots take the generic tensor
+    /// path (see [`Optimizer::execution`](crate::Optimizer::execution)).
+    fn slots(&self) -> &'static [Self::Slot];
+
+    /// Initial value of a state tensor (0 unless the algorithm says otherwise).
+    fn initial_state(&self, _slot: Self::Slot) -> f64 {
         0.0
     }
 
-    /// Names of per-parameter scalar state beyond the step count (e.g. NAdam's `mu_product`).
-    fn scalar_names(&self) -> &'static [&'static str] {
-        &[]
+    /// The scalar state this configuration keeps, in storage order (all declared by default).
+    fn scalars(&self) -> &'static [Self::Scalar] {
+        Self::Scalar::ALL
     }
 
-    /// Initial value of scalar `i`.
-    fn initial_scalar(&self, _i: usize) -> f64 {
+    /// Initial value of a scalar.
+    fn initial_scalar(&self, _slot: Self::Scalar) -> f64 {
         0.0
+    }
+
+    /// The names of [`Rule::slots`], in storage order.
+    fn state_names(&self) -> Vec<&'static str> {
+        self.slots().iter().map(|s| s.name()).collect()
     }
 
     /// The step's scalars, for a parameter at its `step`-th update (1-based); may advance
     /// the parameter's scalar state.
-    fn prepare(&self, step: u64, scalars: &mut [f64]) -> Self::Step;
+    fn prepare(&self, step: u64, scalars: &mut Slots<'_, f64, Self::Scalar>) -> Self::Step;
 
     /// The amount to subtract from the parameter, given the (possibly decayed and negated)
     /// gradient `g`; updates `state` in place.
@@ -141,7 +158,7 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
         &self,
         s: &Self::Step,
         g: &L,
-        state: &mut [L],
+        state: &mut Slots<'_, L, Self::Slot>,
     ) -> std::result::Result<L, L::Err>;
 
     /// The momentum-like coefficient schedules may cycle (SGD's momentum, Adam's β₁), if any.
@@ -196,7 +213,7 @@ pub fn update<R: Rule, L: Lane>(
         WeightDecay::Decoupled(wd) if wd != 0.0 => p = p.scale(1.0 - c.lr * wd)?,
         _ => {}
     }
-    let d = rule.direction(s, &g, state)?;
+    let d = rule.direction(s, &g, &mut Slots::new(state))?;
     p.sub(&d)
 }
 

@@ -16,6 +16,7 @@ use taper_tensor::{checked_counter, StateDict};
 
 use crate::optimizer::{init_state, Optimizer, ParamState};
 use crate::rule::{Rule, WeightDecay};
+use crate::slot::StateSlot;
 use crate::{Error, Result};
 
 /// Format tag stored in every state file.
@@ -69,8 +70,8 @@ impl<R: Rule> Optimizer<R> {
             };
             let rule = &self.groups()[gi].rule;
             out.scalars.insert(format!("{name}.step"), st.step as f64);
-            for (field, v) in rule.scalar_names().iter().zip(&st.scalars) {
-                out.scalars.insert(format!("{name}.{field}"), *v);
+            for (slot, v) in rule.scalars().iter().zip(&st.scalars) {
+                out.scalars.insert(format!("{name}.{}", slot.name()), *v);
             }
             for (field, t) in rule.state_names().iter().zip(&st.tensors) {
                 out.tensors.insert(format!("{name}.{field}"), t.clone());
@@ -125,8 +126,8 @@ impl<R: Rule> Optimizer<R> {
                     st.step
                 )));
             }
-            for (i, field) in rule.scalar_names().iter().enumerate() {
-                let key = format!("{name}.{field}");
+            for (i, slot) in rule.scalars().iter().enumerate() {
+                let key = format!("{name}.{}", slot.name());
                 st.scalars[i] = finite(&key, scalar(&key, &mut used)?)?;
             }
             for (i, field) in rule.state_names().iter().enumerate() {
