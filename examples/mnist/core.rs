@@ -347,26 +347,30 @@ fn train_with<R: Rule>(
     }
     let steps_per_epoch = loader.batches_per_epoch() as u64;
     let total = steps_per_epoch * args.epochs;
-    let schedule: Option<Box<dyn Schedule>> = match args.schedule {
-        ScheduleArg::None | ScheduleArg::Plateau => None,
-        ScheduleArg::Cosine => Some(Box::new(CosineAnnealingLr::new(total.max(1), 0.0)?)),
-        ScheduleArg::Step => Some(Box::new(StepLr::new(2 * steps_per_epoch.max(1), 0.5)?)),
-        ScheduleArg::Onecycle => Some(Box::new(OneCycleLr::new(opt.lr() * 10.0, total.max(2))?)),
-        ScheduleArg::InverseTime => Some(Box::new(InverseTime::new(1e-3)?)),
-        ScheduleArg::InverseSqrt => Some(Box::new(InverseSqrt::new(1e-3)?)),
+    // Every way of setting the rate is one `LrControl`: schedules step after each batch,
+    // the plateau after each evaluation.
+    let mut lr_control: Option<Box<dyn LrControl>> = match args.schedule {
+        ScheduleArg::None => None,
+        ScheduleArg::Plateau => Some(Box::new(ReduceLrOnPlateau::new(PlateauConfig {
+            factor: 0.5,
+            patience: 0,
+            ..Default::default()
+        })?)),
+        ScheduleArg::Cosine => Some(scheduler(
+            CosineAnnealingLr::new(total.max(1), 0.0)?,
+            &mut opt,
+        )?),
+        ScheduleArg::Step => Some(scheduler(
+            StepLr::new(2 * steps_per_epoch.max(1), 0.5)?,
+            &mut opt,
+        )?),
+        ScheduleArg::Onecycle => {
+            let max_lr = opt.lr() * 10.0;
+            Some(scheduler(OneCycleLr::new(max_lr, total.max(2))?, &mut opt)?)
+        }
+        ScheduleArg::InverseTime => Some(scheduler(InverseTime::new(1e-3)?, &mut opt)?),
+        ScheduleArg::InverseSqrt => Some(scheduler(InverseSqrt::new(1e-3)?, &mut opt)?),
     };
-    let mut sched = schedule
-        .map(|s| LrScheduler::new(s, &mut opt))
-        .transpose()?;
-    let mut plateau = (args.schedule == ScheduleArg::Plateau)
-        .then(|| {
-            ReduceLrOnPlateau::new(PlateauConfig {
-                factor: 0.5,
-                patience: 0,
-                ..Default::default()
-            })
-        })
-        .transpose()?;
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -382,14 +386,13 @@ fn train_with<R: Rule>(
             )
         };
         let ckpt = Checkpoint::load(&latest)?;
-        let mut parts: Vec<(&str, &mut dyn Stateful)> = Vec::new();
-        if let Some(s) = sched.as_mut() {
-            parts.push(("schedule", s));
+        match lr_control.as_mut() {
+            Some(c) => {
+                let name = c.state_name();
+                ckpt.restore(&store, &mut opt, &mut [(name.as_str(), &mut **c)])?
+            }
+            None => ckpt.restore(&store, &mut opt, &mut [])?,
         }
-        if let Some(p) = plateau.as_mut() {
-            parts.push(("plateau", p));
-        }
-        ckpt.restore(&store, &mut opt, &mut parts)?;
         state = ckpt.train.clone();
         if let Some(h) = state
             .metadata
@@ -427,8 +430,9 @@ fn train_with<R: Rule>(
             let logits = model.forward_t(&b.inputs, true)?;
             let loss = cross_entropy(&logits, &b.targets)?;
             opt.step(&Gradients::compute(&loss, &store)?)?;
-            if let Some(s) = sched.as_mut() {
-                s.step(&mut opt)?;
+            state.finish_batch();
+            if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == Drive::Time) {
+                c.step(Signal::at(state.step), &mut opt)?;
             }
             let n = b.indices.len();
             let (l, a) = (
@@ -438,15 +442,14 @@ fn train_with<R: Rule>(
             loss_m.add(l, n);
             acc_m.add(a, n);
             bar.update(n as u64, loss_m.mean(), acc_m.mean());
-            state.finish_batch();
             data_time += (t1 - t0).as_secs_f64();
             step_time += t1.elapsed().as_secs_f64();
         }
         bar.finish();
         state.finish_epoch();
         let (test_loss, test_acc) = evaluate(&model, &test, dev)?;
-        if let Some(p) = plateau.as_mut() {
-            p.step(test_loss, &mut opt)?;
+        if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == Drive::Metric) {
+            c.step(Signal::at(state.epoch).with_metric(test_loss), &mut opt)?;
         }
         println!(
             "epoch {:>3}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.0} samples/s",
@@ -469,11 +472,8 @@ fn train_with<R: Rule>(
         history.push(row);
         state.metadata = serde_json::json!({ "history": history, "args": format!("{args:?}") });
         let mut ckpt = Checkpoint::capture(&store, &opt, state.clone())?;
-        if let Some(s) = &sched {
-            ckpt = ckpt.with_state("schedule", s)?;
-        }
-        if let Some(p) = &plateau {
-            ckpt = ckpt.with_state("plateau", p)?;
+        if let Some(c) = &lr_control {
+            ckpt = ckpt.with_state(&c.state_name(), &**c)?;
         }
         manager.save(&ckpt, Some(test_acc))?;
     }
@@ -531,4 +531,12 @@ fn train_with<R: Rule>(
         data_fraction,
         out_dir: args.out.clone(),
     })
+}
+
+/// A schedule attached to every group of `opt`, as a learning-rate controller.
+fn scheduler<S: Schedule + 'static, R: Rule>(
+    schedule: S,
+    opt: &mut Optimizer<R>,
+) -> Result<Box<dyn LrControl>> {
+    Ok(Box::new(LrScheduler::new(schedule, opt)?))
 }

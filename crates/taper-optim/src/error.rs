@@ -37,6 +37,15 @@ pub enum Error {
         total_steps: u64,
     },
 
+    /// A learning-rate controller was stepped without what it needs (a metric, gradients).
+    #[error("{controller}: stepped without {needs}")]
+    MissingSignal {
+        /// The controller (`ReduceLROnPlateau`, `GradNormRatio`).
+        controller: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
+
     /// A gradient's shape differs from its parameter's.
     #[error("gradient of `{name}` has shape {actual:?}, but the parameter has shape {expected:?}")]
     GradientShape {

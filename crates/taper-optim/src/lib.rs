@@ -41,7 +41,7 @@ mod lr;
 use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
-use lr::{compose, cosine, grad_norm_rate, one_cycle, plateau, schedule, scheduler};
+use lr::{compose, control, cosine, grad_norm_rate, one_cycle, plateau, schedule, scheduler};
 
 pub use adadelta::{Adadelta, AdadeltaSlot};
 pub use adagrad::{Adagrad, AdagradSlot};
@@ -50,6 +50,7 @@ pub use adamax::{Adamax, AdamaxSlot};
 pub use any::AnyOptimizer;
 pub use backends::fused::MAX_FUSED_STATE;
 pub use compose::{ChainedLr, SequentialLr};
+pub use control::{Drive, Groups, LrControl, LrTarget, Signal};
 pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
 pub use error::{Error, Result};
 pub use grad_norm_rate::GradNormRatio;

@@ -3,13 +3,15 @@
 
 use taper_tensor::Gradients;
 
+use crate::control::LrTarget;
 use crate::optimizer::{Optimizer, StepReport};
 use crate::rule::Rule;
 use crate::state::OptimizerState;
 use crate::Result;
 
-/// What every optimizer can do, whatever its rule.
-pub trait AnyOptimizer: Send {
+/// What every optimizer can do, whatever its rule. Learning-rate controllers act on it
+/// through its [`LrTarget`] side (`&mut *boxed` coerces to `&mut dyn LrTarget`).
+pub trait AnyOptimizer: LrTarget + Send {
     /// The algorithm's name.
     fn name(&self) -> &'static str;
     /// Updates the parameters from `grads`.

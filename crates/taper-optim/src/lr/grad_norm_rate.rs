@@ -7,14 +7,14 @@
 
 use taper_tensor::{Gradients, Norm, StateDict, Stateful};
 
+use crate::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
 use crate::error::check;
-use crate::optimizer::Optimizer;
-use crate::rule::Rule;
 use crate::Result;
 
 /// The gradient-norm-ratio rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GradNormRatio {
+    groups: Groups,
     eta: f64,
     eps: f64,
     previous: Option<f64>,
@@ -38,6 +38,7 @@ impl GradNormRatio {
             "a finite eps > 0",
         )?;
         Ok(Self {
+            groups: Groups::All,
             eta,
             eps,
             previous: None,
@@ -66,8 +67,43 @@ impl GradNormRatio {
         Ok(lr)
     }
 
-    /// Computes the rate from `grads` and sets it on every group of `opt`; returns it.
-    pub fn step<R: Rule>(&mut self, grads: &Gradients, opt: &mut Optimizer<R>) -> Result<f64> {
+    /// Acts on group `i` only (default: every group).
+    pub fn for_group(mut self, i: usize) -> Self {
+        self.groups = Groups::One(i);
+        self
+    }
+
+    /// Computes the rate from `grads` and sets it on the groups; returns it. The shorthand
+    /// for [`LrControl::step`] with the gradients.
+    pub fn step(&mut self, grads: &Gradients, opt: &mut dyn LrTarget) -> Result<f64> {
+        LrControl::step(self, Signal::default().with_grads(grads), opt)?;
+        Ok(self.eta_now(opt))
+    }
+
+    /// The rate last set (η before the first step).
+    fn eta_now(&self, opt: &dyn LrTarget) -> f64 {
+        let g = match self.groups {
+            Groups::All => 0,
+            Groups::One(i) => i,
+        };
+        opt.group_lr(g).unwrap_or(self.eta)
+    }
+}
+
+impl LrControl for GradNormRatio {
+    fn name(&self) -> &'static str {
+        "GradNormRatio"
+    }
+
+    fn drive(&self) -> Drive {
+        Drive::Gradients
+    }
+
+    /// Reads `signal.grads` (required; call before the optimizer step); `signal.step` is
+    /// not used.
+    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
+        let grads = signal.need_grads("GradNormRatio")?;
+        let groups = self.groups.indices(opt)?;
         let n = grads.norm(Norm::L2)?;
         let before = self.previous;
         let lr = self.rate(n * n)?;
@@ -81,11 +117,14 @@ impl GradNormRatio {
                            relative to the previous one (raise eps)",
             });
         }
-        if let Err(e) = opt.set_lr(lr) {
-            self.previous = before;
-            return Err(e);
+        let old = control::snapshot(opt, &groups);
+        for &g in &groups {
+            if let Err(e) = opt.set_group_lr(g, lr) {
+                self.previous = before;
+                return control::restore(opt, &groups, &old, e);
+            }
         }
-        Ok(lr)
+        Ok(())
     }
 }
 

@@ -1,7 +1,9 @@
 //! Learning-rate control: schedules as pure functions of the step, the scheduler that
-//! applies one to an optimizer, and the metric- and gradient-driven controllers.
+//! applies one to an optimizer, and the metric- and gradient-driven controllers, all
+//! behind one protocol ([`control::LrControl`]).
 
 pub(crate) mod compose;
+pub(crate) mod control;
 pub(crate) mod cosine;
 pub(crate) mod grad_norm_rate;
 pub(crate) mod one_cycle;

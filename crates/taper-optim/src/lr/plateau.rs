@@ -4,9 +4,8 @@
 //! relative or absolute), every rate is multiplied by `factor` (not below `min_lr`, and only
 //! if it changes by more than `eps`); then `cooldown` steps pass before counting again.
 
+use crate::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
 use crate::error::check;
-use crate::optimizer::Optimizer;
-use crate::rule::Rule;
 use crate::{Error, Result};
 use taper_tensor::{StateDict, Stateful};
 
@@ -70,6 +69,7 @@ impl Default for PlateauConfig {
 #[derive(Debug, Clone)]
 pub struct ReduceLrOnPlateau {
     config: PlateauConfig,
+    groups: Groups,
     best: f64,
     num_bad: u64,
     cooldown_counter: u64,
@@ -114,6 +114,7 @@ impl ReduceLrOnPlateau {
         };
         Ok(Self {
             config,
+            groups: Groups::All,
             best,
             num_bad: 0,
             cooldown_counter: 0,
@@ -131,44 +132,18 @@ impl ReduceLrOnPlateau {
         }
     }
 
-    /// Records `metric`; reduces every group's rate when the plateau outlasts the patience.
-    /// Returns true when it reduced.
-    pub fn step<R: Rule>(&mut self, metric: f64, opt: &mut Optimizer<R>) -> Result<bool> {
-        if !metric.is_finite() {
-            return Err(Error::InvalidHyperparameter {
-                optimizer: "ReduceLROnPlateau",
-                field: "metric",
-                value: metric.to_string(),
-                expected: "a finite metric",
-            });
-        }
-        if self.is_better(metric) {
-            self.best = metric;
-            self.num_bad = 0;
-        } else {
-            self.num_bad += 1;
-        }
-        if self.cooldown_counter > 0 {
-            self.cooldown_counter -= 1;
-            self.num_bad = 0;
-        }
-        if self.num_bad <= self.config.patience {
-            return Ok(false);
-        }
-        let (factor, min_lr, eps) = (self.config.factor, self.config.min_lr, self.config.eps);
-        for i in 0..opt.groups().len() {
-            opt.update_group(i, |r| {
-                let old = r.common().lr;
-                let new = (old * factor).max(min_lr);
-                if old - new > eps {
-                    r.common_mut().lr = new;
-                }
-            })?;
-        }
-        self.cooldown_counter = self.config.cooldown;
-        self.num_bad = 0;
-        self.reductions += 1;
-        Ok(true)
+    /// Acts on group `i` only (default: every group).
+    pub fn for_group(mut self, i: usize) -> Self {
+        self.groups = Groups::One(i);
+        self
+    }
+
+    /// Records `metric`; reduces the rates when the plateau outlasts the patience. Returns
+    /// true when it reduced. The shorthand for [`LrControl::step`] with a metric.
+    pub fn step(&mut self, metric: f64, opt: &mut dyn LrTarget) -> Result<bool> {
+        let before = self.reductions;
+        LrControl::step(self, Signal::default().with_metric(metric), opt)?;
+        Ok(self.reductions > before)
     }
 
     /// The best metric seen.
@@ -179,6 +154,58 @@ impl ReduceLrOnPlateau {
     /// How many reductions happened.
     pub fn reductions(&self) -> u64 {
         self.reductions
+    }
+}
+
+impl LrControl for ReduceLrOnPlateau {
+    fn name(&self) -> &'static str {
+        "ReduceLROnPlateau"
+    }
+
+    fn drive(&self) -> Drive {
+        Drive::Metric
+    }
+
+    /// Records `signal.metric` (required, finite); `signal.step` is not used.
+    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
+        let metric = signal.need_metric("ReduceLROnPlateau")?;
+        if !metric.is_finite() {
+            return Err(Error::InvalidHyperparameter {
+                optimizer: "ReduceLROnPlateau",
+                field: "metric",
+                value: metric.to_string(),
+                expected: "a finite metric",
+            });
+        }
+        let groups = self.groups.indices(opt)?;
+        let mut next = self.clone();
+        if next.is_better(metric) {
+            next.best = metric;
+            next.num_bad = 0;
+        } else {
+            next.num_bad += 1;
+        }
+        if next.cooldown_counter > 0 {
+            next.cooldown_counter -= 1;
+            next.num_bad = 0;
+        }
+        if next.num_bad > next.config.patience {
+            let (factor, min_lr, eps) = (self.config.factor, self.config.min_lr, self.config.eps);
+            let before = control::snapshot(opt, &groups);
+            for (&g, &(old, _)) in groups.iter().zip(&before) {
+                let new = (old * factor).max(min_lr);
+                if old - new > eps {
+                    if let Err(e) = opt.set_group_lr(g, new) {
+                        return control::restore(opt, &groups, &before, e);
+                    }
+                }
+            }
+            next.cooldown_counter = next.config.cooldown;
+            next.num_bad = 0;
+            next.reductions += 1;
+        }
+        *self = next;
+        Ok(())
     }
 }
 

@@ -1,8 +1,7 @@
 //! `LrScheduler`: applies a [`Schedule`] to an optimizer's groups, step by step, and saves
-//! its position through [`Stateful`].
+//! its position through [`Stateful`]; the time-driven [`LrControl`].
 
-use crate::optimizer::Optimizer;
-use crate::rule::Rule;
+use crate::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
 use crate::schedule::Schedule;
 use taper_tensor::{StateDict, Stateful};
 
@@ -35,72 +34,67 @@ pub struct LrScheduler<S> {
 impl<S: Schedule> LrScheduler<S> {
     /// Attaches to every group, taking their current rates as base rates, and applies
     /// step 0 (as PyTorch's constructors do).
-    pub fn new<R: Rule>(schedule: S, opt: &mut Optimizer<R>) -> Result<Self> {
-        let groups = (0..opt.groups().len()).collect();
-        Self::attach(schedule, opt, groups)
+    pub fn new(schedule: S, opt: &mut dyn LrTarget) -> Result<Self> {
+        Self::attach(schedule, opt, Groups::All)
     }
 
     /// Attaches to group `i` only.
-    pub fn for_group<R: Rule>(schedule: S, opt: &mut Optimizer<R>, i: usize) -> Result<Self> {
-        if i >= opt.groups().len() {
-            return Err(Error::EmptyGroup {
-                group: format!("#{i}"),
-            });
-        }
-        Self::attach(schedule, opt, vec![i])
+    pub fn for_group(schedule: S, opt: &mut dyn LrTarget, i: usize) -> Result<Self> {
+        Self::attach(schedule, opt, Groups::One(i))
     }
 
-    fn attach<R: Rule>(schedule: S, opt: &mut Optimizer<R>, groups: Vec<usize>) -> Result<Self> {
+    fn attach(schedule: S, opt: &mut dyn LrTarget, groups: Groups) -> Result<Self> {
+        let groups = groups.indices(opt)?;
         let base_lrs = groups
             .iter()
-            .map(|&g| opt.groups()[g].rule.common().lr)
+            .map(|&g| opt.group_lr(g).unwrap_or(0.0))
             .collect();
-        let s = Self {
+        let mut s = Self {
             schedule,
             groups,
             base_lrs,
             step: 0,
         };
-        s.apply(opt)?;
+        s.go_to(0, opt)?;
         Ok(s)
     }
 
-    /// Advances one step and sets the groups' rates (and momentum, for OneCycle).
+    /// Advances one step and sets the groups' rates (and momentum, for OneCycle): the
+    /// shorthand for [`LrControl::step`] with `Signal::at(self.steps() + 1)`.
     /// On error (a schedule past its end, a rate out of range) neither the scheduler nor
     /// the optimizer has changed.
-    pub fn step<R: Rule>(&mut self, opt: &mut Optimizer<R>) -> Result<()> {
-        self.step += 1;
-        let before: Vec<R> = opt.groups().iter().map(|g| g.rule.clone()).collect();
-        if let Err(e) = self.apply(opt) {
-            self.step -= 1;
-            for (i, rule) in before.into_iter().enumerate() {
-                opt.update_group(i, |r| *r = rule)?;
-            }
-            return Err(e);
-        }
-        Ok(())
+    pub fn step(&mut self, opt: &mut dyn LrTarget) -> Result<()> {
+        self.go_to(self.step + 1, opt)
     }
 
-    fn apply<R: Rule>(&self, opt: &mut Optimizer<R>) -> Result<()> {
-        let momentum = self.schedule.momentum(self.step);
+    /// Sets the rates of step `step` (a pure function of it), all groups or none.
+    fn go_to(&mut self, step: u64, opt: &mut dyn LrTarget) -> Result<()> {
+        let before = control::snapshot(opt, &self.groups);
+        let momentum = self.schedule.momentum(step);
         for (&g, &base) in self.groups.iter().zip(&self.base_lrs) {
-            let lr = self.schedule.lr(base, self.step)?;
-            if !(lr >= 0.0 && lr.is_finite()) {
-                // Name the schedule, not the optimizer: the schedule produced the value.
-                return Err(Error::InvalidHyperparameter {
-                    optimizer: self.schedule.name(),
-                    field: "lr",
-                    value: format!("{lr} at step {} from base rate {base}", self.step),
-                    expected: "the schedule to give a finite rate >= 0",
-                });
-            }
-            opt.update_group(g, |r| {
-                r.common_mut().lr = lr;
-                if let Some(m) = momentum {
-                    r.set_momentum(m);
+            let lr = match self.schedule.lr(base, step) {
+                Ok(lr) if lr >= 0.0 && lr.is_finite() => lr,
+                Ok(lr) => {
+                    // Name the schedule, not the optimizer: the schedule produced the value.
+                    let err = Error::InvalidHyperparameter {
+                        optimizer: self.schedule.name(),
+                        field: "lr",
+                        value: format!("{lr} at step {step} from base rate {base}"),
+                        expected: "the schedule to give a finite rate >= 0",
+                    };
+                    return control::restore(opt, &self.groups, &before, err);
                 }
-            })?;
+                Err(e) => return control::restore(opt, &self.groups, &before, e),
+            };
+            let set = opt.set_group_lr(g, lr).and_then(|()| match momentum {
+                Some(m) => opt.set_group_momentum(g, m).map(|_| ()),
+                None => Ok(()),
+            });
+            if let Err(e) = set {
+                return control::restore(opt, &self.groups, &before, e);
+            }
         }
+        self.step = step;
         Ok(())
     }
 
@@ -123,6 +117,22 @@ impl<S: Schedule> LrScheduler<S> {
     }
 }
 
+impl<S: Schedule> LrControl for LrScheduler<S> {
+    fn name(&self) -> &'static str {
+        self.schedule.name()
+    }
+
+    fn drive(&self) -> Drive {
+        Drive::Time
+    }
+
+    /// Sets the rates the schedule gives at `signal.step` (it may jump: the schedule is a
+    /// pure function of the step).
+    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
+        self.go_to(signal.step, opt)
+    }
+}
+
 impl<S: Schedule> Stateful for LrScheduler<S> {
     /// Writes `{prefix}.step` and one `{prefix}.base_lr.{i}` per attached group.
     fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
@@ -140,7 +150,8 @@ impl<S: Schedule> Stateful for LrScheduler<S> {
     }
 
     /// Restores the position. The groups' current rates and momentum come back with the
-    /// optimizer's own state ([`Optimizer::load_state_dict`]), as they were when saved.
+    /// optimizer's own state ([`Optimizer::load_state_dict`](crate::Optimizer::load_state_dict)),
+    /// as they were when saved.
     fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
         let (step, bases) = self.read(prefix, state)?;
         self.step = step;
