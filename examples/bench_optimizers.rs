@@ -1,5 +1,5 @@
-//! Optimizer-step throughput: every Taper optimizer's fused CPU step over 10M f32 parameters
-//! (8 tensors), against the machine's streaming bandwidth (a copy/add kernel measured in the
+//! Optimizer-step throughput: every registered Taper optimizer's fused CPU step over 10M f32
+//! parameters (8 tensors), against the machine's streaming bandwidth (a copy/add kernel measured in the
 //! same run), candle-nn's AdamW and SGD, and PyTorch's fused and foreach Adam when
 //! `python3 -c 'import torch'` works. Prints medians and ratios; machines are noisy, so
 //! compare only within one invocation.
@@ -126,48 +126,37 @@ fn main() -> anyhow::Result<()> {
         "{:<26} {:>10} {:>12} {:>14}",
         "Taper optimizer", "ms/step", "GB/s moved", "% of stream"
     );
-    let mut adam_ms = 0.0;
-    macro_rules! row {
-        ($name:expr, $rule:expr) => {{
-            let (ms, bytes) = taper_step($rule, n, reps);
-            let gbs = bytes as f64 * n as f64 / (ms * 1e6);
+    // Every registered configuration (taper-optim's registry), at its registered options.
+    struct Rows {
+        n: usize,
+        reps: usize,
+        bw: f64,
+        adam_ms: f64,
+    }
+    impl Visitor for Rows {
+        fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+            let (ms, bytes) = taper_step(rule, self.n, self.reps);
+            let gbs = bytes as f64 * self.n as f64 / (ms * 1e6);
             println!(
                 "{:<26} {:>10.2} {:>12.1} {:>13.0}%",
-                $name,
+                entry.key,
                 ms,
                 gbs,
-                100.0 * gbs / bw
+                100.0 * gbs / self.bw
             );
-            ms
-        }};
+            if entry.key == "adam" {
+                self.adam_ms = ms;
+            }
+        }
     }
-    row!("SGD", Sgd::new(1e-3));
-    row!(
-        "SGD momentum",
-        Sgd::new(1e-3).with_momentum(Momentum::Classic {
-            momentum: 0.9,
-            dampening: 0.0
-        })
-    );
-    row!(
-        "SGD momentum (documents)",
-        Sgd::new(1e-3).with_momentum(Momentum::Ema { beta: 0.9 })
-    );
-    row!("Adagrad", Adagrad::new(1e-2));
-    row!("RMSprop", RmsProp::new(1e-2));
-    row!("RMSprop momentum", RmsProp::new(1e-2).with_momentum(0.9));
-    row!(
-        "RMSprop centered momentum",
-        RmsProp::new(1e-2).centered(true).with_momentum(0.9)
-    );
-    adam_ms = row!("Adam", Adam::new(1e-3)).max(adam_ms);
-    row!("AdamW", Adam::adamw(1e-3));
-    row!("Adam amsgrad", Adam::new(1e-3).amsgrad(true));
-    row!("Adamax", Adamax::new(2e-3));
-    row!("NAdam", NAdam::new(2e-3));
-    row!("RAdam", RAdam::new(1e-3));
-    row!("Adadelta", Adadelta::default());
-    row!("Lion", Lion::new(1e-4));
+    let mut rows = Rows {
+        n,
+        reps,
+        bw,
+        adam_ms: 0.0,
+    };
+    visit_optimizers(&mut rows);
+    let adam_ms = rows.adam_ms;
 
     // candle-nn on the same tensors.
     let (s, g) = store(n, 8);

@@ -225,7 +225,7 @@ fn optimizer_comparison_writes_its_plots_and_table() {
         out: dir.to_path_buf(),
     };
     let rows = optimizers_core::run(&cfg).unwrap();
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), taper::optim::optimizer_entries().len());
     for f in ["rosenbrock.png", "beale.png", "mnist_loss.png"] {
         assert_non_trivial_png(&cfg.out.join(f));
     }

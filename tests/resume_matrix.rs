@@ -226,36 +226,16 @@ fn encode(v: &[u64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Calls `$f(name, rule)` for one configuration of every optimizer.
+/// Calls `$f(key, rule)` for every registered optimizer configuration (`visit_optimizers`).
 macro_rules! every_optimizer {
     ($f:ident) => {{
-        $f(
-            "sgd-momentum",
-            Sgd::new(0.05).with_momentum(Momentum::Classic {
-                momentum: 0.9,
-                dampening: 0.0,
-            }),
-        );
-        $f(
-            "sgd-nesterov-wd",
-            Sgd::new(0.05)
-                .with_momentum(Momentum::Nesterov { momentum: 0.9 })
-                .with_weight_decay(WeightDecay::L2(1e-3)),
-        );
-        $f("adam", Adam::new(0.01));
-        $f(
-            "adamw-amsgrad",
-            Adam::new(0.01)
-                .amsgrad(true)
-                .with_weight_decay(WeightDecay::Decoupled(0.01)),
-        );
-        $f("adagrad", Adagrad::new(0.05));
-        $f("rmsprop", RmsProp::new(0.01).with_momentum(0.5));
-        $f("adadelta", Adadelta::new(1.0));
-        $f("adamax", Adamax::new(0.01));
-        $f("nadam", NAdam::new(0.01));
-        $f("radam", RAdam::new(0.01));
-        $f("lion", Lion::new(0.003));
+        struct Each;
+        impl Visitor for Each {
+            fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+                $f(entry.key, rule);
+            }
+        }
+        visit_optimizers(&mut Each);
     }};
 }
 
@@ -345,6 +325,6 @@ fn resume_is_bit_identical_in_a_fresh_process_for_every_optimizer_and_lr_control
             n += 1;
         }
     }
-    assert_eq!(n, 11 * CONTROLS.len());
+    assert_eq!(n, optimizer_entries().len() * CONTROLS.len());
     println!("{n} combinations resumed bit-identically in a fresh process");
 }

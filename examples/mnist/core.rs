@@ -41,17 +41,17 @@ pub struct Args {
     /// Dropout probability after each hidden layer.
     #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value_t = OptArg::Adam)]
-    pub optimizer: OptArg,
-    /// Learning rate (when omitted: Adam 2e-3, which suits this model, else each
-    /// optimizer's usual default).
+    /// Optimizer: a configuration from taper-optim's registry (`visit_optimizers`).
+    #[arg(long, default_value = "adam", value_parser = optimizer_names())]
+    pub optimizer: String,
+    /// Learning rate (when omitted: the registry's rate for the configuration, which
+    /// trains this model).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Momentum (SGD variants, RMSprop) or β₁ (Adam family, Lion).
+    /// Momentum (SGD's momentum variants, centered RMSprop) or β₁ (Adam family, Lion).
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// Weight decay λ.
+    /// Weight decay λ (coupled L2, or decoupled with `--decoupled` and for AdamW).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Decoupled (AdamW-style) instead of L2 weight decay.
@@ -108,37 +108,6 @@ pub enum ModelArg {
     Mlp,
     /// Two convolutions and two linear layers.
     Cnn,
-}
-
-/// Optimizers.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptArg {
-    /// Plain gradient descent.
-    Sgd,
-    /// SGD with PyTorch's momentum.
-    Momentum,
-    /// SGD with Nesterov momentum.
-    Nesterov,
-    /// The documents' exponential-average momentum.
-    EmaMomentum,
-    /// AdaGrad (PyTorch's form).
-    Adagrad,
-    /// RMSprop (PyTorch's form).
-    Rmsprop,
-    /// Adam.
-    Adam,
-    /// AdamW.
-    Adamw,
-    /// Adamax.
-    Adamax,
-    /// NAdam.
-    Nadam,
-    /// RAdam.
-    Radam,
-    /// Adadelta.
-    Adadelta,
-    /// Lion.
-    Lion,
 }
 
 /// Schedules.
@@ -243,50 +212,73 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         Some(n) => data.train.take(n)?,
         None => data.train,
     };
-    let wd = match (args.weight_decay, args.decoupled) {
-        (0.0, _) => WeightDecay::None,
-        (w, true) => WeightDecay::Decoupled(w),
-        (w, false) => WeightDecay::L2(w),
+    let mut pick = Pick {
+        args,
+        dev: &dev,
+        data: Some((train, data.test)),
+        out: None,
     };
-    let (m, lr) = (args.momentum, args.lr);
-    macro_rules! go {
-        ($rule:expr) => {
-            train_with(args, $rule.with_weight_decay(wd), &dev, train, data.test)
-        };
-    }
-    let classic = |mm| Momentum::Classic {
-        momentum: mm,
-        dampening: 0.0,
-    };
-    match args.optimizer {
-        OptArg::Sgd => go!(Sgd::new(lr.unwrap_or(0.1))),
-        OptArg::Momentum => {
-            go!(Sgd::new(lr.unwrap_or(0.05)).with_momentum(classic(m.unwrap_or(0.9))))
+    visit_optimizers(&mut pick);
+    pick.out
+        .unwrap_or_else(|| bail!("unknown optimizer `{}`", args.optimizer))
+}
+
+/// The `--optimizer` values: the registry's keys, with their help lines.
+fn optimizer_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        optimizer_entries()
+            .into_iter()
+            .map(|e| clap::builder::PossibleValue::new(e.key).help(e.help)),
+    )
+}
+
+/// Trains with the registry entry named by `--optimizer`, adjusted by the flags.
+struct Pick<'a> {
+    args: &'a Args,
+    dev: &'a Device,
+    data: Option<(TensorDataset, TensorDataset)>,
+    out: Option<anyhow::Result<Summary>>,
+}
+
+impl Visitor for Pick<'_> {
+    fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+        if entry.key != self.args.optimizer {
+            return;
         }
-        OptArg::Nesterov => go!(
-            Sgd::new(lr.unwrap_or(0.05)).with_momentum(Momentum::Nesterov {
-                momentum: m.unwrap_or(0.9)
-            })
-        ),
-        OptArg::EmaMomentum => go!(Sgd::new(lr.unwrap_or(0.3)).with_momentum(Momentum::Ema {
-            beta: m.unwrap_or(0.9)
-        })),
-        OptArg::Adagrad => go!(Adagrad::new(lr.unwrap_or(0.01))),
-        OptArg::Rmsprop => go!(RmsProp::new(lr.unwrap_or(1e-3)).with_momentum(m.unwrap_or(0.0))),
-        OptArg::Adam => go!(Adam::new(lr.unwrap_or(2e-3)).betas(m.unwrap_or(0.9), 0.999)),
-        OptArg::Adamw => go!(Adam::new(lr.unwrap_or(1e-3))
-            .betas(m.unwrap_or(0.9), 0.999)
-            .with_weight_decay(WeightDecay::Decoupled(if args.weight_decay > 0.0 {
-                args.weight_decay
-            } else {
-                0.01
-            }))),
-        OptArg::Adamax => go!(Adamax::new(lr.unwrap_or(2e-3))),
-        OptArg::Nadam => go!(NAdam::new(lr.unwrap_or(2e-3))),
-        OptArg::Radam => go!(RAdam::new(lr.unwrap_or(1e-3))),
-        OptArg::Adadelta => go!(Adadelta::new(lr.unwrap_or(1.0))),
-        OptArg::Lion => go!(Lion::new(lr.unwrap_or(1e-4)).betas(m.unwrap_or(0.9), 0.99)),
+        let Some((train, test)) = self.data.take() else {
+            return;
+        };
+        self.out = Some(
+            configure(self.args, entry, rule)
+                .and_then(|rule| train_with(self.args, rule, self.dev, train, test)),
+        );
     }
+}
+
+/// The registered `rule` with `--lr`, `--momentum` and `--weight-decay` applied.
+fn configure<R: Rule>(args: &Args, entry: &Entry, mut rule: R) -> anyhow::Result<R> {
+    if let Some(lr) = args.lr {
+        rule = rule.with_lr(lr);
+    }
+    if let Some(m) = args.momentum {
+        if !rule.set_momentum(m) {
+            bail!(
+                "--momentum: `{}` has no momentum coefficient; choose momentum, nesterov, \
+                 ema-momentum, rmsprop-centered, the Adam family (β₁) or lion",
+                entry.key
+            );
+        }
+    }
+    if args.weight_decay != 0.0 {
+        let decoupled =
+            args.decoupled || matches!(rule.common().weight_decay, WeightDecay::Decoupled(_));
+        rule = rule.with_weight_decay(if decoupled {
+            WeightDecay::Decoupled(args.weight_decay)
+        } else {
+            WeightDecay::L2(args.weight_decay)
+        });
+    }
+    Ok(rule)
 }
 
 fn evaluate(model: &Sequential, data: &TensorDataset, dev: &Device) -> anyhow::Result<(f64, f64)> {

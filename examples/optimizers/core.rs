@@ -42,69 +42,9 @@ pub struct Row {
     pub mnist: (f64, Option<usize>),
 }
 
-const NAMES: [&str; 12] = [
-    "GD",
-    "momentum (PyTorch)",
-    "momentum (documents)",
-    "Nesterov",
-    "AdaGrad (documents)",
-    "RMSProp (documents)",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "NAdam",
-    "RAdam",
-    "Lion",
-];
-
-/// Builds optimizer `name` for `store`; `scale` adapts the rates to the problem.
-fn make(name: &str, store: &ParamStore, problem: &str) -> anyhow::Result<Box<dyn AnyOptimizer>> {
-    // Plain descents need small steps on Rosenbrock's steep valley; adaptive ones do not.
-    let sgd_lr = match problem {
-        "rosenbrock" => 1e-3,
-        "beale" => 1e-2,
-        _ => 0.1,
-    };
-    let ada_lr = if problem == "mnist" { 2e-3 } else { 0.05 };
-    let c = |m| Momentum::Classic {
-        momentum: m,
-        dampening: 0.0,
-    };
-    Ok(match name {
-        "GD" => Box::new(Optimizer::new(Sgd::new(sgd_lr), store)?),
-        "momentum (PyTorch)" => Box::new(Optimizer::new(
-            Sgd::new(sgd_lr / 10.0).with_momentum(c(0.9)),
-            store,
-        )?),
-        "momentum (documents)" => Box::new(Optimizer::new(
-            Sgd::new(sgd_lr).with_momentum(Momentum::Ema { beta: 0.9 }),
-            store,
-        )?),
-        "Nesterov" => Box::new(Optimizer::new(
-            Sgd::new(sgd_lr / 10.0).with_momentum(Momentum::Nesterov { momentum: 0.9 }),
-            store,
-        )?),
-        "AdaGrad (documents)" => Box::new(Optimizer::new(
-            Adagrad::documents(if problem == "mnist" { 0.02 } else { 0.5 }, 1e-8),
-            store,
-        )?),
-        "RMSProp (documents)" => Box::new(Optimizer::new(
-            RmsProp::documents(ada_lr / 2.0, 0.9, 1e-8),
-            store,
-        )?),
-        "Adam" => Box::new(Optimizer::new(Adam::new(ada_lr), store)?),
-        "AdamW" => Box::new(Optimizer::new(Adam::adamw(ada_lr), store)?),
-        "Adamax" => Box::new(Optimizer::new(Adamax::new(ada_lr), store)?),
-        "NAdam" => Box::new(Optimizer::new(NAdam::new(ada_lr), store)?),
-        // RAdam's first steps are un-rectified momentum SGD: SGD's rate on the 2-D problems.
-        "RAdam" => Box::new(Optimizer::new(
-            RAdam::new(if problem == "mnist" { ada_lr } else { sgd_lr }),
-            store,
-        )?),
-        "Lion" => Box::new(Optimizer::new(Lion::new(ada_lr / 5.0), store)?),
-        other => anyhow::bail!("unknown optimizer {other}"),
-    })
-}
+/// Learning rates tried on the 2-D problems: each optimizer is shown at the rate (from
+/// this log grid) that ends lowest, so no optimizer needs a hand-tuned rate here.
+const LR_GRID: [f64; 9] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0];
 
 fn rosenbrock(x: f64, y: f64) -> f64 {
     (1.0 - x).powi(2) + 100.0 * (y - x * x).powi(2)
@@ -131,15 +71,45 @@ fn loss_tensor(problem: &str, p: &Tensor) -> taper::tensor::candle::Result<Tenso
     }
 }
 
-fn descend_2d(
+/// The best run of `rule` over [`LR_GRID`]: lowest final value, then fewest steps.
+fn best_2d<R: Rule>(
     name: &str,
+    rule: &R,
+    problem: &str,
+    start: (f64, f64),
+    steps: usize,
+) -> anyhow::Result<(Series, f64, Option<usize>)> {
+    let mut best: Option<(Series, f64, Option<usize>)> = None;
+    for lr in LR_GRID {
+        let run = descend_2d(name, rule.clone().with_lr(lr), problem, start, steps)?;
+        let key = |r: &(Series, f64, Option<usize>)| {
+            let f = if r.1.is_finite() { r.1 } else { f64::INFINITY };
+            (f, r.2.unwrap_or(usize::MAX))
+        };
+        if best.as_ref().is_none_or(|b| key(&run) < key(b)) {
+            best = Some((
+                Series {
+                    name: format!("{name} (lr {lr:.0e})"),
+                    points: run.0.points,
+                },
+                run.1,
+                run.2,
+            ));
+        }
+    }
+    best.ok_or_else(|| anyhow::anyhow!("empty learning-rate grid"))
+}
+
+fn descend_2d<R: Rule>(
+    name: &str,
+    rule: R,
     problem: &str,
     start: (f64, f64),
     steps: usize,
 ) -> anyhow::Result<(Series, f64, Option<usize>)> {
     let store = ParamStore::new(&Device::Cpu, DType::F64);
     let p = store.parameter("p", 2, |_, _, d| Ok(Tensor::new(&[start.0, start.1], d)?))?;
-    let mut opt = make(name, &store, problem)?;
+    let mut opt = Optimizer::new(rule, &store)?;
     let mut path = vec![start];
     let mut reached = None;
     for t in 0..steps {
@@ -171,7 +141,12 @@ fn descend_2d(
     ))
 }
 
-fn mnist_curve(name: &str, steps: usize) -> anyhow::Result<(Series, f64, Option<usize>)> {
+/// The MNIST run, at the registry's rate for this model.
+fn mnist_curve<R: Rule>(
+    name: &str,
+    rule: R,
+    steps: usize,
+) -> anyhow::Result<(Series, f64, Option<usize>)> {
     manual_seed(0); // the same initialization for every optimizer
     let store = ParamStore::new(&Device::Cpu, DType::F32);
     let model = Sequential::new(&store)
@@ -179,7 +154,7 @@ fn mnist_curve(name: &str, steps: usize) -> anyhow::Result<(Series, f64, Option<
         .append_with(|s| Linear::new(784, 128, s))?
         .append(Activation::Relu)
         .append_with(|s| Linear::new(128, 10, s))?;
-    let mut opt = make(name, &store, "mnist")?;
+    let mut opt = Optimizer::new(rule, &store)?;
     let loader = DataLoader::new(mnist::builtin()?.train, Batching::MiniBatch(64))?
         .shuffle(true)
         .seed(0);
@@ -209,21 +184,21 @@ fn mnist_curve(name: &str, steps: usize) -> anyhow::Result<(Series, f64, Option<
 /// Runs the comparison and writes `rosenbrock.png`, `beale.png` and `mnist_loss.png`.
 pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     std::fs::create_dir_all(&cfg.out)?;
-    let (mut rows, mut ros, mut bea, mut mn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for name in NAMES {
-        let (rs, rf, rr) = descend_2d(name, "rosenbrock", (-1.5, 2.0), cfg.steps_2d)?;
-        let (bs, bf, br) = descend_2d(name, "beale", (1.0, 1.0), cfg.steps_2d)?;
-        let (ms, mf, mr) = mnist_curve(name, cfg.mnist_steps)?;
-        rows.push(Row {
-            name: name.into(),
-            rosenbrock: (rf, rr),
-            beale: (bf, br),
-            mnist: (mf, mr),
-        });
-        ros.push(rs);
-        bea.push(bs);
-        mn.push(ms);
+    let mut each = Each {
+        cfg,
+        rows: Vec::new(),
+        ros: Vec::new(),
+        bea: Vec::new(),
+        mn: Vec::new(),
+        err: None,
+    };
+    visit_optimizers(&mut each);
+    if let Some(e) = each.err {
+        return Err(e);
     }
+    let Each {
+        rows, ros, bea, mn, ..
+    } = each;
     contour_with_paths(
         cfg.out.join("rosenbrock.png"),
         "Rosenbrock from (-1.5, 2): minimum at (1, 1)",
@@ -249,4 +224,43 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     };
     plot_panels(cfg.out.join("mnist_loss.png"), 1000, 600, &[panel])?;
     Ok(rows)
+}
+
+/// Runs every registered optimizer on the three problems.
+struct Each<'a> {
+    cfg: &'a Config,
+    rows: Vec<Row>,
+    ros: Vec<Series>,
+    bea: Vec<Series>,
+    mn: Vec<Series>,
+    err: Option<anyhow::Error>,
+}
+
+impl Each<'_> {
+    fn one<R: Rule>(&mut self, name: &str, rule: R) -> anyhow::Result<()> {
+        let steps = self.cfg.steps_2d;
+        let (rs, rf, rr) = best_2d(name, &rule, "rosenbrock", (-1.5, 2.0), steps)?;
+        let (bs, bf, br) = best_2d(name, &rule, "beale", (1.0, 1.0), steps)?;
+        let (ms, mf, mr) = mnist_curve(name, rule, self.cfg.mnist_steps)?;
+        self.rows.push(Row {
+            name: name.into(),
+            rosenbrock: (rf, rr),
+            beale: (bf, br),
+            mnist: (mf, mr),
+        });
+        self.ros.push(rs);
+        self.bea.push(bs);
+        self.mn.push(ms);
+        Ok(())
+    }
+}
+
+impl Visitor for Each<'_> {
+    fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+        if self.err.is_none() {
+            if let Err(e) = self.one(entry.key, rule) {
+                self.err = Some(e.context(entry.key));
+            }
+        }
+    }
 }

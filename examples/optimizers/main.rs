@@ -1,6 +1,8 @@
 //! Compares every optimizer on the same problems: trajectories on the Rosenbrock and Beale
 //! functions over contour plots, loss curves on an MNIST MLP, and a table of final losses
-//! and steps to reach a target.
+//! and steps to reach a target. The optimizers are taper-optim's registry (`visit_optimizers`):
+//! on the 2-D functions each runs at its best rate from a log grid, on MNIST at the
+//! registry's rate.
 //!
 //! Run: `cargo run --release --example optimizers` (writes PNGs to `runs/optimizers/`).
 

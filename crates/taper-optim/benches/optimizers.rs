@@ -64,29 +64,15 @@ fn bench_rule<R: Rule>(c: &mut Criterion, name: &str, rule: R) {
     group.finish();
 }
 
+/// Every registered configuration (`visit_optimizers`).
 fn taper(c: &mut Criterion) {
-    bench_rule(c, "SGD", Sgd::new(1e-3));
-    let classic = Momentum::Classic {
-        momentum: 0.9,
-        dampening: 0.0,
-    };
-    bench_rule(c, "SGD momentum", Sgd::new(1e-3).with_momentum(classic));
-    let ema = Momentum::Ema { beta: 0.9 };
-    bench_rule(
-        c,
-        "SGD momentum (documents)",
-        Sgd::new(1e-3).with_momentum(ema),
-    );
-    bench_rule(c, "Adagrad", Adagrad::new(1e-2));
-    bench_rule(c, "RMSprop", RmsProp::new(1e-2));
-    bench_rule(c, "Adam", Adam::new(1e-3));
-    bench_rule(c, "AdamW", Adam::adamw(1e-3));
-    bench_rule(c, "Adam amsgrad", Adam::new(1e-3).amsgrad(true));
-    bench_rule(c, "Adamax", Adamax::new(2e-3));
-    bench_rule(c, "NAdam", NAdam::new(2e-3));
-    bench_rule(c, "RAdam", RAdam::new(1e-3));
-    bench_rule(c, "Adadelta", Adadelta::default());
-    bench_rule(c, "Lion", Lion::new(1e-4));
+    struct Rows<'a>(&'a mut Criterion);
+    impl Visitor for Rows<'_> {
+        fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+            bench_rule(self.0, entry.key, rule);
+        }
+    }
+    visit_optimizers(&mut Rows(c));
 }
 
 /// candle-nn's AdamW and SGD on the same parameters and gradients.

@@ -28,14 +28,20 @@
 //! [`LinearLr`], [`PolynomialLr`], [`CosineAnnealingLr`], [`CosineAnnealingWarmRestarts`],
 //! [`OneCycleLr`], [`LambdaLr`], and their compositions [`SequentialLr`] and [`ChainedLr`].
 //! A [`Schedule`] is a pure function of the step; an [`LrScheduler`] applies it to an
-//! optimizer (or one group) and saves its position with the optimizer state. Gradient
-//! clipping is an optimizer option ([`Clip`]).
+//! optimizer (or one group) and saves its position with the optimizer state. Every
+//! controller, time-, metric- or gradient-driven, is one [`LrControl`] stepped with a
+//! [`Signal`]. Gradient clipping is an optimizer option ([`Clip`]).
+//!
+//! A rule declares its per-parameter state as named slots ([`slots!`], [`Slots`]) and reads
+//! it by slot. The configurations Taper ships are one list, [`visit_optimizers`], which the
+//! tests, the `mnist` example's `--optimizer` flag and the benchmarks all walk.
 
 mod algorithms;
 mod backends;
 mod engine;
 mod error;
 mod lr;
+mod registry;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
@@ -62,6 +68,7 @@ pub use one_cycle::{Anneal, OneCycleLr};
 pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
 pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
 pub use radam::{RAdam, RAdamSlot};
+pub use registry::{optimizer_entries, visit_optimizers, Entry, Family, Visitor};
 pub use rmsprop::{RmsProp, RmsPropSlot};
 pub use rule::{update, Common, EpsPlacement, Rule, WeightDecay};
 pub use schedule::{

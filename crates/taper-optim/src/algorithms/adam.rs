@@ -44,6 +44,10 @@ pub struct Adam {
     pub amsgrad: bool,
     /// Where ε goes (default outside the root, as PyTorch).
     pub eps_placement: EpsPlacement,
+    /// Built as AdamW ([`Adam::adamw`]): weight decay must stay decoupled, so that
+    /// `.with_weight_decay(WeightDecay::L2(..))` cannot silently turn it into Adam with L2
+    /// (validation rejects it, naming both ways to say what was meant).
+    pub adamw: bool,
 }
 
 impl Default for Adam {
@@ -62,12 +66,31 @@ impl Adam {
             eps: 1e-8,
             amsgrad: false,
             eps_placement: EpsPlacement::OutsideRoot,
+            adamw: false,
         }
     }
 
-    /// AdamW: PyTorch's defaults, decoupled weight decay 0.01.
+    /// AdamW: PyTorch's defaults, decoupled weight decay 0.01. Its weight decay can be
+    /// changed (`.with_weight_decay(WeightDecay::Decoupled(λ))`, or `None`) but not made
+    /// coupled: `WeightDecay::L2` is rejected when the optimizer is built.
+    ///
+    /// ```
+    /// use taper_optim::{Adam, Optimizer, Rule, WeightDecay};
+    /// use taper_tensor::{DType, Device, ParamStore, Tensor};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// store.parameter("w", 2, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
+    /// let wrong = Adam::adamw(1e-3).with_weight_decay(WeightDecay::L2(0.1));
+    /// let err = Optimizer::new(wrong, &store).unwrap_err().to_string();
+    /// assert!(err.starts_with("AdamW: invalid `weight_decay` = L2(0.1)"), "{err}");
+    /// // Adam with L2, if that is what was meant:
+    /// Optimizer::new(Adam::new(1e-3).with_weight_decay(WeightDecay::L2(0.1)), &store)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn adamw(lr: f64) -> Self {
-        Self::new(lr).with_weight_decay(WeightDecay::Decoupled(0.01))
+        Self {
+            adamw: true,
+            ..Self::new(lr).with_weight_decay(WeightDecay::Decoupled(0.01))
+        }
     }
 
     crate::rule::betas_builder!();
@@ -104,7 +127,17 @@ impl Rule for Adam {
 
     fn validate(&self) -> Result<()> {
         check_betas("Adam", self.beta1, self.beta2)?;
-        check_eps("Adam", self.eps)
+        check_eps("Adam", self.eps)?;
+        if let (true, WeightDecay::L2(wd)) = (self.adamw, self.common.weight_decay) {
+            return Err(crate::Error::InvalidHyperparameter {
+                optimizer: "AdamW",
+                field: "weight_decay",
+                value: format!("L2({wd})"),
+                expected: "decoupled weight decay (WeightDecay::Decoupled); for Adam with L2 \
+                           use Adam::new(lr).with_weight_decay(WeightDecay::L2(..))",
+            });
+        }
+        Ok(())
     }
 
     fn slots(&self) -> &'static [AdamSlot] {

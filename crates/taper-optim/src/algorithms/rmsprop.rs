@@ -113,7 +113,8 @@ impl RmsProp {
         self
     }
 
-    /// Builder: momentum.
+    /// Builder: momentum μ (0: none), spelled as [`Sgd::with_momentum`](crate::Sgd::with_momentum)
+    /// is for SGD's heavy-ball momentum.
     pub fn with_momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self

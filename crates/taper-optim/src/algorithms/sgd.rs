@@ -49,6 +49,18 @@ pub enum Momentum {
     },
 }
 
+impl From<f64> for Momentum {
+    /// PyTorch's `SGD(momentum=m)`: heavy-ball momentum `m` without dampening (`0.0` is
+    /// plain SGD), so `Sgd::new(lr).with_momentum(0.9)` reads as
+    /// `RmsProp::new(lr).with_momentum(0.9)` does.
+    fn from(momentum: f64) -> Self {
+        Momentum::Classic {
+            momentum,
+            dampening: 0.0,
+        }
+    }
+}
+
 /// Stochastic gradient descent. `Sgd::new(lr)` is plain gradient descent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sgd {
@@ -71,8 +83,19 @@ impl Sgd {
     ///
     /// `Momentum::Classic { momentum: 0.0, .. }` is plain SGD, as PyTorch's `momentum=0`
     /// is (no momentum buffer is kept).
-    pub fn with_momentum(mut self, momentum: Momentum) -> Self {
-        self.momentum = match momentum {
+    ///
+    /// Takes a [`Momentum`] variant, or a plain `f64` for PyTorch's heavy-ball momentum:
+    ///
+    /// ```
+    /// use taper_optim::{Momentum, Sgd};
+    /// let heavy_ball = Sgd::new(0.1).with_momentum(0.9);
+    /// assert_eq!(heavy_ball.momentum, Momentum::Classic { momentum: 0.9, dampening: 0.0 });
+    /// let nesterov = Sgd::new(0.1).with_momentum(Momentum::Nesterov { momentum: 0.9 });
+    /// assert_eq!(Sgd::new(0.1).with_momentum(0.0).momentum, Momentum::None);
+    /// # let _ = nesterov;
+    /// ```
+    pub fn with_momentum(mut self, momentum: impl Into<Momentum>) -> Self {
+        self.momentum = match momentum.into() {
             Momentum::Classic { momentum: 0.0, .. } => Momentum::None,
             m => m,
         };
