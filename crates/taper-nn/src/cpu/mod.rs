@@ -9,7 +9,7 @@
 //! gradcheck them in f64. [`taper_tensor::with_generic_kernels`] turns them off.
 //!
 //! - `gemm`: multithreaded and single-threaded matrix products over strided views.
-//! - `fused`: `Linear`, ReLU and cross-entropy as single nodes (f32).
+//! - `dense`: `Linear`, ReLU and cross-entropy as single nodes (f32).
 //! - `conv`: `Conv2d` by im2col and gemm, forward and backward (f32 and f64).
 //! - `pool`: `MaxPool2d` with a remembered argmax and `AvgPool2d` (f32 and f64).
 //! - `batch_norm`: `BatchNorm1d`/`BatchNorm2d`, two passes forward and two backward (f32
@@ -35,7 +35,7 @@ macro_rules! float_dispatch {
 
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
-pub(crate) mod fused;
+pub(crate) mod dense;
 pub(crate) mod gemm;
 pub(crate) mod pool;
 

@@ -12,7 +12,7 @@ use taper_tensor::Module;
 /// The gradient at x = 0 is 0, as in PyTorch (candle's own `Tensor::relu` passes 1 there).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     // On the CPU's f32 training path, one graph node with a one-pass backward.
-    if let Some(y) = crate::cpu::fused::relu(x)? {
+    if let Some(y) = crate::cpu::dense::relu(x)? {
         return Ok(y);
     }
     if x.track_op() {

@@ -90,7 +90,7 @@ impl Module for Linear {
                 && taper_tensor::is_grad_enabled()
                 && taper_tensor::fast_kernels_enabled()
             {
-                return crate::cpu::fused::linear(x, &self.weight, b);
+                return crate::cpu::dense::linear(x, &self.weight, b);
             }
         }
         let w = tracked(&self.weight).t()?;

@@ -115,7 +115,7 @@ pub fn cross_entropy(logits: &Tensor, classes: &Tensor) -> Result<Tensor> {
         let ids: Vec<i64> = classes.to_dtype(DType::I64)?.to_vec1()?;
         if ids.len() == logits.dims()[0] && ids.iter().all(|&i| (0..c).contains(&i)) {
             let ids: Vec<u32> = ids.into_iter().map(|i| i as u32).collect();
-            if let Some(loss) = crate::cpu::fused::cross_entropy_mean(logits, &ids)? {
+            if let Some(loss) = crate::cpu::dense::cross_entropy_mean(logits, &ids)? {
                 return Ok(loss);
             }
         }

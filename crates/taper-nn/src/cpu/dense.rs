@@ -1,4 +1,4 @@
-//! Fused training-path nodes for the CPU: `Linear` and cross-entropy each become one node of
+//! The dense layers' CPU nodes: `Linear` and cross-entropy (and ReLU) each become one node of
 //! candle's autograd graph instead of several.
 //!
 //! The forward pass runs on candle's kernels over detached inputs (no graph), and a custom
