@@ -242,3 +242,106 @@ fn checkpoint_example_resumes_bit_identically() {
     assert!(o.identical);
     assert_eq!(o.straight_accuracy, o.resumed_accuracy);
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn mnist_writes_tensorboard_logs_that_tensorboard_reads() {
+    let dir = out("mnist-tb");
+    let tb = dir.join("tb");
+    let args = mnist_core::Args::parse_from([
+        "mnist",
+        "--limit-train",
+        "256",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--optimizer",
+        "momentum",
+        "--schedule",
+        "onecycle",
+        "--histogram-every",
+        "3",
+        "--out",
+        dir.to_str().unwrap(),
+        "--tensorboard",
+        tb.to_str().unwrap(),
+    ]);
+    mnist_core::run(&args).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/taper-train/tests/read_tensorboard.py"
+    );
+    let Ok(read) = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&tb)
+        .output()
+    else {
+        println!("skipped: python3 does not run");
+        return;
+    };
+    if read.status.code() == Some(3) {
+        println!("skipped: the tensorboard package is not installed (pip install tensorboard)");
+        return;
+    }
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let s = &got["scalars"];
+    // 256 samples in batches of 64: 4 steps per epoch, 8 in all, numbered 1..=8.
+    let steps: Vec<u64> = s["loss/train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    for tag in ["lr/group0", "momentum/group0", "grad_norm", "time/step_ms"] {
+        assert_eq!(s[tag].as_array().unwrap().len(), 8, "{tag}");
+    }
+    // OneCycle: the rate rises then falls, and momentum is cycled.
+    let lr: Vec<f64> = s["lr/group0"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[1].as_f64().unwrap())
+        .collect();
+    let peak = lr.iter().cloned().fold(f64::MIN, f64::max);
+    assert!(peak > lr[0] && peak > lr[7], "{lr:?}");
+    for tag in ["loss/test", "accuracy/test", "accuracy/train"] {
+        let e = s[tag].as_array().unwrap();
+        assert_eq!(e.len(), 2, "{tag}");
+        assert_eq!((e[0][0].as_u64(), e[1][0].as_u64()), (Some(1), Some(2)));
+    }
+    let acc = s["accuracy/test"][1][1].as_f64().unwrap();
+    assert!(acc > 0.0 && acc <= 1.0);
+    // Histograms at steps 3 and 6, for every parameter's weights and gradients.
+    let h = &got["histograms"];
+    let weight_tags: Vec<&String> = h
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("weights/"))
+        .collect();
+    assert!(!weight_tags.is_empty());
+    for t in weight_tags {
+        let g = t.replacen("weights/", "grads/", 1);
+        for tag in [t.as_str(), g.as_str()] {
+            let steps: Vec<u64> = h[tag]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["step"].as_u64().unwrap())
+                .collect();
+            assert_eq!(steps, [3, 6], "{tag}");
+        }
+    }
+    assert_eq!(got["hparams"]["optimizer"], "momentum");
+    assert_eq!(got["hparams"]["batch_size"].as_f64(), Some(64.0));
+    assert_eq!(got["metrics"][0], "accuracy/test");
+}

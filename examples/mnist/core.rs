@@ -16,7 +16,8 @@ use taper::optim::*;
 use taper::prelude::*;
 use taper::train::plot::{plot_panels, Panel, Series};
 use taper::train::{
-    accuracy, Checkpoint, CheckpointManager, CsvLog, Direction, Progress, RunningMean, TrainState,
+    accuracy, Checkpoint, CheckpointManager, CsvLog, Direction, Progress, RunningMean,
+    SummaryWriter, TrainState,
 };
 
 /// Command-line options.
@@ -90,6 +91,14 @@ pub struct Args {
     /// Continue from the newest checkpoint in the output directory.
     #[arg(long)]
     pub resume: bool,
+    /// Also write TensorBoard event files to this directory (view them with
+    /// `tensorboard --logdir DIR`): losses, accuracies, each group's learning rate, the
+    /// gradient norm, step time, weight and gradient histograms, and the hyperparameters.
+    #[arg(long)]
+    pub tensorboard: Option<PathBuf>,
+    /// With `--tensorboard`: weight and gradient histograms every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub histogram_every: u64,
 }
 
 /// Datasets.
@@ -339,6 +348,26 @@ fn train_with<R: Rule>(
     }
     let steps_per_epoch = loader.batches_per_epoch() as u64;
     let total = steps_per_epoch * args.epochs;
+    let mut tb = args
+        .tensorboard
+        .as_ref()
+        .map(SummaryWriter::new)
+        .transpose()?;
+    if let Some(tb) = tb.as_mut() {
+        tb.add_hparams(
+            &[
+                ("optimizer", args.optimizer.as_str().into()),
+                ("lr", opt.lr().into()),
+                ("batch_size", (args.batch_size as f64).into()),
+                ("epochs", (args.epochs as f64).into()),
+                ("model", format!("{:?}", args.model).as_str().into()),
+                ("schedule", format!("{:?}", args.schedule).as_str().into()),
+                ("weight_decay", args.weight_decay.into()),
+                ("seed", (args.seed as f64).into()),
+            ],
+            &["accuracy/test", "loss/test"],
+        )?;
+    }
     // Every way of setting the rate is one `LrControl`: schedules step after each batch,
     // the plateau after each evaluation.
     let mut lr_control: Option<Box<dyn LrControl>> = match args.schedule {
@@ -421,7 +450,9 @@ fn train_with<R: Rule>(
             let t1 = Instant::now();
             let logits = model.forward_t(&b.inputs, true)?;
             let loss = cross_entropy(&logits, &b.targets)?;
-            opt.step(&Gradients::compute(&loss, &store)?)?;
+            let grads = Gradients::compute(&loss, &store)?;
+            let grad_norm = tb.is_some().then(|| grads.norm(Norm::L2)).transpose()?;
+            opt.step(&grads)?;
             state.finish_batch();
             if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == Drive::Time) {
                 c.step(Signal::at(state.step), &mut opt)?;
@@ -436,6 +467,34 @@ fn train_with<R: Rule>(
             bar.update(n as u64, loss_m.mean(), acc_m.mean());
             data_time += (t1 - t0).as_secs_f64();
             step_time += t1.elapsed().as_secs_f64();
+            if let Some(tb) = tb.as_mut() {
+                let step = state.step;
+                tb.add_scalar("loss/train", l, step)?;
+                tb.add_scalar("time/step_ms", 1e3 * t1.elapsed().as_secs_f64(), step)?;
+                for g in 0..opt.group_count() {
+                    tb.add_scalar(
+                        &format!("lr/group{g}"),
+                        opt.group_lr(g).unwrap_or(0.0),
+                        step,
+                    )?;
+                    if let Some(m) = opt.group_momentum(g) {
+                        tb.add_scalar(&format!("momentum/group{g}"), m, step)?;
+                    }
+                }
+                if let Some(n) = grad_norm {
+                    tb.add_scalar("grad_norm", n, step)?;
+                }
+                if args.histogram_every > 0 && step % args.histogram_every == 0 {
+                    for (name, var) in store.trainable() {
+                        let w: Vec<f64> = var.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+                        tb.add_histogram(&format!("weights/{name}"), &w, step)?;
+                        if let Some(g) = grads.get(&name) {
+                            let g: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+                            tb.add_histogram(&format!("grads/{name}"), &g, step)?;
+                        }
+                    }
+                }
+            }
         }
         bar.finish();
         state.finish_epoch();
@@ -461,6 +520,14 @@ fn train_with<R: Rule>(
             test_acc,
         ];
         csv.row(&row)?;
+        if let Some(tb) = tb.as_mut() {
+            let e = state.epoch;
+            tb.add_scalar("loss/train_epoch", loss_m.mean(), e)?;
+            tb.add_scalar("accuracy/train", acc_m.mean(), e)?;
+            tb.add_scalar("loss/test", test_loss, e)?;
+            tb.add_scalar("accuracy/test", test_acc, e)?;
+            tb.flush()?;
+        }
         history.push(row);
         state.metadata = serde_json::json!({ "history": history, "args": format!("{args:?}") });
         let mut ckpt = Checkpoint::capture(&store, &opt, state.clone())?;

@@ -34,6 +34,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A log (a TensorBoard event file) could not be written.
+    #[error("log {path}: {reason}")]
+    Log {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A setting is out of range.
     #[error("invalid value for `{field}`: {value} ({expected})")]
     InvalidValue {

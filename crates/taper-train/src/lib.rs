@@ -2,7 +2,8 @@
 //!
 //! Small pieces for explicit training loops: metrics ([`accuracy`], [`RunningMean`],
 //! [`ConfusionMatrix`]), a [`Progress`] bar, [`CsvLog`], PNG [`plot`]s, stopping rules and
-//! [`EarlyStopping`], and checkpoints ([`Checkpoint`], [`CheckpointManager`]). There is no
+//! [`EarlyStopping`], checkpoints ([`Checkpoint`], [`CheckpointManager`]) and TensorBoard
+//! event files ([`SummaryWriter`]). There is no
 //! mandatory trainer: a loop stays forward, loss, backward, step, all visible.
 
 mod checkpoint;
@@ -13,6 +14,7 @@ mod metrics;
 pub mod plot;
 mod progress;
 mod stopping;
+mod tensorboard;
 
 pub use checkpoint::{Checkpoint, TrainState, CHECKPOINT_FORMAT};
 pub use csv_log::CsvLog;
@@ -21,3 +23,4 @@ pub use manager::CheckpointManager;
 pub use metrics::{accuracy, predictions, ConfusionMatrix, RunningMean};
 pub use progress::Progress;
 pub use stopping::{Direction, EarlyStopping, Stop, StopRules};
+pub use tensorboard::{HParam, SummaryWriter};
