@@ -92,6 +92,7 @@ fn mnist_training_reaches_accuracy_far_above_chance_and_writes_its_outputs() {
         "header and one row per epoch:\n{csv}"
     );
     assert_non_trivial_png(&dir.join("curves.png"));
+    assert_non_trivial_png(&dir.join("confusion.png"));
     // Resume for one more epoch from the saved checkpoint.
     let more = mnist_core::Args::parse_from([
         "mnist",
@@ -226,7 +227,12 @@ fn optimizer_comparison_writes_its_plots_and_table() {
     };
     let rows = optimizers_core::run(&cfg).unwrap();
     assert_eq!(rows.len(), taper::optim::optimizer_entries().len());
-    for f in ["rosenbrock.png", "beale.png", "mnist_loss.png"] {
+    for f in [
+        "rosenbrock.png",
+        "beale.png",
+        "convergence.png",
+        "mnist_loss.png",
+    ] {
         assert_non_trivial_png(&cfg.out.join(f));
     }
     // Every optimizer lowered the MNIST loss from its start (about ln 10 ≈ 2.3).

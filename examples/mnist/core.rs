@@ -14,10 +14,10 @@ use taper::nn::{
 };
 use taper::optim::*;
 use taper::prelude::*;
-use taper::train::plot::{plot_panels, Panel, Series};
+use taper::train::plot::{confusion_heatmap, plot_panels, Panel, Series};
 use taper::train::{
-    accuracy, Checkpoint, CheckpointManager, CsvLog, Direction, Progress, RunningMean,
-    SummaryWriter, TrainState,
+    accuracy, Checkpoint, CheckpointManager, ConfusionMatrix, CsvLog, Direction, Progress,
+    RunningMean, SummaryWriter, TrainState,
 };
 
 /// Command-line options.
@@ -399,6 +399,8 @@ fn train_with<R: Rule>(
         CheckpointManager::new(args.out.join("checkpoints"), 1)?.track_best(Direction::Maximize)?;
     let mut state = TrainState::for_loader(&loader);
     let mut history: Vec<[f64; 5]> = Vec::new();
+    // (step, learning rate, momentum or NaN) after each step, for the curves' rate panel.
+    let mut lr_trace: Vec<[f64; 3]> = Vec::new();
     if args.resume {
         let Some(latest) = manager.latest()? else {
             bail!(
@@ -421,6 +423,13 @@ fn train_with<R: Rule>(
             .and_then(|h| serde_json::from_value(h.clone()).ok())
         {
             history = h;
+        }
+        if let Some(t) = state
+            .metadata
+            .get("lr_trace")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+        {
+            lr_trace = t;
         }
         println!("resumed from {} at epoch {}", latest.display(), state.epoch);
     }
@@ -467,6 +476,11 @@ fn train_with<R: Rule>(
             bar.update(n as u64, loss_m.mean(), acc_m.mean());
             data_time += (t1 - t0).as_secs_f64();
             step_time += t1.elapsed().as_secs_f64();
+            lr_trace.push([
+                state.step as f64,
+                opt.lr(),
+                opt.group_momentum(0).unwrap_or(f64::NAN),
+            ]);
             if let Some(tb) = tb.as_mut() {
                 let step = state.step;
                 tb.add_scalar("loss/train", l, step)?;
@@ -529,7 +543,11 @@ fn train_with<R: Rule>(
             tb.flush()?;
         }
         history.push(row);
-        state.metadata = serde_json::json!({ "history": history, "args": format!("{args:?}") });
+        state.metadata = serde_json::json!({
+            "history": history,
+            "lr_trace": lr_trace,
+            "args": format!("{args:?}"),
+        });
         let mut ckpt = Checkpoint::capture(&store, &opt, state.clone())?;
         if let Some(c) = &lr_control {
             ckpt = ckpt.with_state(&c.state_name(), &**c)?;
@@ -537,40 +555,78 @@ fn train_with<R: Rule>(
         manager.save(&ckpt, Some(test_acc))?;
     }
     let seconds = start.elapsed().as_secs_f64();
-    let series = |i: usize, name: &str| Series {
-        name: name.into(),
-        points: history.iter().map(|r| (r[0], r[i])).collect(),
-    };
-    let panel = |title: &str, y: &str, a: Series, b: Series| Panel {
-        title: title.into(),
-        x_label: "epoch".into(),
-        y_label: y.into(),
-        log_y: false,
-        series: vec![a, b],
-    };
-    plot_panels(
-        args.out.join("curves.png"),
-        1100,
-        420,
-        &[
-            panel(
-                "Loss",
-                "cross-entropy",
-                series(1, "train"),
-                series(3, "test"),
-            ),
-            panel(
-                "Accuracy",
-                "accuracy",
-                series(2, "train"),
-                series(4, "test"),
-            ),
-        ],
-    )?;
     let (best_epoch, best) = history
         .iter()
         .map(|r| (r[0] as u64, r[4]))
         .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let series = |i: usize, name: &str| Series {
+        name: name.into(),
+        points: history.iter().map(|r| (r[0], r[i])).collect(),
+    };
+    let best_label = format!("best epoch ({best_epoch})");
+    let panel = |title: &str, y: &str, a: Series, b: Series| Panel {
+        series: vec![a, b],
+        ..Panel::new(title, "epoch", y)
+            .integer_x()
+            .mark_x(best_epoch as f64, &best_label)
+    };
+    let mut panels = vec![
+        panel(
+            "Loss",
+            "cross-entropy",
+            series(1, "train"),
+            series(3, "test"),
+        ),
+        panel(
+            "Accuracy",
+            "accuracy",
+            series(2, "train"),
+            series(4, "test"),
+        ),
+    ];
+    let trace = |i: usize| lr_trace.iter().map(|r| (r[0], r[i])).collect();
+    panels.push(
+        Panel::new("Learning rate", "step", "learning rate")
+            .integer_x()
+            .with(Series {
+                name: "lr (group 0)".into(),
+                points: trace(1),
+            }),
+    );
+    // Momentum gets a panel when a schedule moves it (OneCycle).
+    let momenta: Vec<f64> = lr_trace
+        .iter()
+        .map(|r| r[2])
+        .filter(|m| m.is_finite())
+        .collect();
+    if momenta.windows(2).any(|w| w[0] != w[1]) {
+        panels.push(
+            Panel::new("Momentum", "step", "momentum / beta1")
+                .integer_x()
+                .with(Series {
+                    name: "momentum (group 0)".into(),
+                    points: trace(2),
+                }),
+        );
+    }
+    let width = 560 * panels.len() as u32;
+    plot_panels(args.out.join("curves.png"), width, 420, &panels)?;
+    let mut confusion = ConfusionMatrix::new(10);
+    let test_loader = DataLoader::new(test.clone(), Batching::MiniBatch(1000))?.device(dev);
+    for b in test_loader.epoch(0) {
+        let b = b?;
+        let logits = no_grad(|| model.forward_t(&b.inputs, false))?;
+        confusion.update(&logits, &b.targets)?;
+    }
+    confusion_heatmap(
+        args.out.join("confusion.png"),
+        &format!(
+            "Test set confusion matrix (accuracy {:.2}%)",
+            100.0 * confusion.accuracy()
+        ),
+        &confusion,
+        10,
+    )?;
     let data_fraction = if step_time > 0.0 {
         data_time / (data_time + step_time)
     } else {

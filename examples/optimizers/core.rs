@@ -6,7 +6,7 @@ use taper::data::{mnist, Batching, DataLoader};
 use taper::nn::{cross_entropy, Activation, Flatten, Linear, Sequential};
 use taper::optim::*;
 use taper::prelude::*;
-use taper::train::plot::{contour_with_paths, plot_panels, Panel, Series};
+use taper::train::plot::{contour_panels, plot_panels, Panel, Series};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -199,28 +199,62 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let Each {
         rows, ros, bea, mn, ..
     } = each;
-    contour_with_paths(
+    contour_panels(
         cfg.out.join("rosenbrock.png"),
-        "Rosenbrock from (-1.5, 2): minimum at (1, 1)",
+        "Rosenbrock from (-1.5, 2), minimum (1, 1): start o, minimum x, end ■",
         rosenbrock,
         (-2.0, 2.0),
         (-1.0, 3.0),
+        (1.0, 1.0),
         &ros,
+        6,
     )?;
-    contour_with_paths(
+    contour_panels(
         cfg.out.join("beale.png"),
-        "Beale from (1, 1): minimum at (3, 0.5)",
+        "Beale from (1, 1), minimum (3, 0.5): start o, minimum x, end ■",
         beale,
         (-0.5, 4.0),
         (-1.0, 2.0),
+        (3.0, 0.5),
         &bea,
+        6,
+    )?;
+    // Convergence: the function value along each trajectory, on a log axis.
+    let along = |runs: &[Series], f: fn(f64, f64) -> f64| -> Vec<Series> {
+        runs.iter()
+            .map(|s| Series {
+                name: s.name.clone(),
+                points: s
+                    .points
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &(x, y))| (t as f64, f(x, y)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let convergence = |title: &str, series: Vec<Series>| Panel {
+        series,
+        ..Panel::new(title, "step", "f(x, y)").log_y().integer_x()
+    };
+    plot_panels(
+        cfg.out.join("convergence.png"),
+        1500,
+        560,
+        &[
+            convergence("Rosenbrock", along(&ros, rosenbrock)),
+            convergence("Beale", along(&bea, beale)),
+        ],
     )?;
     let panel = Panel {
-        title: "MNIST MLP 784-128-10, batch 64 (smoothed)".into(),
-        x_label: "step".into(),
-        y_label: "training loss".into(),
-        log_y: true,
         series: mn,
+        ..Panel::new(
+            "MNIST MLP 784-128-10, batch 64 (smoothed)",
+            "step",
+            "training loss",
+        )
+        .log_y()
+        .integer_x()
     };
     plot_panels(cfg.out.join("mnist_loss.png"), 1000, 600, &[panel])?;
     Ok(rows)

@@ -4,7 +4,8 @@
 //! on the 2-D functions each runs at its best rate from a log grid, on MNIST at the
 //! registry's rate.
 //!
-//! Run: `cargo run --release --example optimizers` (writes PNGs to `runs/optimizers/`).
+//! Run: `cargo run --release --example optimizers` (writes `rosenbrock.png` and `beale.png`,
+//! one panel per optimizer, `convergence.png` and `mnist_loss.png` to `runs/optimizers/`).
 
 mod core;
 
