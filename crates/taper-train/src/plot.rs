@@ -229,8 +229,8 @@ type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Draws a line in a series style.
-fn draw_styled(
-    chart: &mut Chart<'_, '_>,
+fn draw_styled<Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
     pts: Vec<(f64, f64)>,
     (color, dash): (RGBColor, Dash),
     width: u32,
@@ -415,35 +415,7 @@ fn draw_panel(
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|x| x.to_string())?;
-        for (s, &st) in panel.series.iter().zip(&styles) {
-            let pts: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .copied()
-                .filter(|&(x, y)| x.is_finite() && y.is_finite() && y > 0.0)
-                .collect();
-            let style = st.0.stroke_width(2);
-            match st.1 {
-                Dash::Solid => chart.draw_series(LineSeries::new(pts, style)).map(|_| ()),
-                Dash::Dashed => chart
-                    .draw_series(DashedLineSeries::new(pts, 9, 5, style))
-                    .map(|_| ()),
-                Dash::Dotted => chart
-                    .draw_series(DashedLineSeries::new(pts, 2, 4, style))
-                    .map(|_| ()),
-            }
-            .map_err(|x| x.to_string())?;
-        }
-        if let Some((mx, _)) = &panel.mark_x {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(*mx, y0), (*mx, y1)],
-                    6,
-                    4,
-                    BLACK.stroke_width(1),
-                ))
-                .map_err(|x| x.to_string())?;
-        }
+        draw_contents(&mut chart, panel, &styles, (y0, y1))?;
         let (x, y) = chart.plotting_area().get_pixel_range();
         return Ok(((x.start, y.start, x.end, y.end), styles));
     }
@@ -459,14 +431,26 @@ fn draw_panel(
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|x| x.to_string())?;
-    for (s, &st) in panel.series.iter().zip(&styles) {
+    draw_contents(&mut chart, panel, &styles, (y0, y1))?;
+    Ok((plot_rect(&chart), styles))
+}
+
+/// A panel's lines (points a log axis cannot show left out) and its marker, on either kind
+/// of y axis.
+fn draw_contents<Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    panel: &Panel,
+    styles: &[(RGBColor, Dash)],
+    (y0, y1): (f64, f64),
+) -> std::result::Result<(), String> {
+    for (s, &st) in panel.series.iter().zip(styles) {
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
             .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!panel.log_y || y > 0.0))
             .collect();
-        draw_styled(&mut chart, pts, st, 2)?;
+        draw_styled(chart, pts, st, 2)?;
     }
     if let Some((mx, _)) = &panel.mark_x {
         chart
@@ -478,7 +462,7 @@ fn draw_panel(
             ))
             .map_err(|x| x.to_string())?;
     }
-    Ok((plot_rect(&chart), styles))
+    Ok(())
 }
 
 /// Encodes RGB pixels as PNG and writes them atomically (a kill never leaves half a PNG).
