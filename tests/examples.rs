@@ -166,6 +166,16 @@ fn mnist_options_cnn_other_optimizers_and_strategies_run() {
             "--epochs",
             "1",
         ],
+        vec![
+            "--optimizer",
+            "rmsprop-centered",
+            "--schedule",
+            "cyclic",
+            "--limit-train",
+            "128",
+            "--epochs",
+            "2",
+        ],
     ] {
         let dir = out("mnist-opts");
         let mut argv = vec!["mnist", "--hidden", "32", "--out", dir.to_str().unwrap()];

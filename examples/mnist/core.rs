@@ -130,6 +130,9 @@ pub enum ScheduleArg {
     Step,
     /// One cycle over the whole run.
     Onecycle,
+    /// Triangular cycles between lr/10 and lr, one epoch up and one down (momentum cycled
+    /// inversely where the optimizer has it).
+    Cyclic,
     /// The documents' α/(1 + βt), β = 1e-3 per step.
     InverseTime,
     /// The documents' α/√(1 + βt), β = 1e-3 per step.
@@ -388,6 +391,11 @@ fn train_with<R: Rule>(
         ScheduleArg::Onecycle => {
             let max_lr = opt.lr() * 10.0;
             Some(scheduler(OneCycleLr::new(max_lr, total.max(2))?, &mut opt)?)
+        }
+        ScheduleArg::Cyclic => {
+            let lr = opt.lr();
+            let cyclic = CyclicLr::new(lr / 10.0, lr, steps_per_epoch.max(1))?;
+            Some(scheduler(cyclic, &mut opt)?)
         }
         ScheduleArg::InverseTime => Some(scheduler(InverseTime::new(1e-3)?, &mut opt)?),
         ScheduleArg::InverseSqrt => Some(scheduler(InverseSqrt::new(1e-3)?, &mut opt)?),

@@ -26,7 +26,8 @@
 //! loss-driven [`ReduceLrOnPlateau`] and the gradient-norm-ratio [`GradNormRatio`];
 //! torch.optim.lr_scheduler's [`StepLr`], [`MultiStepLr`], [`ExponentialLr`], [`ConstantLr`],
 //! [`LinearLr`], [`PolynomialLr`], [`CosineAnnealingLr`], [`CosineAnnealingWarmRestarts`],
-//! [`OneCycleLr`], [`LambdaLr`], and their compositions [`SequentialLr`] and [`ChainedLr`].
+//! [`OneCycleLr`], [`CyclicLr`], [`LambdaLr`], [`MultiplicativeLr`], and their compositions
+//! [`SequentialLr`] and [`ChainedLr`].
 //! A [`Schedule`] is a pure function of the step; an [`LrScheduler`] applies it to an
 //! optimizer (or one group) and saves its position with the optimizer state. Every
 //! controller, time-, metric- or gradient-driven, is one [`LrControl`] stepped with a
@@ -47,7 +48,10 @@ mod registry;
 use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
-use lr::{compose, control, cosine, grad_norm_rate, one_cycle, plateau, schedule, scheduler};
+use lr::{
+    compose, control, cosine, cyclic, grad_norm_rate, multiplicative, one_cycle, plateau, schedule,
+    scheduler,
+};
 
 pub use adadelta::{Adadelta, AdadeltaSlot};
 pub use adagrad::{Adagrad, AdagradSlot};
@@ -58,11 +62,13 @@ pub use backends::fused::MAX_FUSED_STATE;
 pub use compose::{ChainedLr, SequentialLr};
 pub use control::{Drive, Groups, LrControl, LrTarget, Signal};
 pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
+pub use cyclic::{CyclicLr, CyclicMode};
 pub use error::{Error, Result};
 pub use grad_norm_rate::GradNormRatio;
 pub use kernel_source::{Expr, KernelSource};
 pub use lane::Lane;
 pub use lion::{Lion, LionSlot};
+pub use multiplicative::MultiplicativeLr;
 pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
 pub use one_cycle::{Anneal, OneCycleLr};
 pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};

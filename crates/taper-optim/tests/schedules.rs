@@ -1,5 +1,6 @@
 //! Learning-rate schedules against torch.optim.lr_scheduler's own values
-//! (`fixtures/torch_schedules.py` → `fixtures/torch_schedules.json`, 45 steps each), the
+//! (`fixtures/torch_schedules.py` → `fixtures/torch_schedules.json`, 45 steps each, CyclicLR's
+//! three modes and MultiplicativeLR included), the
 //! documents' schedules against float64 formulas, ReduceLROnPlateau against torch, and
 //! validation, resume and clipping.
 
@@ -106,6 +107,34 @@ fn pytorch_schedules_match_torch() {
         "lambda",
         LambdaLr::new(|t| 1.0 / (1.0 + 0.1 * t as f64)),
     );
+    check(
+        &fx,
+        "multiplicative",
+        MultiplicativeLr::new(|t| if t % 3 == 0 { 0.8 } else { 0.97 }),
+    );
+    check(
+        &fx,
+        "cyclic_triangular",
+        CyclicLr::new(0.01, 0.1, 5).unwrap(),
+    );
+    let triangular2 = CyclicLr {
+        step_size_down: Some(6),
+        mode: CyclicMode::Triangular2,
+        ..CyclicLr::new(0.01, 0.1, 4).unwrap()
+    };
+    check(&fx, "cyclic_triangular2", triangular2.validated().unwrap());
+    let exp_range = CyclicLr {
+        mode: CyclicMode::ExpRange { gamma: 0.97 },
+        momentum: Some((0.85, 0.95)),
+        ..CyclicLr::new(0.02, 0.2, 7).unwrap()
+    };
+    check(&fx, "cyclic_exp_range", exp_range.validated().unwrap());
+    let no_momentum = CyclicLr {
+        step_size_down: Some(9),
+        momentum: None,
+        ..CyclicLr::new(0.001, 0.05, 3).unwrap()
+    };
+    check(&fx, "cyclic_no_momentum", no_momentum.validated().unwrap());
     let cosine = Box::new(CosineAnnealingLr::new(40, 0.0).unwrap());
     check(
         &fx,
@@ -117,6 +146,29 @@ fn pytorch_schedules_match_torch() {
         Box::new(ExponentialLr::new(0.95).unwrap()),
     ]);
     check(&fx, "chained_constant_exponential", chained);
+}
+
+#[test]
+fn cyclic_and_multiplicative_validate_and_jump() {
+    let err = CyclicLr::new(0.1, 0.01, 0).unwrap_err().to_string();
+    assert!(err.starts_with("CyclicLR: invalid `step_size_up`"), "{err}");
+    let bad = CyclicLr {
+        mode: CyclicMode::ExpRange { gamma: 1.5 },
+        ..CyclicLr::new(0.01, 0.1, 5).unwrap()
+    };
+    assert!(bad.validated().unwrap_err().to_string().contains("gamma"));
+    // A pure function of the step: jumping back and forth gives what stepping gives.
+    let m = MultiplicativeLr::new(|t| 1.0 - 0.01 * (t % 5) as f64);
+    let forward: Vec<f64> = (0..50).map(|t| m.lr(2.0, t).unwrap()).collect();
+    for t in [49u64, 3, 27, 0, 27, 28] {
+        assert_eq!(m.lr(2.0, t).unwrap(), forward[t as usize]);
+    }
+    let nan = MultiplicativeLr::new(|t| if t == 4 { f64::NAN } else { 1.0 });
+    let err = nan.lr(1.0, 10).unwrap_err().to_string();
+    assert!(
+        err.contains("MultiplicativeLR") && err.contains("at step 4"),
+        "{err}"
+    );
 }
 
 #[test]

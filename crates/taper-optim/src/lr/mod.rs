@@ -5,7 +5,9 @@
 pub(crate) mod compose;
 pub(crate) mod control;
 pub(crate) mod cosine;
+pub(crate) mod cyclic;
 pub(crate) mod grad_norm_rate;
+pub(crate) mod multiplicative;
 pub(crate) mod one_cycle;
 pub(crate) mod plateau;
 pub(crate) mod schedule;
