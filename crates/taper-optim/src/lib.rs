@@ -12,7 +12,7 @@
 //! | RMSProp | [`RmsProp`] | `RmsProp::documents(lr, beta, eps)`: ε inside √ | `RMSprop(...)`, centered, momentum |
 //! | Adam | [`Adam`] | m̂/(√v̂+ε) and m̂/√(v̂+ε) ([`EpsPlacement`]) | `Adam(...)`, amsgrad |
 //! | AdamW | [`Adam::adamw`] | — | `AdamW(...)` |
-//! | Adamax, NAdam, RAdam, Adadelta | [`Adamax`], [`NAdam`], [`RAdam`], [`Adadelta`] | — | same names |
+//! | Adamax, NAdam, RAdam, Adadelta, Rprop | [`Adamax`], [`NAdam`], [`RAdam`], [`Adadelta`], [`Rprop`] | — | same names |
 //! | Lion | [`Lion`] | — | (not in torch.optim) |
 //!
 //! Every algorithm is a [`Rule`] run by one [`Optimizer`]: parameter groups, per-parameter
@@ -45,7 +45,7 @@ mod lr;
 mod registry;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
-use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
+use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, rprop, sgd};
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
 use lr::{
@@ -76,6 +76,7 @@ pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
 pub use radam::{RAdam, RAdamSlot};
 pub use registry::{optimizer_entries, visit_optimizers, Entry, Family, Visitor};
 pub use rmsprop::{RmsProp, RmsPropSlot};
+pub use rprop::{Rprop, RpropSlot};
 pub use rule::{update, Common, EpsPlacement, Rule, WeightDecay};
 pub use schedule::{
     ConstantLr, ExponentialLr, InverseSqrt, InverseTime, LambdaLr, LinearLr, MultiStepLr,

@@ -27,7 +27,7 @@
 //! ```
 
 use crate::rule::{EpsPlacement, Rule};
-use crate::{Adadelta, Adagrad, Adam, Adamax, Lion, Momentum, NAdam, RAdam, RmsProp, Sgd};
+use crate::{Adadelta, Adagrad, Adam, Adamax, Lion, Momentum, NAdam, RAdam, RmsProp, Rprop, Sgd};
 
 /// How a rule's learning rate scales with the problem, for code that sets one rate per
 /// problem across many optimizers (the optimizer comparison).
@@ -38,7 +38,7 @@ pub enum Family {
     Descent,
     /// The step is η times a normalized gradient: η is roughly the step size.
     Adaptive,
-    /// The step is η times a sign (Lion): η is exactly the step size per coordinate.
+    /// The step is a sign times a step size (Lion, Rprop): η is the step per coordinate.
     Sign,
 }
 
@@ -218,6 +218,15 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Adaptive,
         ),
         Adadelta::new(1.0),
+    );
+    v.visit(
+        &entry(
+            "rprop",
+            "Rprop: per-element step sizes from gradient signs (full-batch)",
+            Some("Rprop(lr)"),
+            Sign,
+        ),
+        Rprop::new(1e-3),
     );
     v.visit(
         &entry(

@@ -222,3 +222,17 @@ fn adamax_nadam_radam_adadelta_match_torch() {
             .with_maximize(true),
     );
 }
+
+#[test]
+fn rprop_matches_torch() {
+    let fx = fixture();
+    run(&fx, "rprop", Rprop::new(0.01));
+    run(
+        &fx,
+        "rprop_full",
+        Rprop::new(0.05)
+            .etas(0.3, 1.5)
+            .step_sizes(1e-3, 0.2)
+            .with_maximize(true),
+    );
+}

@@ -9,4 +9,5 @@ pub(crate) mod lion;
 pub(crate) mod nadam;
 pub(crate) mod radam;
 pub(crate) mod rmsprop;
+pub(crate) mod rprop;
 pub(crate) mod sgd;
