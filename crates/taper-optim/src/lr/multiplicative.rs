@@ -7,8 +7,8 @@
 use std::fmt::Debug;
 use std::sync::Mutex;
 
-use crate::schedule::Schedule;
-use crate::{Error, Result};
+use crate::schedule::{finite_factor, Schedule};
+use crate::Result;
 
 /// `MultiplicativeLR`: base·∏ f(k) for k = 1..=t.
 pub struct MultiplicativeLr {
@@ -54,16 +54,7 @@ impl Schedule for MultiplicativeLr {
         let (mut k, mut product) = if cache.0 <= t { *cache } else { (0, 1.0) };
         while k < t {
             k += 1;
-            let factor = (self.f)(k);
-            if !factor.is_finite() {
-                return Err(Error::InvalidHyperparameter {
-                    optimizer: "MultiplicativeLR",
-                    field: "lr_lambda",
-                    value: format!("{factor} at step {k}"),
-                    expected: "a finite factor",
-                });
-            }
-            product *= factor;
+            product *= finite_factor("MultiplicativeLR", (self.f)(k), k)?;
         }
         *cache = (t, product);
         Ok(base * product)

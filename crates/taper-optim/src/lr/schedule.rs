@@ -36,6 +36,21 @@ impl Schedule for Box<dyn Schedule> {
     }
 }
 
+/// A user function's factor at step `t`, or an error naming the schedule when it is not
+/// finite (LambdaLR, MultiplicativeLR).
+pub(crate) fn finite_factor(schedule: &'static str, factor: f64, t: u64) -> Result<f64> {
+    if factor.is_finite() {
+        Ok(factor)
+    } else {
+        Err(Error::InvalidHyperparameter {
+            optimizer: schedule,
+            field: "lr_lambda",
+            value: format!("{factor} at step {t}"),
+            expected: "a finite factor",
+        })
+    }
+}
+
 fn positive(name: &'static str, field: &'static str, v: u64) -> Result<()> {
     check(name, field, v as f64, v > 0, "a positive integer")
 }
@@ -320,15 +335,6 @@ impl Schedule for LambdaLr {
         "LambdaLR"
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
-        let factor = (self.f)(t);
-        if !factor.is_finite() {
-            return Err(Error::InvalidHyperparameter {
-                optimizer: "LambdaLR",
-                field: "lr_lambda",
-                value: format!("{factor} at step {t}"),
-                expected: "a finite factor",
-            });
-        }
-        Ok(base * factor)
+        Ok(base * finite_factor("LambdaLR", (self.f)(t), t)?)
     }
 }
