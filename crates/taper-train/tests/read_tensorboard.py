@@ -33,7 +33,11 @@ for tag in tags["histograms"]:
         }
         for e in acc.Histograms(tag)
     ]
-for tag, content in acc.PluginTagToContent("hparams").items():
+try:
+    hparams = acc.PluginTagToContent("hparams")
+except KeyError:  # a run without hyperparameters
+    hparams = {}
+for tag, content in hparams.items():
     data = plugin_data_pb2.HParamsPluginData.FromString(content)
     kind = data.WhichOneof("data")
     if kind == "session_start_info":

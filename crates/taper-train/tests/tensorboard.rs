@@ -115,3 +115,30 @@ fn two_writers_in_one_directory_do_not_collide_and_errors_name_the_path() {
     assert!(err.to_string().contains("inf in `w`"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_write_cut_short_by_a_kill_keeps_every_earlier_event() {
+    let dir = logdir("cut");
+    let path = {
+        let mut tb = SummaryWriter::new(&dir).unwrap();
+        for step in 1..=5u64 {
+            tb.add_scalar("loss", step as f64, step).unwrap();
+        }
+        tb.flush().unwrap();
+        tb.path().to_path_buf()
+    };
+    // A kill in the middle of the last record: its tail never reached the disk.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let Some(got) = read_back(&dir) else {
+        return;
+    };
+    let steps: Vec<u64> = got["scalars"]["loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
