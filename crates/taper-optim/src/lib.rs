@@ -45,7 +45,9 @@ mod lr;
 mod registry;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
-use algorithms::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, rprop, sgd};
+use algorithms::{
+    adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, nadam, radam, rmsprop, rprop, sgd,
+};
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
 use lr::{
@@ -58,6 +60,7 @@ pub use adagrad::{Adagrad, AdagradSlot};
 pub use adam::{Adam, AdamSlot};
 pub use adamax::{Adamax, AdamaxSlot};
 pub use any::AnyOptimizer;
+pub use asgd::{Asgd, AsgdScalar, AsgdSlot, AsgdStep};
 pub use backends::fused::MAX_FUSED_STATE;
 pub use compose::{ChainedLr, SequentialLr};
 pub use control::{Drive, Groups, LrControl, LrTarget, Signal};
@@ -66,7 +69,9 @@ pub use cyclic::{CyclicLr, CyclicMode};
 pub use error::{Error, Result};
 pub use grad_norm_rate::GradNormRatio;
 pub use kernel_source::{Expr, KernelSource};
+pub use lamb::{Lamb, LambSlot, LambStep};
 pub use lane::Lane;
+pub use lars::{Lars, LarsSlot, LarsStep};
 pub use lion::{Lion, LionSlot};
 pub use multiplicative::MultiplicativeLr;
 pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
@@ -77,7 +82,7 @@ pub use radam::{RAdam, RAdamSlot};
 pub use registry::{optimizer_entries, visit_optimizers, Entry, Family, Visitor};
 pub use rmsprop::{RmsProp, RmsPropSlot};
 pub use rprop::{Rprop, RpropSlot};
-pub use rule::{update, Common, EpsPlacement, Rule, WeightDecay};
+pub use rule::{update, Common, EpsPlacement, Rule, TensorNorms, WeightDecay};
 pub use schedule::{
     ConstantLr, ExponentialLr, InverseSqrt, InverseTime, LambdaLr, LinearLr, MultiStepLr,
     PolynomialLr, Schedule, StepLr,

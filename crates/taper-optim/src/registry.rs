@@ -27,7 +27,10 @@
 //! ```
 
 use crate::rule::{EpsPlacement, Rule};
-use crate::{Adadelta, Adagrad, Adam, Adamax, Lion, Momentum, NAdam, RAdam, RmsProp, Rprop, Sgd};
+use crate::{
+    Adadelta, Adagrad, Adam, Adamax, Asgd, Lamb, Lars, Lion, Momentum, NAdam, RAdam, RmsProp,
+    Rprop, Sgd,
+};
 
 /// How a rule's learning rate scales with the problem, for code that sets one rate per
 /// problem across many optimizers (the optimizer comparison).
@@ -40,6 +43,9 @@ pub enum Family {
     Adaptive,
     /// The step is a sign times a step size (Lion, Rprop): η is the step per coordinate.
     Sign,
+    /// The step is scaled per tensor by the parameter's norm (LAMB, LARS's trust ratios):
+    /// η is the step relative to ‖θ‖ (times LARS's trust coefficient).
+    Layerwise,
 }
 
 /// One registered configuration.
@@ -75,6 +81,9 @@ const fn entry(
         family,
     }
 }
+
+const LARS_LR: f64 = 10.0;
+const LAMB_LR: f64 = 3e-2;
 
 /// Calls `v.visit` for every registered configuration, in registry order.
 ///
@@ -121,6 +130,24 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Descent,
         ),
         Sgd::new(0.3).with_momentum(Momentum::Ema { beta: 0.9 }),
+    );
+    v.visit(
+        &entry(
+            "asgd",
+            "ASGD: SGD with a running average of the iterates (kept as state `ax`)",
+            Some("ASGD(lr)"),
+            Descent,
+        ),
+        Asgd::new(0.1),
+    );
+    v.visit(
+        &entry(
+            "lars",
+            "LARS (optax): momentum SGD scaled per tensor by a trust ratio",
+            None,
+            Layerwise,
+        ),
+        Lars::new(LARS_LR),
     );
     v.visit(
         &entry(
@@ -197,6 +224,15 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Adaptive,
         ),
         Adam::adamw(1e-3),
+    );
+    v.visit(
+        &entry(
+            "lamb",
+            "LAMB (optax): Adam scaled per tensor by a trust ratio",
+            None,
+            Layerwise,
+        ),
+        Lamb::new(LAMB_LR),
     );
     v.visit(
         &entry("adamax", "Adamax", Some("Adamax(lr)"), Adaptive),

@@ -47,9 +47,12 @@ fn rosenbrock(x: &Tensor) -> Tensor {
 /// e.g. Lion's 1e-4, are tuned for deep networks).
 fn tuned<R: Rule>(rule: R, problem: &str) -> R {
     let lr = match (R::NAME, problem) {
-        ("SGD", "bowl") => 0.02,
+        ("SGD" | "ASGD", "bowl") => 0.02,
         // RAdam's first steps are plain momentum SGD (η·m̂), so it needs SGD's rate here.
-        ("SGD" | "RAdam", "rosenbrock") => 1e-4,
+        ("SGD" | "ASGD" | "RAdam", "rosenbrock") => 1e-4,
+        // LARS's step is η·φ·‖x‖ per unit direction, with φ = 1e-3.
+        ("LARS", "bowl") => 5.0,
+        ("LARS", _) => 1.0,
         ("Adadelta", _) => 1.0,
         ("Lion", "bowl") => 0.01,
         ("Lion", _) => 1e-3,

@@ -57,6 +57,21 @@ fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
                     step + 1
                 );
             }
+            // State torch recorded for this case, as `{param}.{name}` (ASGD's `ax`).
+            if let Some(recorded) = case["state"].get(step).and_then(Value::as_object) {
+                for (key, want) in recorded {
+                    let (p, field) = key.split_once('.').unwrap();
+                    let k = rule.state_names().iter().position(|n| *n == field);
+                    let k = k.unwrap_or_else(|| panic!("{name}: no state `{field}`"));
+                    let got = values(&opt.state(p).unwrap().tensors[k]);
+                    let err = rel_err(&got, &floats(want));
+                    assert!(
+                        err < 1e-5,
+                        "{name} ({path:?}) step {} {key}: relative error {err:.2e}",
+                        step + 1
+                    );
+                }
+            }
         }
         assert_eq!(opt.steps(), 25);
     }
@@ -234,5 +249,25 @@ fn rprop_matches_torch() {
             .etas(0.3, 1.5)
             .step_sizes(1e-3, 0.2)
             .with_maximize(true),
+    );
+}
+
+#[test]
+fn asgd_matches_torch_with_its_averaged_parameters() {
+    let fx = fixture();
+    run(&fx, "asgd", Asgd::new(0.01));
+    run(
+        &fx,
+        "asgd_full",
+        Asgd::new(0.05)
+            .lambd(0.01)
+            .alpha(0.5)
+            .t0(5.0)
+            .with_weight_decay(WeightDecay::L2(0.1))
+            .with_maximize(true),
+    );
+    assert_eq!(
+        fx["cases"]["asgd_full"]["state"].as_array().unwrap().len(),
+        25
     );
 }

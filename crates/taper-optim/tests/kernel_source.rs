@@ -89,10 +89,21 @@ fn generated<R: Rule>(name: &str, rule: &R, p0: &[f32], cc: &str) -> Vec<Vec<f32
         .collect();
     src += &prints;
     src += "return 0;\n}\n";
+    to_f32(compile_run(name, &src, cc))
+}
+
+fn to_f32(v: Vec<Vec<f64>>) -> Vec<Vec<f32>> {
+    v.into_iter()
+        .map(|l| l.into_iter().map(|x| x as f32).collect())
+        .collect()
+}
+
+/// Compiles `src` with `cc` and runs it, returning each printed line's numbers.
+fn compile_run(name: &str, src: &str, cc: &str) -> Vec<Vec<f64>> {
     let dir = std::env::temp_dir().join(format!("taper-kernel-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (c_file, exe) = (dir.join("k.c"), dir.join("k"));
-    std::fs::write(&c_file, &src).unwrap();
+    std::fs::write(&c_file, src).unwrap();
     let built = Command::new(cc)
         .args(["-std=c11", "-O1", "-ffp-contract=off", "-o"])
         .arg(&exe)
@@ -113,15 +124,91 @@ fn generated<R: Rule>(name: &str, rule: &R, p0: &[f32], cc: &str) -> Vec<Vec<f32
         .lines()
         .map(|l| {
             l.split_whitespace()
-                .map(|x| x.parse::<f32>().unwrap())
+                .map(|x| x.parse::<f64>().unwrap())
                 .collect()
         })
         .collect()
 }
 
+/// For a rule that [`Rule::needs_norms`]: per step, the generated norm pass in C, its sums
+/// handed to [`Rule::set_norms`] on the Rust side, then the generated update in C. One
+/// program per pass, chained through printed values (`%.9g` round-trips a float exactly).
+fn generated_with_norms<R: Rule>(name: &str, rule: &R, p0: &[f32], cc: &str) -> Vec<Vec<f32>> {
+    let k = rule.state_names().len();
+    let mut scalars: Vec<f64> = rule
+        .scalars()
+        .iter()
+        .map(|&slot| rule.initial_scalar(slot))
+        .collect();
+    let mut vals: Vec<Vec<f32>> = std::iter::once(p0.to_vec())
+        .chain(
+            rule.slots()
+                .iter()
+                .map(|&slot| vec![rule.initial_state(slot) as f32; N]),
+        )
+        .collect();
+    let states: String = (0..k).map(|j| format!("s{j}, ")).collect();
+    for step in 1..=STEPS {
+        let program = |func: String, constants: &[f64], vals: &[Vec<f32>], main: String| {
+            let mut src =
+                format!("#include <math.h>\n#include <stdio.h>\n#include <stddef.h>\n{func}");
+            let c: Vec<f32> = constants.iter().map(|&v| v as f32).collect();
+            let _ = writeln!(
+                src,
+                "static const T c[] = {{ {}0 }};",
+                floats(&c) + if c.is_empty() { "" } else { ", " }
+            );
+            let _ = writeln!(src, "static const T g[] = {{ {} }};", floats(&grad(step)));
+            let _ = writeln!(src, "static T p[] = {{ {} }};", floats(&vals[0]));
+            for (j, v) in vals[1..].iter().enumerate() {
+                let _ = writeln!(src, "static T s{j}[] = {{ {} }};", floats(v));
+            }
+            src + &format!("int main(void) {{\n{main}return 0;\n}}\n")
+        };
+        let mut s = rule.prepare(step, &mut Slots::new(&mut scalars));
+        let ks = KernelSource::norms_of(rule, &s);
+        let src = program(
+            ks.c_norms("float", "norms"),
+            &ks.constants,
+            &vals,
+            format!(
+                "double acc[2] = {{0, 0}};\nnorms(p, g, {states}c, {N}, acc);\n\
+                 printf(\"%.17g %.17g\\n\", acc[0], acc[1]);\n"
+            ),
+        );
+        let out = compile_run(name, &src, cc);
+        let sums = &out[0];
+        rule.set_norms(
+            &mut s,
+            TensorNorms {
+                param: sums[0].sqrt(),
+                update: sums[1].sqrt(),
+            },
+        );
+        let ks = KernelSource::of(rule, &s);
+        let prints: String = std::iter::once("p".to_string())
+            .chain((0..k).map(|j| format!("s{j}")))
+            .map(|a| format!("for (int i = 0; i < {N}; i++) printf(\"%.9g \", (double){a}[i]); printf(\"\\n\");\n"))
+            .collect();
+        let src = program(
+            ks.c("float", "step"),
+            &ks.constants,
+            &vals,
+            format!("step(p, g, {states}c, {N});\n{prints}"),
+        );
+        vals = to_f32(compile_run(name, &src, cc));
+    }
+    vals
+}
+
 fn check<R: Rule>(name: &str, rule: R, cc: &str) -> f32 {
     let p0: Vec<f32> = (0..N).map(|i| (i as f32 * 0.37).cos()).collect();
-    let (want, got) = (taper(&rule, &p0), generated(name, &rule, &p0, cc));
+    let got = if rule.needs_norms() {
+        generated_with_norms(name, &rule, &p0, cc)
+    } else {
+        generated(name, &rule, &p0, cc)
+    };
+    let want = taper(&rule, &p0);
     assert_eq!(want.len(), got.len(), "{name}: state count");
     let mut worst = 0f32;
     for (w, g) in want.iter().zip(&got) {
@@ -201,6 +288,12 @@ fn generated_c_matches_the_fused_cpu_path_for_every_rule() {
     case!(
         "lion_decoupled",
         Lion::new(1e-3).with_weight_decay(WeightDecay::Decoupled(0.1))
+    );
+    case!("asgd_averaging", Asgd::new(0.05).lambd(0.01).t0(2.0));
+    case!("lamb_decay", Lamb::new(0.01).decay(0.1).eps_root(1e-8));
+    case!(
+        "lars_nesterov_decay",
+        Lars::new(1.0).nesterov(true).decay(0.01).eps(1e-8)
     );
     println!("{count} rule configurations; largest relative difference {worst:e}");
 }

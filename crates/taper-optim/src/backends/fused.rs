@@ -16,7 +16,7 @@ use crate::lane::{Block, Lane};
 
 /// Elements per block of the vectorized loop.
 const LANES: usize = 8;
-use crate::rule::{update, Rule};
+use crate::rule::{normed, update, Rule, TensorNorms};
 use crate::{Error, Result};
 
 /// One thread's share: parameter, gradient and state slices of the same range.
@@ -27,7 +27,7 @@ const CHUNK: usize = 1 << 15;
 
 /// The float types the fused path handles.
 pub(crate) trait FusedFloat:
-    Lane<Err = std::convert::Infallible> + Copy + Send + Sync + 'static
+    Lane<Err = std::convert::Infallible> + Copy + Send + Sync + Into<f64> + 'static
 {
     /// [`LANES`] values of this type, processed together.
     type Block: Lane<Err = std::convert::Infallible> + Copy;
@@ -133,6 +133,118 @@ fn run<R: Rule, T: FusedFloat>(
             _ => unreachable!("eligible() admits at most 3 state tensors"),
         }
     })
+}
+
+/// The norm pass of a rule that [`Rule::needs_norms`]: reads the parameter, gradient and
+/// state once (writing nothing), computing [`Rule::normed`] per block on register copies of
+/// the state, and returns ‖θ‖₂ and ‖u‖₂ accumulated in float64. Chunks run on rayon's
+/// threads and their partial sums are added in chunk order, so the result does not depend
+/// on the thread count. Call only when [`eligible`].
+pub(crate) fn norms<R: Rule>(
+    rule: &R,
+    s: &R::Step,
+    p: &Tensor,
+    g: &Tensor,
+    state: &[Tensor],
+) -> Result<TensorNorms> {
+    let sums = match p.dtype() {
+        DType::F32 => norm_sums::<R, f32>(rule, s, p, g, state)?,
+        DType::F64 => norm_sums::<R, f64>(rule, s, p, g, state)?,
+        dt => {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "fused norms: unsupported dtype {dt:?}"
+            ))))
+        }
+    };
+    Ok(TensorNorms {
+        param: sums[0].sqrt(),
+        update: sums[1].sqrt(),
+    })
+}
+
+fn norm_sums<R: Rule, T: FusedFloat>(
+    rule: &R,
+    s: &R::Step,
+    p: &Tensor,
+    g: &Tensor,
+    state: &[Tensor],
+) -> Result<[f64; 2]> {
+    let mut tensors = vec![p];
+    tensors.extend(state);
+    let mut out = [0.0; 2];
+    with_slices::<T>(&tensors, g, &mut |muts, g| {
+        let (p, st) = muts
+            .split_first_mut()
+            .expect("the parameter is always first");
+        let st: Vec<&[T]> = st.iter().map(|x| &**x).collect();
+        out = match st[..] {
+            [] => chunked_sums::<R, T, 0>(rule, s, p, g, []),
+            [a] => chunked_sums::<R, T, 1>(rule, s, p, g, [a]),
+            [a, b] => chunked_sums::<R, T, 2>(rule, s, p, g, [a, b]),
+            [a, b, c] => chunked_sums::<R, T, 3>(rule, s, p, g, [a, b, c]),
+            _ => unreachable!("eligible() admits at most 3 state tensors"),
+        };
+    })?;
+    Ok(out)
+}
+
+fn chunked_sums<R: Rule, T: FusedFloat, const K: usize>(
+    rule: &R,
+    s: &R::Step,
+    p: &[T],
+    g: &[T],
+    st: [&[T]; K],
+) -> [f64; 2] {
+    let parts: Vec<[f64; 2]> = (0..p.len().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let r = c * CHUNK..((c + 1) * CHUNK).min(p.len());
+            sums_body::<R, T, K>(
+                rule,
+                s,
+                &p[r.clone()],
+                &g[r.clone()],
+                st.map(|x| &x[r.clone()]),
+            )
+        })
+        .collect();
+    parts
+        .iter()
+        .fold([0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]])
+}
+
+/// Σθ² and Σu² over one chunk, by blocks of [`LANES`] and then the remainder.
+fn sums_body<R: Rule, T: FusedFloat, const K: usize>(
+    rule: &R,
+    s: &R::Step,
+    p: &[T],
+    g: &[T],
+    st: [&[T]; K],
+) -> [f64; 2] {
+    let n = p.len().min(g.len());
+    let full = n - n % LANES;
+    let mut acc = [0.0f64; 2];
+    let mut add = |pv: T, uv: T| {
+        let (pv, uv): (f64, f64) = (pv.into(), uv.into());
+        acc[0] += pv * pv;
+        acc[1] += uv * uv;
+    };
+    for i in (0..full).step_by(LANES) {
+        let mut v: [T::Block; K] = std::array::from_fn(|k| T::load(block(&st[k][i..])));
+        let pb = T::load(block(&p[i..]));
+        let Ok(u) = normed(rule, s, &pb, &T::load(block(&g[i..])), &mut v);
+        let mut us = [p[i]; LANES];
+        T::store(&u, &mut us);
+        for (j, uv) in us.into_iter().enumerate() {
+            add(p[i + j], uv);
+        }
+    }
+    for i in full..n {
+        let mut v: [T; K] = std::array::from_fn(|k| st[k][i]);
+        let Ok(u) = normed(rule, s, &p[i], &g[i], &mut v);
+        add(p[i], u);
+    }
+    acc
 }
 
 fn chunked<R: Rule, T: FusedFloat, const K: usize>(

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use crate::lane::Lane;
-use crate::rule::{update, Rule};
+use crate::rule::{normed, update, Rule};
 
 /// The statements and constants recorded so far.
 #[derive(Debug, Default)]
@@ -144,22 +144,57 @@ impl KernelSource {
     /// assert_ne!(k2.constants, k.constants);
     /// ```
     pub fn of<R: Rule>(rule: &R, s: &R::Step) -> Self {
+        Self::record(rule, |p, g, st| {
+            let Ok(new_p) = update(rule, s, p, g, st);
+            let mut stores = format!("p[i] = {};\n", new_p.name);
+            for (k, e) in st.iter().enumerate() {
+                let _ = writeln!(stores, "s{k}[i] = {};", e.name);
+            }
+            stores
+        })
+    }
+
+    /// The norm pass of a rule that [`Rule::needs_norms`] (LAMB, LARS): the body computes
+    /// [`Rule::normed`]'s u from the same inputs as [`KernelSource::of`], writes nothing, and
+    /// adds θ² and u² (in double) to `acc[0]` and `acc[1]`. The host takes the square roots,
+    /// hands them to [`Rule::set_norms`] and builds the update kernel from the resulting
+    /// step, whose trust ratio is one more constant. [`KernelSource::c_norms`] is its C form;
+    /// on CUDA this pass runs today as candle tensor ops (the generic path's norm pass).
+    ///
+    /// ```
+    /// use taper_optim::{KernelSource, Lamb, Rule, Slots};
+    /// let lamb = Lamb::new(1e-3).decay(0.01);
+    /// let s = lamb.prepare(1, &mut Slots::new(&mut []));
+    /// let k = KernelSource::norms_of(&lamb, &s);
+    /// assert!(k.body.contains("acc[1] += "));
+    /// assert!(!k.body.contains("s0[i] ="), "the norm pass stores no state");
+    /// ```
+    pub fn norms_of<R: Rule>(rule: &R, s: &R::Step) -> Self {
+        Self::record(rule, |p, g, st| {
+            let Ok(u) = normed(rule, s, p, g, st);
+            format!(
+                "acc[0] += (double)p_ * (double)p_;\nacc[1] += (double){u} * (double){u};\n",
+                u = u.name
+            )
+        })
+    }
+
+    /// Runs `f` over symbolic inputs and returns the recorded statements followed by the
+    /// text `f` returns.
+    fn record(rule: &impl Rule, f: impl FnOnce(&Expr, &Expr, &mut [Expr]) -> String) -> Self {
         let b = Rc::new(RefCell::new(Builder::default()));
         let states = rule.slots().len();
         let (p, g) = (Expr::input(&b, "p_"), Expr::input(&b, "g_"));
         let mut st: Vec<Expr> = (0..states)
             .map(|k| Expr::input(&b, &format!("s{k}_")))
             .collect();
-        let Ok(new_p) = update(rule, s, &p, &g, &mut st);
+        let tail = f(&p, &g, &mut st);
         let mut b = b.borrow_mut();
         let mut body = String::new();
         for line in &b.stmts {
             let _ = writeln!(body, "{line}");
         }
-        let _ = writeln!(body, "p[i] = {};", new_p.name);
-        for (k, e) in st.iter().enumerate() {
-            let _ = writeln!(body, "s{k}[i] = {};", e.name);
-        }
+        body += &tail;
         KernelSource {
             body,
             constants: std::mem::take(&mut b.constants),
@@ -196,6 +231,22 @@ impl KernelSource {
              if (i >= n) return;\n{}\n{}}}\n",
             prelude(ty),
             self.params("unsigned long long"),
+            self.loads(),
+            self.body
+        )
+    }
+
+    /// A [`KernelSource::norms_of`] body as a C11 function `name(p, g, s0, …, c, n, acc)`
+    /// that adds Σθ² and Σu² over `n` elements of `ty` to `acc[0]` and `acc[1]`.
+    pub fn c_norms(&self, ty: &str, name: &str) -> String {
+        let mut params = String::from("const T* p, const T* g");
+        for k in 0..self.states {
+            let _ = write!(params, ", const T* s{k}");
+        }
+        format!(
+            "{}static void {name}({params}, const T* c, size_t n, double* acc) {{\n\
+             for (size_t i = 0; i < n; i++) {{\n{}\n{}}}\n}}\n#undef SQRT\n#undef ABS\n",
+            prelude(ty),
             self.loads(),
             self.body
         )

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use candle_core::{Tensor, Var};
 use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
-use crate::rule::{update, Rule};
+use crate::rule::{update, Rule, TensorNorms};
 use crate::slot::Slots;
 use crate::{fused, Error, Result};
 
@@ -445,13 +445,48 @@ pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
 
 fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamState) -> Result<()> {
     st.step += 1;
-    let s = rule.prepare(st.step, &mut Slots::new(&mut st.scalars));
+    let mut s = rule.prepare(st.step, &mut Slots::new(&mut st.scalars));
     let p = var.as_tensor();
-    if path == Path::Auto && fused::eligible(p, g, &st.tensors) {
+    let fused = path == Path::Auto && fused::eligible(p, g, &st.tensors);
+    if rule.needs_norms() {
+        let norms = if fused {
+            fused::norms(rule, &s, p, g, &st.tensors)?
+        } else {
+            tensor_norms(rule, &s, p, g, &st.tensors)?
+        };
+        rule.set_norms(&mut s, norms);
+    }
+    if fused {
         return fused::step(rule, &s, p, g, &st.tensors);
     }
     let g = g.to_dtype(p.dtype())?.detach();
     let new = update(rule, &s, &p.detach(), &g, &mut st.tensors)?;
     var.set(&new)?;
     Ok(())
+}
+
+/// The generic path's norm pass: [`Rule::normed`] on a scratch copy of the state (candle
+/// tensors are values, so the real state is untouched), reduced in float64.
+fn tensor_norms<R: Rule>(
+    rule: &R,
+    s: &R::Step,
+    p: &Tensor,
+    g: &Tensor,
+    state: &[Tensor],
+) -> Result<TensorNorms> {
+    let p = p.detach();
+    let g = g.to_dtype(p.dtype())?.detach();
+    let mut scratch = state.to_vec();
+    let u = crate::rule::normed(rule, s, &p, &g, &mut scratch)?;
+    let norm = |t: &Tensor| -> Result<f64> {
+        Ok(t.to_dtype(candle_core::DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?
+            .sqrt())
+    };
+    Ok(TensorNorms {
+        param: norm(&p)?,
+        update: norm(&u)?,
+    })
 }

@@ -161,6 +161,50 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
         state: &mut Slots<'_, L, Self::Slot>,
     ) -> std::result::Result<L, L::Err>;
 
+    /// The new parameter from the (decayed) parameter `p` and (negated, decayed) gradient
+    /// `g`; updates `state` in place. The default is θ − [`Rule::direction`]. A rule whose
+    /// update involves θ beyond weight decay overrides this and composes its own steps
+    /// around `direction`, the way optax chains transforms: ASGD shrinks θ and keeps its
+    /// average, LAMB adds decayed weights and scales by a trust ratio, LARS scales the
+    /// gradient before its momentum.
+    #[inline(always)]
+    fn apply<L: Lane>(
+        &self,
+        s: &Self::Step,
+        p: &L,
+        g: &L,
+        state: &mut Slots<'_, L, Self::Slot>,
+    ) -> std::result::Result<L, L::Err> {
+        let d = self.direction(s, g, state)?;
+        p.sub(&d)
+    }
+
+    /// Whether this configuration needs per-tensor norms before each update (LAMB and
+    /// LARS's trust ratios). When true, the optimizer runs one read-only pass per parameter
+    /// first, computing ‖θ‖₂ and ‖u‖₂ of [`Rule::normed`]'s u, and hands them to
+    /// [`Rule::set_norms`]; the update pass then runs as usual. Default false (no pass).
+    fn needs_norms(&self) -> bool {
+        false
+    }
+
+    /// The per-element quantity u whose norm [`Rule::needs_norms`] asks for, from the same
+    /// inputs as [`Rule::apply`]. `state` is a scratch copy: what this writes is discarded.
+    /// The default is the direction.
+    #[inline(always)]
+    fn normed<L: Lane>(
+        &self,
+        s: &Self::Step,
+        _p: &L,
+        g: &L,
+        state: &mut Slots<'_, L, Self::Slot>,
+    ) -> std::result::Result<L, L::Err> {
+        self.direction(s, g, state)
+    }
+
+    /// Receives one parameter's norms (when [`Rule::needs_norms`]) before its update, to
+    /// fold into the step's scalars.
+    fn set_norms(&self, _s: &mut Self::Step, _norms: TensorNorms) {}
+
     /// The momentum-like coefficient schedules may cycle (SGD's momentum, Adam's β₁), if any.
     fn momentum(&self) -> Option<f64> {
         None
@@ -190,9 +234,32 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
     }
 }
 
-/// One update of one parameter, composed from the shared options and the rule's direction:
+/// The 2-norms of one parameter tensor and of its update quantity, for rules that scale
+/// by their ratio ([`Rule::needs_norms`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorNorms {
+    /// ‖θ‖₂ of the parameter, before this step.
+    pub param: f64,
+    /// ‖u‖₂ of [`Rule::normed`]'s u.
+    pub update: f64,
+}
+
+impl TensorNorms {
+    /// The trust ratio φ·‖θ‖ / (‖u‖ + ε), or 1 where either norm is 0, as optax's
+    /// `scale_by_trust_ratio(trust_coefficient = φ, eps = ε)` computes it (LAMB: φ = 1, ε = 0).
+    pub fn trust_ratio(&self, coefficient: f64, eps: f64) -> f64 {
+        if self.param == 0.0 || self.update == 0.0 {
+            1.0
+        } else {
+            coefficient * self.param / (self.update + eps)
+        }
+    }
+}
+
+/// One update of one parameter, composed from the shared options and the rule's step:
 /// negate for `maximize`, add coupled L2 to the gradient or shrink θ for decoupled decay,
-/// then θ ← θ − direction. Both execution paths run exactly this.
+/// then [`Rule::apply`] (θ ← θ − direction unless the rule composes its own). Both
+/// execution paths and the generated kernels run exactly this.
 #[inline(always)]
 pub fn update<R: Rule, L: Lane>(
     rule: &R,
@@ -201,6 +268,27 @@ pub fn update<R: Rule, L: Lane>(
     g: &L,
     state: &mut [L],
 ) -> std::result::Result<L, L::Err> {
+    let (p, g) = shared_options(rule, p, g)?;
+    rule.apply(s, &p, &g, &mut Slots::new(state))
+}
+
+/// The quantity [`Rule::normed`] reduces, from the same inputs as [`update`]; `state` is a
+/// scratch copy.
+#[inline(always)]
+pub(crate) fn normed<R: Rule, L: Lane>(
+    rule: &R,
+    s: &R::Step,
+    p: &L,
+    g: &L,
+    state: &mut [L],
+) -> std::result::Result<L, L::Err> {
+    let (p, g) = shared_options(rule, p, g)?;
+    rule.normed(s, &p, &g, &mut Slots::new(state))
+}
+
+/// `maximize` and weight decay: the parameter and gradient a rule's step sees.
+#[inline(always)]
+fn shared_options<R: Rule, L: Lane>(rule: &R, p: &L, g: &L) -> std::result::Result<(L, L), L::Err> {
     let c = rule.common();
     let mut g = if c.maximize {
         g.scale(-1.0)?
@@ -213,8 +301,7 @@ pub fn update<R: Rule, L: Lane>(
         WeightDecay::Decoupled(wd) if wd != 0.0 => p = p.scale(1.0 - c.lr * wd)?,
         _ => {}
     }
-    let d = rule.direction(s, &g, &mut Slots::new(state))?;
-    p.sub(&d)
+    Ok((p, g))
 }
 
 /// Implements [`Rule::common`] and [`Rule::common_mut`] for a rule that keeps its
