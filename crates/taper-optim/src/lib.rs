@@ -43,6 +43,7 @@ mod engine;
 mod error;
 mod lr;
 mod registry;
+mod swa;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{
@@ -54,6 +55,7 @@ use lr::{
     compose, control, cosine, cyclic, grad_norm_rate, multiplicative, one_cycle, plateau, schedule,
     scheduler,
 };
+use swa::{averaged_model, swalr};
 
 pub use adadelta::{Adadelta, AdadeltaSlot};
 pub use adagrad::{Adagrad, AdagradSlot};
@@ -61,6 +63,7 @@ pub use adam::{Adam, AdamSlot};
 pub use adamax::{Adamax, AdamaxSlot};
 pub use any::AnyOptimizer;
 pub use asgd::{Asgd, AsgdScalar, AsgdSlot, AsgdStep};
+pub use averaged_model::{AveragedModel, Averaging};
 pub use backends::fused::MAX_FUSED_STATE;
 pub use compose::{ChainedLr, SequentialLr};
 pub use control::{Drive, Groups, LrControl, LrTarget, Signal};
@@ -91,3 +94,4 @@ pub use scheduler::LrScheduler;
 pub use sgd::{Momentum, Sgd, SgdSlot};
 pub use slot::{NoSlot, Slots, StateSlot};
 pub use state::{OptimizerState, StagedState, STATE_FORMAT};
+pub use swalr::SwaLr;

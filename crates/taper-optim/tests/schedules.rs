@@ -135,6 +135,20 @@ fn pytorch_schedules_match_torch() {
         ..CyclicLr::new(0.001, 0.05, 3).unwrap()
     };
     check(&fx, "cyclic_no_momentum", no_momentum.validated().unwrap());
+    check(&fx, "swa_cos", SwaLr::new(0.05).unwrap());
+    check(
+        &fx,
+        "swa_linear",
+        SwaLr::new(0.01)
+            .unwrap()
+            .anneal_epochs(5)
+            .anneal(Anneal::Linear),
+    );
+    check(
+        &fx,
+        "swa_immediate",
+        SwaLr::new(0.02).unwrap().anneal_epochs(0),
+    );
     let cosine = Box::new(CosineAnnealingLr::new(40, 0.0).unwrap());
     check(
         &fx,

@@ -20,7 +20,8 @@ pub enum Anneal {
 }
 
 impl Anneal {
-    fn at(self, start: f64, end: f64, pct: f64) -> f64 {
+    /// From `start` to `end` at fraction `pct` of the way.
+    pub(crate) fn at(self, start: f64, end: f64, pct: f64) -> f64 {
         match self {
             Anneal::Cos => end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0),
             Anneal::Linear => (end - start) * pct + start,

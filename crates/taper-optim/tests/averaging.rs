@@ -1,0 +1,206 @@
+//! `AveragedModel` (SWA and EMA) against torch.optim.swa_utils (`fixtures/torch_swa.py` →
+//! `fixtures/torch_swa.json`): the model is set to the recorded values before each update
+//! and every average compared, parameters and buffers (integer ones exactly); the state
+//! round-trips and a bad state or a mismatched model changes nothing.
+
+use serde_json::Value;
+use taper_optim::{AveragedModel, Averaging, Error};
+use taper_tensor::{DType, Device, ParamStore, StateDict, Stateful, Tensor};
+
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_swa.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+const SHAPES: [(&str, &[usize]); 4] = [("w", &[3, 4]), ("b", &[5]), ("rm", &[5]), ("count", &[1])];
+
+fn tensor(name: &str, v: &Value) -> Tensor {
+    let dims = SHAPES.iter().find(|(n, _)| *n == name).unwrap().1;
+    let t = Tensor::from_vec(floats(v), dims, &Device::Cpu).unwrap();
+    let dt = if name == "count" {
+        DType::I64
+    } else {
+        DType::F32
+    };
+    t.to_dtype(dt).unwrap()
+}
+
+/// The fixture's module: parameters w and b, buffers rm (float) and count (integer).
+fn model(values: &Value) -> ParamStore {
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    for (name, _) in SHAPES {
+        let t = tensor(name, &values[name]);
+        if name == "w" || name == "b" {
+            store
+                .parameter(name, t.shape(), |_, _, _| Ok(t.clone()))
+                .unwrap();
+        } else {
+            store
+                .buffer(name, t.shape(), |_, _, _| Ok(t.clone()))
+                .unwrap();
+        }
+    }
+    store
+}
+
+fn set(store: &ParamStore, values: &Value) {
+    for (name, _) in SHAPES {
+        store
+            .var(name)
+            .unwrap()
+            .set(&tensor(name, &values[name]))
+            .unwrap();
+    }
+}
+
+fn values(store: &ParamStore, name: &str) -> Vec<f64> {
+    let t = store.var(name).unwrap().as_tensor().clone();
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn averages_match_torch_swa_utils() {
+    let fx = fixture();
+    let m = model(&fx["init"]);
+    let mut avgs = [
+        ("swa", AveragedModel::swa(&m).unwrap()),
+        (
+            "swa_buffers",
+            AveragedModel::swa(&m).unwrap().with_buffers(true),
+        ),
+        (
+            "ema_buffers",
+            AveragedModel::ema(&m, 0.9).unwrap().with_buffers(true),
+        ),
+    ];
+    for (step, rec) in fx["steps"].as_array().unwrap().iter().enumerate() {
+        set(&m, &rec["model"]);
+        for (key, avg) in &mut avgs {
+            avg.update_parameters(&m).unwrap();
+            let want = &rec[*key];
+            assert_eq!(avg.n_averaged(), want["n_averaged"].as_u64().unwrap());
+            for (name, _) in SHAPES {
+                let (got, want) = (values(avg.store(), name), floats(&want[name]));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+                    .fold(0.0, f64::max);
+                let tol = if name == "count" { 0.0 } else { 1e-6 };
+                assert!(
+                    err <= tol,
+                    "{key} step {} {name}: {got:?} vs {want:?}",
+                    step + 1
+                );
+            }
+        }
+    }
+    // The model's own values were never touched by averaging.
+    let last = fx["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        values(&m, "b"),
+        floats(&last["model"]["b"])
+            .iter()
+            .map(|x| *x as f32 as f64)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn state_round_trips_and_bad_states_change_nothing() {
+    let fx = fixture();
+    let m = model(&fx["init"]);
+    let mut ema = AveragedModel::ema(&m, 0.5).unwrap().with_buffers(true);
+    for rec in fx["steps"].as_array().unwrap().iter().take(3) {
+        set(&m, &rec["model"]);
+        ema.update_parameters(&m).unwrap();
+    }
+    let mut sd = StateDict::default();
+    ema.save_state("ema", &mut sd).unwrap();
+    assert_eq!(sd.scalars["ema.n_averaged"], 3.0);
+    assert!(sd.tensors.contains_key("ema.module.w"));
+    let bytes = sd.to_bytes(std::path::Path::new("ema.state")).unwrap();
+    let back = StateDict::from_bytes(&bytes, std::path::Path::new("ema.state")).unwrap();
+
+    let mut fresh = AveragedModel::ema(&model(&fx["init"]), 0.5)
+        .unwrap()
+        .with_buffers(true);
+    fresh.load_state("ema", &back).unwrap();
+    assert_eq!(fresh.n_averaged(), 3);
+    for (name, _) in SHAPES {
+        assert_eq!(
+            values(fresh.store(), name),
+            values(ema.store(), name),
+            "{name}"
+        );
+    }
+    // Continuing from the restored state gives what continuing the original gives.
+    set(&m, &fx["steps"][3]["model"]);
+    ema.update_parameters(&m).unwrap();
+    fresh.update_parameters(&m).unwrap();
+    assert_eq!(values(fresh.store(), "w"), values(ema.store(), "w"));
+
+    // Invalid states: each is refused, naming the key, and changes nothing.
+    let before = values(fresh.store(), "w");
+    let mut bad_count = back.clone();
+    bad_count.set_scalar("ema", "n_averaged", 2.5);
+    let mut nan = back.clone();
+    let w = nan.tensors["ema.module.w"].clone();
+    nan.set_tensor("ema", "module.w", &(w * f64::NAN).unwrap());
+    let mut shape = back.clone();
+    shape.set_tensor(
+        "ema",
+        "module.b",
+        &Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let mut missing = back.clone();
+    missing.tensors.remove("ema.module.count");
+    for (what, sd, key) in [
+        ("fractional counter", bad_count, "ema.n_averaged"),
+        ("NaN weight", nan, "ema.module.w"),
+        ("wrong shape", shape, "ema.module.b"),
+        ("missing buffer", missing, "ema.module.count"),
+    ] {
+        let err = fresh.load_state("ema", &sd).unwrap_err().to_string();
+        assert!(err.contains(key), "{what}: {err}");
+        assert_eq!(values(fresh.store(), "w"), before, "{what}");
+        assert_eq!(fresh.n_averaged(), 4, "{what}");
+    }
+}
+
+#[test]
+fn a_mismatched_model_or_decay_is_an_error_that_changes_nothing() {
+    let fx = fixture();
+    let m = model(&fx["init"]);
+    let mut swa = AveragedModel::swa(&m).unwrap();
+    swa.update_parameters(&m).unwrap();
+    let before = values(swa.store(), "w");
+    let other = ParamStore::new(&Device::Cpu, DType::F32);
+    other
+        .parameter("w", (3, 4), |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+        .unwrap();
+    let err = swa.update_parameters(&other).unwrap_err();
+    assert!(matches!(err, Error::StateMismatch(_)), "{err}");
+    assert!(err.to_string().contains("`b`"), "{err}");
+    assert_eq!(
+        values(swa.store(), "w"),
+        before,
+        "w was checked first but must not move"
+    );
+    assert_eq!(swa.n_averaged(), 1);
+    let err = AveragedModel::new(&m, Averaging::Ema { decay: 1.5 }).unwrap_err();
+    assert!(err.to_string().contains("decay"), "{err}");
+}
