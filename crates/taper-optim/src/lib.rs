@@ -47,7 +47,8 @@ mod swa;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{
-    adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, nadam, radam, rmsprop, rprop, sgd,
+    adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, lookahead, nadam, radam, rmsprop,
+    rprop, sgd,
 };
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
@@ -76,6 +77,7 @@ pub use lamb::{Lamb, LambSlot, LambStep};
 pub use lane::Lane;
 pub use lars::{Lars, LarsSlot, LarsStep};
 pub use lion::{Lion, LionSlot};
+pub use lookahead::Lookahead;
 pub use multiplicative::MultiplicativeLr;
 pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
 pub use one_cycle::{Anneal, OneCycleLr};
