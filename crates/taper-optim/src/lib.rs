@@ -47,8 +47,8 @@ mod swa;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{
-    adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, lookahead, nadam, radam, rmsprop,
-    rprop, sgd,
+    adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lion, lookahead, nadam, radam,
+    rmsprop, rprop, sgd,
 };
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
@@ -59,6 +59,7 @@ use lr::{
 use swa::{averaged_model, swalr};
 
 pub use adadelta::{Adadelta, AdadeltaSlot};
+pub use adafactor::{Adafactor, AdafactorSlot, AdafactorStep};
 pub use adagrad::{Adagrad, AdagradSlot};
 pub use adam::{Adam, AdamSlot};
 pub use adamax::{Adamax, AdamaxSlot};

@@ -28,8 +28,8 @@
 
 use crate::rule::{EpsPlacement, Rule};
 use crate::{
-    Adadelta, Adagrad, Adam, Adamax, Asgd, Lamb, Lars, Lion, Momentum, NAdam, RAdam, RmsProp,
-    Rprop, Sgd,
+    Adadelta, Adafactor, Adagrad, Adam, Adamax, Asgd, Lamb, Lars, Lion, Momentum, NAdam, RAdam,
+    RmsProp, Rprop, Sgd,
 };
 
 /// How a rule's learning rate scales with the problem, for code that sets one rate per
@@ -233,6 +233,15 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Layerwise,
         ),
         Lamb::new(LAMB_LR),
+    );
+    v.visit(
+        &entry(
+            "adafactor",
+            "Adafactor: factored second moments, steps relative to each tensor's RMS",
+            Some("Adafactor(lr)"),
+            Layerwise,
+        ),
+        Adafactor::new(1e-2),
     );
     v.visit(
         &entry("adamax", "Adamax", Some("Adamax(lr)"), Adaptive),

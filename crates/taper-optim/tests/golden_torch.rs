@@ -61,7 +61,9 @@ fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
             if let Some(recorded) = case["state"].get(step).and_then(Value::as_object) {
                 for (key, want) in recorded {
                     let (p, field) = key.split_once('.').unwrap();
-                    let k = rule.state_names().iter().position(|n| *n == field);
+                    let dims = store.var(p).unwrap().dims().to_vec();
+                    let slots = rule.slots_for(&dims);
+                    let k = slots.iter().position(|s| s.name() == field);
                     let k = k.unwrap_or_else(|| panic!("{name}: no state `{field}`"));
                     let got = values(&opt.state(p).unwrap().tensors[k]);
                     let err = rel_err(&got, &floats(want));
@@ -269,5 +271,21 @@ fn asgd_matches_torch_with_its_averaged_parameters() {
     assert_eq!(
         fx["cases"]["asgd_full"]["state"].as_array().unwrap().len(),
         25
+    );
+}
+
+#[test]
+fn adafactor_matches_torch_with_its_factored_state() {
+    let fx = fixture();
+    run(&fx, "adafactor", Adafactor::new(0.01));
+    run(
+        &fx,
+        "adafactor_full",
+        Adafactor::new(0.05)
+            .beta2_decay(-0.6)
+            .eps(Some(1e-6), 1e-2)
+            .d(1.5)
+            .with_weight_decay(WeightDecay::Decoupled(0.1))
+            .with_maximize(true),
     );
 }

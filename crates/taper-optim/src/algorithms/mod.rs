@@ -2,6 +2,7 @@
 //! and its [`Rule`](crate::Rule) implementation.
 
 pub(crate) mod adadelta;
+pub(crate) mod adafactor;
 pub(crate) mod adagrad;
 pub(crate) mod adam;
 pub(crate) mod adamax;

@@ -159,6 +159,7 @@ pub(crate) fn norms<R: Rule>(
     Ok(TensorNorms {
         param: sums[0].sqrt(),
         update: sums[1].sqrt(),
+        len: p.elem_count(),
     })
 }
 

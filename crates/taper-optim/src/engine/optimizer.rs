@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use candle_core::{Tensor, Var};
 use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
-use crate::rule::{update, Rule, TensorNorms};
+use crate::rule::{update, update_tensor, Rule, TensorNorms};
 use crate::slot::Slots;
 use crate::{fused, Error, Result};
 
@@ -164,7 +164,18 @@ impl<R: Rule> Optimizer<R> {
             .iter()
             .map(|g| {
                 let k = g.rule.slots().len();
-                let how = if self.path == Path::Generic {
+                let whole = g
+                    .params
+                    .iter()
+                    .filter(|(_, v)| g.rule.whole_tensor(v.dims()))
+                    .count();
+                let how = if whole > 0 {
+                    format!(
+                        "tensor ops: {} steps whole tensors ({whole} of {} parameters)",
+                        R::NAME,
+                        g.params.len()
+                    )
+                } else if self.path == Path::Generic {
                     "tensor ops (Path::Generic was chosen)".to_string()
                 } else if k > fused::MAX_FUSED_STATE {
                     format!(
@@ -196,6 +207,9 @@ impl<R: Rule> Optimizer<R> {
         if params.is_empty() {
             return Err(Error::NoParameters { optimizer: R::NAME });
         }
+        for (name, var) in &params {
+            rule.check_param(name, var.dims())?;
+        }
         Ok(Self {
             groups: vec![Group {
                 rule,
@@ -220,6 +234,9 @@ impl<R: Rule> Optimizer<R> {
         rule: R,
     ) -> Result<usize> {
         validate(&rule)?;
+        for (name, var, _) in self.params().filter(|(n, _, _)| select(n)) {
+            rule.check_param(name, var.dims())?;
+        }
         let mut moved = Vec::new();
         for g in &mut self.groups {
             let (take, keep): (Vec<_>, Vec<_>) = g.params.drain(..).partition(|(n, _)| select(n));
@@ -422,12 +439,11 @@ fn validate<R: Rule>(rule: &R) -> Result<()> {
 
 pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
     let tensors = rule
-        .slots()
+        .slots_for(var.dims())
         .iter()
         .map(|&slot| {
-            Ok(var
-                .as_tensor()
-                .ones_like()?
+            let shape = rule.state_shape(slot, var.dims());
+            Ok(Tensor::ones(shape, var.dtype(), var.device())?
                 .affine(rule.initial_state(slot), 0.0)?)
         })
         .collect::<Result<_>>()?;
@@ -447,7 +463,8 @@ fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamSta
     st.step += 1;
     let mut s = rule.prepare(st.step, &mut Slots::new(&mut st.scalars));
     let p = var.as_tensor();
-    let fused = path == Path::Auto && fused::eligible(p, g, &st.tensors);
+    let whole = rule.whole_tensor(p.dims());
+    let fused = !whole && path == Path::Auto && fused::eligible(p, g, &st.tensors);
     if rule.needs_norms() {
         let norms = if fused {
             fused::norms(rule, &s, p, g, &st.tensors)?
@@ -460,7 +477,11 @@ fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamSta
         return fused::step(rule, &s, p, g, &st.tensors);
     }
     let g = g.to_dtype(p.dtype())?.detach();
-    let new = update(rule, &s, &p.detach(), &g, &mut st.tensors)?;
+    let new = if whole {
+        update_tensor(rule, &s, &p.detach(), &g, &mut st.tensors)?
+    } else {
+        update(rule, &s, &p.detach(), &g, &mut st.tensors)?
+    };
     var.set(&new)?;
     Ok(())
 }
@@ -488,5 +509,6 @@ fn tensor_norms<R: Rule>(
     Ok(TensorNorms {
         param: norm(&p)?,
         update: norm(&u)?,
+        len: p.elem_count(),
     })
 }

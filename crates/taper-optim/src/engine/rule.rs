@@ -8,6 +8,8 @@
 
 use std::fmt::Debug;
 
+use candle_core::Tensor;
+
 use crate::lane::Lane;
 use crate::slot::{Slots, StateSlot};
 use crate::Result;
@@ -205,6 +207,46 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
     /// fold into the step's scalars.
     fn set_norms(&self, _s: &mut Self::Step, _norms: TensorNorms) {}
 
+    /// The state slots kept for a parameter of shape `dims`, in storage order. The default
+    /// is [`Rule::slots`] for every parameter; Adafactor keeps factored row and column
+    /// moments for a matrix and a full one for a vector.
+    fn slots_for(&self, _dims: &[usize]) -> &'static [Self::Slot] {
+        self.slots()
+    }
+
+    /// The shape of `slot`'s tensor for a parameter of shape `dims` (default: the
+    /// parameter's own; Adafactor's `row_var` is `dims` with the last axis 1).
+    fn state_shape(&self, _slot: Self::Slot, dims: &[usize]) -> Vec<usize> {
+        dims.to_vec()
+    }
+
+    /// Checks that this rule can update parameter `name` of shape `dims` (Muon takes only
+    /// matrices); called for every parameter when an optimizer or group is built.
+    fn check_param(&self, _name: &str, _dims: &[usize]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether a parameter of shape `dims` is stepped whole by [`Rule::tensor_step`]
+    /// (reductions along axes, matrix products) rather than element by element. Such
+    /// parameters take candle tensor ops on every device; no fused loop or generated kernel
+    /// applies. Default false.
+    fn whole_tensor(&self, _dims: &[usize]) -> bool {
+        false
+    }
+
+    /// The step of a [`Rule::whole_tensor`] parameter, from the same inputs as
+    /// [`Rule::apply`] (shared options already applied), as candle tensor ops. The default
+    /// is `apply` over tensors.
+    fn tensor_step(
+        &self,
+        s: &Self::Step,
+        p: &Tensor,
+        g: &Tensor,
+        state: &mut Slots<'_, Tensor, Self::Slot>,
+    ) -> candle_core::Result<Tensor> {
+        self.apply(s, p, g, state)
+    }
+
     /// The momentum-like coefficient schedules may cycle (SGD's momentum, Adam's β₁), if any.
     fn momentum(&self) -> Option<f64> {
         None
@@ -242,6 +284,8 @@ pub struct TensorNorms {
     pub param: f64,
     /// ‖u‖₂ of [`Rule::normed`]'s u.
     pub update: f64,
+    /// The number of elements (for RMS = ‖·‖ / √len).
+    pub len: usize,
 }
 
 impl TensorNorms {
@@ -270,6 +314,19 @@ pub fn update<R: Rule, L: Lane>(
 ) -> std::result::Result<L, L::Err> {
     let (p, g) = shared_options(rule, p, g)?;
     rule.apply(s, &p, &g, &mut Slots::new(state))
+}
+
+/// [`update`] for a [`Rule::whole_tensor`] parameter: the shared options, then
+/// [`Rule::tensor_step`].
+pub(crate) fn update_tensor<R: Rule>(
+    rule: &R,
+    s: &R::Step,
+    p: &Tensor,
+    g: &Tensor,
+    state: &mut [Tensor],
+) -> candle_core::Result<Tensor> {
+    let (p, g) = shared_options(rule, p, g)?;
+    rule.tensor_step(s, &p, &g, &mut Slots::new(state))
 }
 
 /// The quantity [`Rule::normed`] reduces, from the same inputs as [`update`]; `state` is a

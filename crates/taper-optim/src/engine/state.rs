@@ -64,7 +64,7 @@ impl<R: Rule> Optimizer<R> {
                 out.scalars.insert(format!("group.{i}.momentum"), m);
             }
         }
-        for (name, _, gi) in self.params() {
+        for (name, var, gi) in self.params() {
             let Some(st) = self.state_map().get(name) else {
                 continue;
             };
@@ -73,8 +73,9 @@ impl<R: Rule> Optimizer<R> {
             for (slot, v) in rule.scalars().iter().zip(&st.scalars) {
                 out.scalars.insert(format!("{name}.{}", slot.name()), *v);
             }
-            for (field, t) in rule.state_names().iter().zip(&st.tensors) {
-                out.tensors.insert(format!("{name}.{field}"), t.clone());
+            for (slot, t) in rule.slots_for(var.dims()).iter().zip(&st.tensors) {
+                out.tensors
+                    .insert(format!("{name}.{}", slot.name()), t.clone());
             }
         }
         out
@@ -130,15 +131,17 @@ impl<R: Rule> Optimizer<R> {
                 let key = format!("{name}.{}", slot.name());
                 st.scalars[i] = finite(&key, scalar(&key, &mut used)?)?;
             }
-            for (i, field) in rule.state_names().iter().enumerate() {
-                let key = format!("{name}.{field}");
+            for (i, &slot) in rule.slots_for(var.dims()).iter().enumerate() {
+                let key = format!("{name}.{}", slot.name());
                 let t = state
                     .tensors
                     .get(&key)
                     .ok_or_else(|| Error::StateMismatch(format!("missing tensor `{key}`")))?;
-                if t.dims() != var.dims() {
+                let shape = rule.state_shape(slot, var.dims());
+                if t.dims() != shape {
                     return Err(Error::StateMismatch(format!(
-                        "`{key}` has shape {:?}, parameter `{name}` has {:?}",
+                        "`{key}` has shape {:?}; expected {shape:?} for parameter `{name}` of \
+                         shape {:?}",
                         t.dims(),
                         var.dims()
                     )));
