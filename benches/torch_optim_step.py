@@ -1,7 +1,11 @@
 """PyTorch's side of `cargo run --release --example bench_optimizers`: one optimizer step over
 10M float32 parameters in 8 tensors, fused and foreach, median of repeated steps.
 
-Prints one JSON line: {"adam_fused_ms": ..., "adam_foreach_ms": ..., "sgd_foreach_ms": ..., "threads": ...}
+Also one Muon step on a 1024x1024 parameter (its Newton-Schulz iteration in bfloat16, as
+PyTorch runs it).
+
+Prints one JSON line: {"adam_fused_ms": ..., "adam_foreach_ms": ..., "sgd_foreach_ms": ...,
+"muon_1024_ms": ..., "threads": ...}
 """
 import json
 import sys
@@ -29,7 +33,14 @@ def timed(opt):
     return 1e3 * ts[len(ts) // 2]
 
 
+w = torch.randn(1024, 1024, requires_grad=True)
+w.grad = torch.randn_like(w)
+muon_reps, reps = reps, min(reps, 5)
+muon_ms = timed(torch.optim.Muon([w], lr=0.02))
+reps = muon_reps
+
 out = {
+    "muon_1024_ms": muon_ms,
     "adam_fused_ms": timed(torch.optim.Adam(params, lr=1e-3, fused=True)),
     "adam_foreach_ms": timed(torch.optim.Adam(params, lr=1e-3, foreach=True)),
     "sgd_foreach_ms": timed(torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)),

@@ -1,8 +1,10 @@
-//! Optimizer-step throughput: every registered Taper optimizer's fused CPU step over 10M f32
-//! parameters (8 tensors), against the machine's streaming bandwidth (a copy/add kernel measured in the
-//! same run), candle-nn's AdamW and SGD, and PyTorch's fused and foreach Adam when
-//! `python3 -c 'import torch'` works. Prints medians and ratios; machines are noisy, so
-//! compare only within one invocation.
+//! Optimizer-step throughput: every registered Taper optimizer's step over 10M f32
+//! parameters (8 tensors; the fused CPU loop where the rule is element-wise), against the
+//! machine's streaming bandwidth (a copy/add kernel measured in the same run), candle-nn's
+//! AdamW and SGD, and PyTorch's fused and foreach Adam when `python3 -c 'import torch'`
+//! works; then Muon on a 1024×1024 parameter: its Newton–Schulz iteration against the
+//! matmul rate of the gemm `Linear` uses, and PyTorch's Muon step. Prints medians and
+//! ratios; machines are noisy, so compare only within one invocation.
 //!
 //! Run: `cargo run --release --example bench_optimizers [-- N_PARAMS REPS]`
 
@@ -78,16 +80,60 @@ fn store(n: usize, parts: usize) -> (ParamStore, Gradients) {
     (s, g)
 }
 
-/// Median step time of `rule` and bytes moved per element (reads + writes of p, g, state).
+/// Median step time of `rule` and bytes moved per element (reads + writes of p, g, state;
+/// plus the read-only norm pass of a rule that needs per-tensor norms).
 fn taper_step<R: Rule>(rule: R, n: usize, reps: usize) -> (f64, usize) {
     let (s, g) = store(n, 8);
-    let k = rule.state_names().len();
+    let k = rule.slots_for(&[n / 8]).len();
+    let norm_pass = if rule.needs_norms() { 2 + k } else { 0 };
     let mut opt = Optimizer::new(rule, &s).unwrap();
     let ms = time_ms(reps, || {
         opt.step(&g).unwrap();
     });
     // read p, g, k states; write p, k states
-    (ms, 4 * (2 + k + 1 + k))
+    (ms, 4 * (2 + k + 1 + k + norm_pass))
+}
+
+/// Muon on a `dim` × `dim` parameter: its whole step and the Newton–Schulz iteration alone,
+/// in bfloat16 (PyTorch's) and float32, against one `dim`³ matmul on the gemm `Linear` uses.
+fn muon_rows(dim: usize, reps: usize) -> anyhow::Result<f64> {
+    let reps = reps.min(5);
+    let s = ParamStore::new(&Device::Cpu, DType::F32);
+    s.parameter("w", (dim, dim), |sh, dt, d| randn(sh, 0.0, 1.0, dt, d))?;
+    let mut g = Gradients::default();
+    g.insert("w", randn((dim, dim), 0.0, 1.0, DType::F32, &Device::Cpu)?);
+    let x = g.get("w").unwrap().clone();
+    let matmul = time_ms(reps, || {
+        std::hint::black_box(x.matmul(&x).unwrap());
+    });
+    let gflops = |ms: f64, matmuls: f64| matmuls * 2.0 * (dim as f64).powi(3) / (ms * 1e6);
+    println!(
+        "
+Muon on a {dim}x{dim} parameter (Newton–Schulz: 5 steps of 3 matmuls each)
+         one {dim}^3 f32 matmul (Linear's gemm) {matmul:>8.1} ms   {:>6.1} GFLOP/s",
+        gflops(matmul, 1.0)
+    );
+    let mut step_ms = 0.0;
+    for (label, precision) in [("bf16", NsPrecision::Bf16), ("f32", NsPrecision::F32)] {
+        let muon = Muon::new(0.02).ns_precision(precision);
+        let ns = time_ms(reps, || {
+            std::hint::black_box(muon.orthogonalize(&x).unwrap());
+        });
+        let mut opt = Optimizer::new(muon, &s)?;
+        let step = time_ms(reps, || {
+            opt.step(&g).unwrap();
+        });
+        if precision == NsPrecision::Bf16 {
+            step_ms = step;
+        }
+        println!(
+            "Newton–Schulz, {label:<4}             {ns:>8.1} ms   {:>6.1} GFLOP/s ({:.0}% of the \
+             matmul's rate); whole Muon step {step:.1} ms",
+            gflops(ns, 15.0),
+            100.0 * gflops(ns, 15.0) / gflops(matmul, 1.0)
+        );
+    }
+    Ok(step_ms)
 }
 
 fn torch_side(n: usize, reps: usize) -> Option<serde_json::Value> {
@@ -183,8 +229,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!("candle-nn SGD              {candle_sgd:>10.2} ms");
 
+    let muon_ms = muon_rows(1024, reps)?;
+
     match torch_side(n, reps) {
         Some(t) => {
+            let muon = t["muon_1024_ms"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "PyTorch Muon step (1024x1024, bf16) {muon:>8.1} ms   Taper's is {:.2}× its speed",
+                muon / muon_ms
+            );
             let fused = t["adam_fused_ms"].as_f64().unwrap_or(f64::NAN);
             let foreach = t["adam_foreach_ms"].as_f64().unwrap_or(f64::NAN);
             println!(

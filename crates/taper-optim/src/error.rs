@@ -88,6 +88,19 @@ pub enum Error {
         stored: usize,
     },
 
+    /// A rule cannot update a parameter of this shape (Muon takes only matrices).
+    #[error("{optimizer}: cannot update `{name}` of shape {dims:?}: {expected}")]
+    UnsupportedParameter {
+        /// The algorithm.
+        optimizer: &'static str,
+        /// The parameter.
+        name: String,
+        /// Its shape.
+        dims: Vec<usize>,
+        /// What the algorithm takes, and what to use instead.
+        expected: &'static str,
+    },
+
     /// Saved optimizer state does not fit this optimizer's parameters.
     #[error("optimizer state does not fit: {0}")]
     StateMismatch(String),

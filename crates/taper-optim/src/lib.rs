@@ -47,8 +47,8 @@ mod swa;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{
-    adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lion, lookahead, nadam, radam,
-    rmsprop, rprop, sgd,
+    adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lion, lookahead, muon, nadam,
+    radam, rmsprop, rprop, sgd,
 };
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
@@ -80,6 +80,7 @@ pub use lars::{Lars, LarsSlot, LarsStep};
 pub use lion::{Lion, LionSlot};
 pub use lookahead::Lookahead;
 pub use multiplicative::MultiplicativeLr;
+pub use muon::{AdjustLr, Muon, MuonSlot, NsPrecision};
 pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
 pub use one_cycle::{Anneal, OneCycleLr};
 pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};

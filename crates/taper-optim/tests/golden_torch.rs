@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use taper_optim::*;
-use taper_tensor::DType;
+use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
 
 fn fixture() -> Value {
     let path = concat!(
@@ -27,15 +27,40 @@ fn floats(v: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// Replays case `name` through `rule` on both paths. A case with `p2_init` (Muon's matrix
+/// cases) starts `p2` from its values and shape.
 fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
     let case = &fx["cases"][name];
     assert!(case.is_object(), "no fixture for {name}");
     for path in [Path::Auto, Path::Generic] {
-        let store = two_params(
-            &floats(&fx["init"]["p1"]),
-            &floats(&fx["init"]["p2"]),
-            DType::F32,
-        );
+        let store = match case["p2_init"].as_object() {
+            None => two_params(
+                &floats(&fx["init"]["p1"]),
+                &floats(&fx["init"]["p2"]),
+                DType::F32,
+            ),
+            Some(p2) => {
+                let store = ParamStore::new(&Device::Cpu, DType::F32);
+                let shapes: [(&str, &Value, Vec<usize>); 2] = [
+                    ("p1", &fx["init"]["p1"], vec![3, 4]),
+                    (
+                        "p2",
+                        &p2["values"],
+                        floats(&p2["shape"]).iter().map(|&d| d as usize).collect(),
+                    ),
+                ];
+                for (n, v, dims) in shapes {
+                    let t = Tensor::from_vec(floats(v), dims.as_slice(), &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(DType::F32)
+                        .unwrap();
+                    store
+                        .parameter(n, t.shape(), |_, _, _| Ok(t.clone()))
+                        .unwrap();
+                }
+                store
+            }
+        };
         let mut opt = optimizer(rule.clone(), &store, path);
         for (step, (g, want)) in case["grads"]
             .as_array()
@@ -44,9 +69,13 @@ fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
             .zip(case["params"].as_array().unwrap())
             .enumerate()
         {
-            let report = opt
-                .step(&grads(&floats(&g["p1"]), &floats(&g["p2"]), DType::F32))
-                .unwrap();
+            let mut gs = Gradients::default();
+            for p in ["p1", "p2"] {
+                let dims = store.var(p).unwrap().dims().to_vec();
+                let t = Tensor::from_vec(floats(&g[p]), dims.as_slice(), &Device::Cpu).unwrap();
+                gs.insert(p, t.to_dtype(DType::F32).unwrap());
+            }
+            let report = opt.step(&gs).unwrap();
             assert_eq!(report.updated, 2);
             for p in ["p1", "p2"] {
                 let got = values(store.var(p).unwrap().as_tensor());
@@ -288,4 +317,29 @@ fn adafactor_matches_torch_with_its_factored_state() {
             .with_weight_decay(WeightDecay::Decoupled(0.1))
             .with_maximize(true),
     );
+}
+
+#[test]
+fn muon_matches_torch() {
+    let fx = fixture();
+    let f32 = |m: Muon| m.ns_precision(NsPrecision::F32);
+    run(&fx, "muon_f32", f32(Muon::new(0.02)));
+    run(
+        &fx,
+        "muon_f32_full",
+        f32(Muon::new(0.05)
+            .with_weight_decay(WeightDecay::Decoupled(0.05))
+            .with_momentum(0.9)
+            .nesterov(false)
+            .newton_schulz((3.4445, -4.7750, 2.0315), 3)
+            .eps(1e-6)
+            .adjust_lr(AdjustLr::MatchRmsAdamW)),
+    );
+    run(
+        &fx,
+        "muon_f32_spectral",
+        f32(Muon::new(0.01).adjust_lr(AdjustLr::SpectralUnclamped)),
+    );
+    // PyTorch's default bfloat16 iteration, rounded where PyTorch's bfloat16 addmm rounds.
+    run(&fx, "muon_bf16", Muon::new(0.02));
 }

@@ -408,3 +408,36 @@ fn consistent_builders() {
         "no momentum buffer, as in PyTorch"
     );
 }
+
+/// Muon takes matrices only: a vector is refused when the optimizer is built, naming the
+/// parameter and what to use instead. Whole-tensor rules say so in `execution`.
+#[test]
+fn muon_refuses_non_matrices_and_whole_tensor_rules_name_their_path() {
+    use taper_tensor::{DType, Device, ParamStore, Tensor};
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    store
+        .parameter("fc.weight", (4, 3), |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+        .unwrap();
+    store
+        .parameter("fc.bias", 4, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))
+        .unwrap();
+    let err = Optimizer::new(Muon::new(0.02), &store).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedParameter { name, dims, .. } if name == "fc.bias" && dims == &[4]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("AdamW"), "{err}");
+
+    let matrices: Vec<_> = store
+        .trainable()
+        .into_iter()
+        .filter(|(_, v)| v.rank() == 2)
+        .collect();
+    let muon = Optimizer::from_vars(Muon::new(0.02), matrices).unwrap();
+    assert_eq!(
+        muon.execution(),
+        ["default: tensor ops: Muon steps whole tensors (1 of 1 parameters)"]
+    );
+    let adafactor = Optimizer::new(Adafactor::new(0.01), &store).unwrap();
+    assert!(adafactor.execution()[0].contains("Adafactor steps whole tensors (2 of 2"));
+}

@@ -282,13 +282,8 @@ impl Rule for Adafactor {
             state[Variance].clone()
         };
         let update = (g / var.maximum(eps1 * eps1)?.sqrt()?)?;
-        let rms = update
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?
-            .sqrt()
-            / ((update.elem_count().max(1) as f64).sqrt() * self.d);
+        let sum_sq = crate::fused::sum_squares(&update).map_err(candle_core::Error::wrap)?;
+        let rms = sum_sq.sqrt() / ((update.elem_count().max(1) as f64).sqrt() * self.d);
         let denom = rms.max(1.0);
         p - update.affine(s.alpha / denom, 0.0)?
     }

@@ -11,6 +11,7 @@ pub(crate) mod lamb;
 pub(crate) mod lars;
 pub(crate) mod lion;
 pub(crate) mod lookahead;
+pub(crate) mod muon;
 pub(crate) mod nadam;
 pub(crate) mod radam;
 pub(crate) mod rmsprop;

@@ -248,6 +248,41 @@ fn sums_body<R: Rule, T: FusedFloat, const K: usize>(
     acc
 }
 
+/// Σx² of a tensor, accumulated in float64: in one parallel pass over the storage for a
+/// contiguous f32 or f64 CPU tensor (chunk sums added in chunk order, so the result does not
+/// depend on the thread count), else with candle ops after a cast to f64.
+pub(crate) fn sum_squares(t: &Tensor) -> Result<f64> {
+    fn pass<T: FusedFloat>(x: &[T]) -> f64 {
+        let parts: Vec<f64> = x
+            .par_chunks(CHUNK)
+            .map(|c| {
+                c.iter()
+                    .map(|&v| {
+                        let v: f64 = v.into();
+                        v * v
+                    })
+                    .sum()
+            })
+            .collect();
+        parts.iter().sum()
+    }
+    if t.device().is_cpu() {
+        let (guard, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((a, b))) = (&*guard, layout.contiguous_offsets()) {
+            if let Some(x) = f32::slice(cpu) {
+                return Ok(pass(&x[a..b]));
+            }
+            if let Some(x) = f64::slice(cpu) {
+                return Ok(pass(&x[a..b]));
+            }
+        }
+    }
+    Ok(t.to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?)
+}
+
 fn chunked<R: Rule, T: FusedFloat, const K: usize>(
     rule: &R,
     s: &R::Step,

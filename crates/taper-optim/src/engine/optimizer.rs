@@ -499,13 +499,7 @@ fn tensor_norms<R: Rule>(
     let g = g.to_dtype(p.dtype())?.detach();
     let mut scratch = state.to_vec();
     let u = crate::rule::normed(rule, s, &p, &g, &mut scratch)?;
-    let norm = |t: &Tensor| -> Result<f64> {
-        Ok(t.to_dtype(candle_core::DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?
-            .sqrt())
-    };
+    let norm = |t: &Tensor| -> Result<f64> { Ok(fused::sum_squares(t)?.sqrt()) };
     Ok(TensorNorms {
         param: norm(&p)?,
         update: norm(&u)?,
