@@ -47,8 +47,8 @@ mod swa;
 
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{
-    adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lion, lookahead, muon, nadam,
-    radam, rmsprop, rprop, sgd,
+    adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lbfgs, lion, lookahead, muon,
+    nadam, radam, rmsprop, rprop, sgd,
 };
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
@@ -77,6 +77,7 @@ pub use kernel_source::{Expr, KernelSource};
 pub use lamb::{Lamb, LambSlot, LambStep};
 pub use lane::Lane;
 pub use lars::{Lars, LarsSlot, LarsStep};
+pub use lbfgs::{Lbfgs, LbfgsOptimizer, LineSearch};
 pub use lion::{Lion, LionSlot};
 pub use lookahead::Lookahead;
 pub use multiplicative::MultiplicativeLr;

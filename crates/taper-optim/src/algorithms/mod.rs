@@ -9,6 +9,7 @@ pub(crate) mod adamax;
 pub(crate) mod asgd;
 pub(crate) mod lamb;
 pub(crate) mod lars;
+pub(crate) mod lbfgs;
 pub(crate) mod lion;
 pub(crate) mod lookahead;
 pub(crate) mod muon;
