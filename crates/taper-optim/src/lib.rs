@@ -48,7 +48,7 @@ mod swa;
 // Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
 use algorithms::{
     adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lbfgs, lion, lookahead, muon,
-    nadam, radam, rmsprop, rprop, sgd,
+    nadam, radam, rmsprop, rprop, sgd, sparse_adam,
 };
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
@@ -98,5 +98,6 @@ pub use schedule::{
 pub use scheduler::LrScheduler;
 pub use sgd::{Momentum, Sgd, SgdSlot};
 pub use slot::{NoSlot, Slots, StateSlot};
+pub use sparse_adam::{SparseAdam, SparseAdamSlot};
 pub use state::{OptimizerState, StagedState, STATE_FORMAT};
 pub use swalr::SwaLr;

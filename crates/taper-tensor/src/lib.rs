@@ -25,6 +25,7 @@ mod kernels;
 mod no_grad;
 mod param_store;
 mod random;
+mod row_sparse;
 mod serialize;
 mod state_dict;
 mod threads;
@@ -46,6 +47,7 @@ pub use random::{
     bernoulli, fork_rng, initial_seed, manual_seed, rand_uniform, randn, randperm, rng_state,
     set_rng_state, with_rng, RngState, TaperRng,
 };
+pub use row_sparse::RowSparse;
 pub use serialize::{
     parse_safetensors, read_safetensors, save_safetensors, serialize_safetensors, LoadMode,
     LoadReport, StagedLoad,

@@ -1,7 +1,16 @@
 //! `Embedding`: a lookup table of vectors, PyTorch's `nn.Embedding` (weight ~ N(0, 1)).
+//!
+//! With [`Embedding::sparse`] (PyTorch's `sparse=True`) it also records which ids each
+//! forward pass looked up, and [`Embedding::sparse_grad`] gives the table's gradient as the
+//! rows those ids touched ([`RowSparse`]), for optimizers that update only those rows
+//! (SparseAdam). candle's autograd still builds the dense gradient; what the rows save is
+//! the optimizer's pass over the untouched rows.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor};
-use taper_tensor::{tracked, Module, ParamStore};
+use taper_tensor::{tracked, Gradients, Module, ParamStore, RowSparse};
 
 use crate::init::Init;
 use crate::pool::is_index_dtype;
@@ -11,6 +20,9 @@ use crate::Error;
 #[derive(Debug, Clone)]
 pub struct Embedding {
     weight: Tensor,
+    name: String,
+    /// With `sparse`: the ids looked up since the last `sparse_grad`.
+    seen: Option<Arc<Mutex<BTreeSet<u32>>>>,
 }
 
 impl Embedding {
@@ -25,7 +37,52 @@ impl Embedding {
             std: 1.0,
         };
         let weight = store.parameter("weight", (num_embeddings, embedding_dim), init.init_fn())?;
-        Ok(Self { weight })
+        Ok(Self {
+            weight,
+            name: store.full_name("weight"),
+            seen: None,
+        })
+    }
+
+    /// Builder: record the ids each forward pass looks up, for [`Embedding::sparse_grad`]
+    /// (PyTorch's `sparse=True`).
+    pub fn sparse(mut self, on: bool) -> Self {
+        self.seen = on.then(Default::default);
+        self
+    }
+
+    /// The table's gradient in `grads`, as the rows looked up since the last call (which
+    /// it forgets): PyTorch's coalesced sparse gradient, rows increasing. Call it once per
+    /// step, after the backward pass.
+    ///
+    /// ```
+    /// use taper_nn::Embedding;
+    /// use taper_tensor::{DType, Device, Gradients, Module, ParamStore, Tensor};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// let emb = Embedding::new(10, 3, &store.sub("emb"))?.sparse(true);
+    /// let ids = Tensor::new(&[7u32, 2, 7], &Device::Cpu)?;
+    /// let loss = emb.forward(&ids)?.sum_all()?;
+    /// let g = emb.sparse_grad(&Gradients::compute(&loss, &store)?)?;
+    /// assert_eq!(g.rows(), [2, 7]);
+    /// assert_eq!(g.values().to_vec2::<f32>()?, [[1., 1., 1.], [2., 2., 2.]]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sparse_grad(&self, grads: &Gradients) -> crate::Result<RowSparse> {
+        let Some(seen) = &self.seen else {
+            return Err(Error::InvalidValue {
+                field: "sparse",
+                value: "false".into(),
+                expected: "an Embedding built with .sparse(true)",
+            });
+        };
+        let rows: Vec<u32> = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect();
+        let dense = match grads.get(&self.name) {
+            Some(g) => g.clone(),
+            None => self.weight.zeros_like()?,
+        };
+        Ok(RowSparse::from_dense(&dense, &rows)?)
     }
 
     /// The table, (num_embeddings, embedding_dim).
@@ -62,6 +119,10 @@ impl Module for Embedding {
                 };
                 return Err(candle_core::Error::Msg(format!("{}: {e}", layer())));
             }
+        }
+        if let Some(seen) = &self.seen {
+            let ids = flat.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+            seen.lock().unwrap_or_else(|p| p.into_inner()).extend(ids);
         }
         let mut shape = ids.dims().to_vec();
         shape.push(d);

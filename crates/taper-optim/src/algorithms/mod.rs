@@ -18,3 +18,4 @@ pub(crate) mod radam;
 pub(crate) mod rmsprop;
 pub(crate) mod rprop;
 pub(crate) mod sgd;
+pub(crate) mod sparse_adam;
