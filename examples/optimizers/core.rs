@@ -29,17 +29,75 @@ impl Default for Config {
     }
 }
 
-/// (final loss, first step at or below the target) per problem.
+/// (final loss, first step at or below the target) per problem; `None` where the optimizer
+/// does not apply (Muon takes matrices, so it has no 2-D runs; L-BFGS is a full-batch method,
+/// so it has no mini-batch MNIST run).
 #[derive(Debug, Clone)]
 pub struct Row {
     /// Optimizer.
     pub name: String,
     /// Rosenbrock from (−1.5, 2).
-    pub rosenbrock: (f64, Option<usize>),
+    pub rosenbrock: Option<(f64, Option<usize>)>,
     /// Beale from (1, 1).
-    pub beale: (f64, Option<usize>),
+    pub beale: Option<(f64, Option<usize>)>,
     /// MNIST MLP (mean of the last 20 steps' losses).
-    pub mnist: (f64, Option<usize>),
+    pub mnist: Option<(f64, Option<usize>)>,
+}
+
+/// The loss at the current parameters, recomputed on demand (L-BFGS calls it several times
+/// per step).
+type LossFn<'a> = dyn FnMut() -> taper::optim::Result<Tensor> + 'a;
+
+/// One optimizer step given the loss closure: gradient methods evaluate it once.
+trait Stepper {
+    fn step(&mut self, loss: &mut LossFn<'_>) -> anyhow::Result<()>;
+}
+
+/// Any optimizer that steps from gradients (a registered rule, Lookahead).
+struct Gradient<O>(O, ParamStore);
+
+impl<O: AnyOptimizer> Stepper for Gradient<O> {
+    fn step(&mut self, loss: &mut LossFn<'_>) -> anyhow::Result<()> {
+        let l = loss()?;
+        self.0.step(&Gradients::compute(&l, &self.1)?)?;
+        Ok(())
+    }
+}
+
+/// L-BFGS: one iteration per step, with the strong-Wolfe line search.
+struct Quasi(LbfgsOptimizer);
+
+impl Stepper for Quasi {
+    fn step(&mut self, loss: &mut LossFn<'_>) -> anyhow::Result<()> {
+        self.0.step_with(loss)?;
+        Ok(())
+    }
+}
+
+/// Muon on the weight matrices and AdamW on the rest, from the same gradients.
+struct Split(Optimizer<Muon>, Optimizer<Adam>, ParamStore);
+
+impl Stepper for Split {
+    fn step(&mut self, loss: &mut LossFn<'_>) -> anyhow::Result<()> {
+        let g = Gradients::compute(&loss()?, &self.2)?;
+        self.0.step(&g)?;
+        self.1.step(&g)?;
+        Ok(())
+    }
+}
+
+/// Builds an optimizer over a store at a learning rate.
+type Make<'a> = dyn Fn(&ParamStore, f64) -> anyhow::Result<Box<dyn Stepper>> + 'a;
+
+/// Builds MNIST's optimizer over a store, at its own rate.
+type MakeMnist<'a> = dyn Fn(&ParamStore) -> anyhow::Result<Box<dyn Stepper>> + 'a;
+
+/// A registered rule (or any rule) as a [`Make`].
+fn plain<R: Rule>(rule: R) -> impl Fn(&ParamStore, f64) -> anyhow::Result<Box<dyn Stepper>> {
+    move |store, lr| {
+        let opt = Optimizer::new(rule.clone().with_lr(lr), store)?;
+        Ok(Box::new(Gradient(opt, store.clone())))
+    }
 }
 
 /// Learning rates tried on the 2-D problems: each optimizer is shown at the rate (from
@@ -71,17 +129,17 @@ fn loss_tensor(problem: &str, p: &Tensor) -> taper::tensor::candle::Result<Tenso
     }
 }
 
-/// The best run of `rule` over [`LR_GRID`]: lowest final value, then fewest steps.
-fn best_2d<R: Rule>(
+/// The best run over [`LR_GRID`]: lowest final value, then fewest steps.
+fn best_2d(
     name: &str,
-    rule: &R,
+    make: &Make<'_>,
     problem: &str,
     start: (f64, f64),
     steps: usize,
 ) -> anyhow::Result<(Series, f64, Option<usize>)> {
     let mut best: Option<(Series, f64, Option<usize>)> = None;
     for lr in LR_GRID {
-        let run = descend_2d(name, rule.clone().with_lr(lr), problem, start, steps)?;
+        let run = descend_2d(name, make, lr, problem, start, steps)?;
         let key = |r: &(Series, f64, Option<usize>)| {
             let f = if r.1.is_finite() { r.1 } else { f64::INFINITY };
             (f, r.2.unwrap_or(usize::MAX))
@@ -100,16 +158,17 @@ fn best_2d<R: Rule>(
     best.ok_or_else(|| anyhow::anyhow!("empty learning-rate grid"))
 }
 
-fn descend_2d<R: Rule>(
+fn descend_2d(
     name: &str,
-    rule: R,
+    make: &Make<'_>,
+    lr: f64,
     problem: &str,
     start: (f64, f64),
     steps: usize,
 ) -> anyhow::Result<(Series, f64, Option<usize>)> {
     let store = ParamStore::new(&Device::Cpu, DType::F64);
     let p = store.parameter("p", 2, |_, _, d| Ok(Tensor::new(&[start.0, start.1], d)?))?;
-    let mut opt = Optimizer::new(rule, &store)?;
+    let mut opt = make(&store, lr)?;
     let mut path = vec![start];
     let mut reached = None;
     for t in 0..steps {
@@ -121,7 +180,11 @@ fn descend_2d<R: Rule>(
         if !l.is_finite() {
             break;
         }
-        opt.step(&Gradients::compute(&loss, &store)?)?;
+        let mut first = Some(loss);
+        opt.step(&mut || match first.take() {
+            Some(l) => Ok(l),
+            None => Ok(loss_tensor(problem, &p)?),
+        })?;
         let v = p.to_vec1::<f64>()?;
         path.push((v[0], v[1]));
     }
@@ -142,9 +205,9 @@ fn descend_2d<R: Rule>(
 }
 
 /// The MNIST run, at the registry's rate for this model.
-fn mnist_curve<R: Rule>(
+fn mnist_curve(
     name: &str,
-    rule: R,
+    make: &MakeMnist<'_>,
     steps: usize,
 ) -> anyhow::Result<(Series, f64, Option<usize>)> {
     manual_seed(0); // the same initialization for every optimizer
@@ -154,7 +217,7 @@ fn mnist_curve<R: Rule>(
         .append_with(|s| Linear::new(784, 128, s))?
         .append(Activation::Relu)
         .append_with(|s| Linear::new(128, 10, s))?;
-    let mut opt = Optimizer::new(rule, &store)?;
+    let mut opt = make(&store)?;
     let loader = DataLoader::new(mnist::builtin()?.train, Batching::MiniBatch(64))?
         .shuffle(true)
         .seed(0);
@@ -164,7 +227,7 @@ fn mnist_curve<R: Rule>(
             let b = b?;
             let loss = cross_entropy(&model.forward_t(&b.inputs, true)?, &b.targets)?;
             let l = loss.to_scalar::<f32>()? as f64;
-            opt.step(&Gradients::compute(&loss, &store)?)?;
+            opt.step(&mut || Ok(loss.clone()))?;
             let s = smooth.map_or(l, |s| 0.9 * s + 0.1 * l);
             smooth = Some(s);
             losses.push(s);
@@ -196,6 +259,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     if let Some(e) = each.err {
         return Err(e);
     }
+    each.extras()?;
     let Each {
         rows, ros, bea, mn, ..
     } = each;
@@ -271,28 +335,82 @@ struct Each<'a> {
 }
 
 impl Each<'_> {
-    fn one<R: Rule>(&mut self, name: &str, rule: R) -> anyhow::Result<()> {
+    /// One optimizer on the problems it applies to (`None` skips one).
+    fn one(
+        &mut self,
+        name: &str,
+        on_2d: Option<&Make<'_>>,
+        on_mnist: Option<&MakeMnist<'_>>,
+    ) -> anyhow::Result<()> {
         let steps = self.cfg.steps_2d;
-        let (rs, rf, rr) = best_2d(name, &rule, "rosenbrock", (-1.5, 2.0), steps)?;
-        let (bs, bf, br) = best_2d(name, &rule, "beale", (1.0, 1.0), steps)?;
-        let (ms, mf, mr) = mnist_curve(name, rule, self.cfg.mnist_steps)?;
-        self.rows.push(Row {
+        let mut row = Row {
             name: name.into(),
-            rosenbrock: (rf, rr),
-            beale: (bf, br),
-            mnist: (mf, mr),
-        });
-        self.ros.push(rs);
-        self.bea.push(bs);
-        self.mn.push(ms);
+            rosenbrock: None,
+            beale: None,
+            mnist: None,
+        };
+        if let Some(make) = on_2d {
+            let (rs, rf, rr) = best_2d(name, make, "rosenbrock", (-1.5, 2.0), steps)?;
+            let (bs, bf, br) = best_2d(name, make, "beale", (1.0, 1.0), steps)?;
+            row.rosenbrock = Some((rf, rr));
+            row.beale = Some((bf, br));
+            self.ros.push(rs);
+            self.bea.push(bs);
+        }
+        if let Some(make) = on_mnist {
+            let (ms, mf, mr) = mnist_curve(name, make, self.cfg.mnist_steps)?;
+            row.mnist = Some((mf, mr));
+            self.mn.push(ms);
+        }
+        self.rows.push(row);
         Ok(())
+    }
+
+    /// The optimizers outside the registry of rules: Lookahead around Adam, L-BFGS (2-D
+    /// only: a full-batch method) and Muon with AdamW (MNIST only: Muon takes matrices).
+    fn extras(&mut self) -> anyhow::Result<()> {
+        let lookahead = |store: &ParamStore, lr: f64| -> anyhow::Result<Box<dyn Stepper>> {
+            let inner = Optimizer::new(Adam::new(lr), store)?;
+            Ok(Box::new(Gradient(
+                Lookahead::new(inner, 5, 0.5)?,
+                store.clone(),
+            )))
+        };
+        self.one(
+            "lookahead-adam",
+            Some(&lookahead),
+            Some(&|s: &ParamStore| lookahead(s, 2e-3)),
+        )?;
+        let lbfgs = |store: &ParamStore, lr: f64| -> anyhow::Result<Box<dyn Stepper>> {
+            let config = Lbfgs::new(lr)
+                .line_search(LineSearch::StrongWolfe)
+                .max_iter(1)
+                .max_eval(25);
+            Ok(Box::new(Quasi(LbfgsOptimizer::new(config, store)?)))
+        };
+        self.one("lbfgs-wolfe", Some(&lbfgs), None)?;
+        let muon = |store: &ParamStore| -> anyhow::Result<Box<dyn Stepper>> {
+            let (matrices, rest): (Vec<_>, Vec<_>) = store
+                .trainable()
+                .into_iter()
+                .partition(|(_, v)| v.rank() == 2);
+            Ok(Box::new(Split(
+                Optimizer::from_vars(Muon::new(0.02), matrices)?,
+                Optimizer::from_vars(Adam::adamw(2e-3), rest)?,
+                store.clone(),
+            )))
+        };
+        self.one("muon+adamw", None, Some(&muon))
     }
 }
 
 impl Visitor for Each<'_> {
     fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
         if self.err.is_none() {
-            if let Err(e) = self.one(entry.key, rule) {
+            let registry_rate = rule.common().lr;
+            let make = plain(rule);
+            let mnist = |s: &ParamStore| make(s, registry_rate);
+            if let Err(e) = self.one(entry.key, Some(&make), Some(&mnist)) {
                 self.err = Some(e.context(entry.key));
             }
         }

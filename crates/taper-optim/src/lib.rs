@@ -13,6 +13,14 @@
 //! | Adam | [`Adam`] | m̂/(√v̂+ε) and m̂/√(v̂+ε) ([`EpsPlacement`]) | `Adam(...)`, amsgrad |
 //! | AdamW | [`Adam::adamw`] | — | `AdamW(...)` |
 //! | Adamax, NAdam, RAdam, Adadelta, Rprop | [`Adamax`], [`NAdam`], [`RAdam`], [`Adadelta`], [`Rprop`] | — | same names |
+//! | ASGD (averaged SGD) | [`Asgd`] (averages: [`Optimizer::averaged`]) | — | `ASGD(...)` |
+//! | Adafactor (factored second moments) | [`Adafactor`] | — | `Adafactor(...)` |
+//! | Muon (orthogonalized momentum, matrices) | [`Muon`] | — | `Muon(...)` |
+//! | SparseAdam (lazy rows) | [`SparseAdam`] with [`Optimizer::step_rows`] | — | `SparseAdam(...)` |
+//! | L-BFGS (closure, strong-Wolfe) | [`LbfgsOptimizer`] with [`Lbfgs`] | — | `LBFGS(...)` |
+//! | LAMB, LARS (per-tensor trust ratios) | [`Lamb`], [`Lars`] | — | (optax's `lamb`, `lars`) |
+//! | Lookahead around any optimizer | [`Lookahead`] | — | (optax's `lookahead`) |
+//! | SWA / EMA of the weights, SWALR | [`AveragedModel`], [`SwaLr`] | — | `swa_utils` |
 //! | Lion | [`Lion`] | — | (not in torch.optim) |
 //!
 //! Every algorithm is a [`Rule`] run by one [`Optimizer`]: parameter groups, per-parameter
@@ -36,6 +44,28 @@
 //! A rule declares its per-parameter state as named slots ([`slots!`], [`Slots`]) and reads
 //! it by slot. The configurations Taper ships are one list, [`visit_optimizers`], which the
 //! tests, the `mnist` example's `--optimizer` flag and the benchmarks all walk.
+//!
+//! ## The rule contract, and how it grows past element-wise updates
+//!
+//! A [`Rule`] is written once and every execution path runs it. Its required part is
+//! element-wise: [`Rule::prepare`] (per-step scalars) and [`Rule::direction`] (the amount to
+//! subtract, over [`Lane`]). Algorithms that are not purely element-wise override one of a
+//! few provided methods instead of adding a flag to [`Optimizer`]; each method is the small
+//! transform optax would chain:
+//!
+//! | need | provided method | used by |
+//! | --- | --- | --- |
+//! | the step sees θ beyond weight decay | [`Rule::apply`] (default θ − direction) | ASGD (shrink and average), LAMB, LARS |
+//! | per-tensor norms before the update | [`Rule::needs_norms`], [`Rule::normed`], [`Rule::set_norms`]: one read-only pass, fused on the CPU, [`TensorNorms`] in | LAMB, LARS (trust ratios), Adafactor (RMS(θ)) |
+//! | state of another shape, or per parameter | [`Rule::slots_for`], [`Rule::state_shape`] | Adafactor (row and column factors for matrices) |
+//! | reductions along axes, matrix products | [`Rule::whole_tensor`], [`Rule::tensor_step`] (candle tensor ops, any device) | Adafactor, Muon (Newton–Schulz) |
+//! | parameters a rule cannot take | [`Rule::check_param`] | Muon (matrices only) |
+//! | sparse row updates | none: [`Optimizer::step_rows`] runs any element-wise rule on the present rows of a [`RowSparse`](taper_tensor::RowSparse) gradient | SparseAdam |
+//!
+//! Two kinds of algorithm are not a rule, as in PyTorch and optax: L-BFGS re-evaluates the
+//! loss inside a step through a closure and keeps one state for all parameters
+//! ([`LbfgsOptimizer::step_with`]); Lookahead wraps any [`Optimizer`] ([`Lookahead`]).
+//! Weight averaging ([`AveragedModel`]) sits beside the optimizer, as `swa_utils` does.
 
 mod algorithms;
 mod backends;

@@ -83,7 +83,7 @@ const fn entry(
 }
 
 const LARS_LR: f64 = 10.0;
-const LAMB_LR: f64 = 3e-2;
+const LAMB_LR: f64 = 1e-2;
 
 /// Calls `v.visit` for every registered configuration, in registry order.
 ///

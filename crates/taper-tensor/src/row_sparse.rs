@@ -35,10 +35,16 @@ impl RowSparse {
             return Err(bad("a scalar".into(), "a tensor with at least one axis"));
         }
         if let Some(w) = rows.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(bad(format!("{} then {}", w[0], w[1]), "strictly increasing rows"));
+            return Err(bad(
+                format!("{} then {}", w[0], w[1]),
+                "strictly increasing rows",
+            ));
         }
         if let Some(&r) = rows.iter().find(|&&r| r as usize >= dims[0]) {
-            return Err(bad(r.to_string(), "rows below the tensor's first dimension"));
+            return Err(bad(
+                r.to_string(),
+                "rows below the tensor's first dimension",
+            ));
         }
         let mut want = vec![rows.len()];
         want.extend(&dims[1..]);
@@ -83,7 +89,11 @@ impl RowSparse {
 
     /// The whole gradient, zero outside the present rows.
     pub fn to_dense(&self) -> Result<Tensor> {
-        let zeros = Tensor::zeros(self.dims.as_slice(), self.values.dtype(), self.values.device())?;
+        let zeros = Tensor::zeros(
+            self.dims.as_slice(),
+            self.values.dtype(),
+            self.values.device(),
+        )?;
         if self.rows.is_empty() {
             return Ok(zeros);
         }
