@@ -204,3 +204,46 @@ fn a_mismatched_model_or_decay_is_an_error_that_changes_nothing() {
     let err = AveragedModel::new(&m, Averaging::Ema { decay: 1.5 }).unwrap_err();
     assert!(err.to_string().contains("decay"), "{err}");
 }
+
+/// The averaged weights are a model's: a layer built over `store()` evaluates them, and the
+/// store saves and loads like any model's.
+#[test]
+fn the_average_evaluates_and_saves_like_a_model() {
+    use taper_nn::Linear;
+    use taper_tensor::{LoadMode, Module};
+    let dev = &Device::Cpu;
+    let model_store = ParamStore::new(dev, DType::F64);
+    let layer = Linear::new(3, 2, &model_store.sub("fc")).unwrap();
+    let mut swa = AveragedModel::swa(&model_store).unwrap();
+    for k in 0..3 {
+        for (name, v) in model_store.trainable() {
+            let t = (v.as_tensor().ones_like().unwrap() * (k as f64 + 1.0)).unwrap();
+            model_store.var(&name).unwrap().set(&t).unwrap();
+        }
+        swa.update_parameters(&model_store).unwrap();
+    }
+    // The mean of 1, 2, 3 everywhere: the averaged layer computes x·2ᵀ + 2.
+    let averaged = Linear::new(3, 2, &swa.store().sub("fc")).unwrap();
+    let x = Tensor::new(&[[1.0f64, 2.0, 3.0]], dev).unwrap();
+    assert_eq!(
+        averaged.forward(&x).unwrap().to_vec2::<f64>().unwrap(),
+        [[14.0, 14.0]]
+    );
+    // The training model still holds its last weights.
+    assert_eq!(
+        layer.forward(&x).unwrap().to_vec2::<f64>().unwrap(),
+        [[21.0, 21.0]]
+    );
+    let dir = std::env::temp_dir().join(format!("taper-swa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("swa.safetensors");
+    swa.store().save(&file).unwrap();
+    let fresh = ParamStore::new(dev, DType::F64);
+    let restored = Linear::new(3, 2, &fresh.sub("fc")).unwrap();
+    fresh.load(&file, LoadMode::Strict).unwrap();
+    assert_eq!(
+        restored.forward(&x).unwrap().to_vec2::<f64>().unwrap(),
+        [[14.0, 14.0]]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
