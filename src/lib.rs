@@ -43,10 +43,17 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+// Inlined, so `cargo doc -p taper` documents every crate's items under the facade's
+// modules (`taper::optim::Adam`), not bare re-export lines.
+#[doc(inline)]
 pub use taper_data as data;
+#[doc(inline)]
 pub use taper_nn as nn;
+#[doc(inline)]
 pub use taper_optim as optim;
+#[doc(inline)]
 pub use taper_tensor as tensor;
+#[doc(inline)]
 pub use taper_train as train;
 
 /// The names a training script needs, in one `use taper::prelude::*;`.

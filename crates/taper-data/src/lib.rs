@@ -25,9 +25,11 @@ pub mod idx;
 mod loader;
 pub mod mnist;
 mod regression;
+mod subset;
 pub mod transforms;
 
 pub use dataset::{Dataset, TensorDataset};
 pub use error::{Error, Result};
 pub use loader::{Batch, Batches, Batching, DataLoader};
 pub use regression::linear_regression;
+pub use subset::{random_split, Lengths, Subset};
