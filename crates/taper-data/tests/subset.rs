@@ -35,9 +35,13 @@ fn random_split_covers_the_dataset_disjointly_and_depends_only_on_the_seed() {
 
 #[test]
 fn bad_lengths_and_ranges_name_the_problem() {
-    let e = random_split(numbered(10), [6, 5], 0).unwrap_err().to_string();
+    let e = random_split(numbered(10), [6, 5], 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("lengths") && e.contains("sum 11"), "{e}");
-    let e = random_split(numbered(10), [0.5, 0.6], 0).unwrap_err().to_string();
+    let e = random_split(numbered(10), [0.5, 0.6], 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("add up to 1"), "{e}");
     let e = Subset::range(numbered(10), 8..11).unwrap_err().to_string();
     assert!(e.contains("8..11 of 10"), "{e}");

@@ -23,6 +23,19 @@ pub enum Error {
         actual: Vec<usize>,
     },
 
+    /// An input has the right shape but the wrong element type.
+    #[error("{layer}: expected {expected}, got {actual} of shape {dims:?}")]
+    DType {
+        /// The layer or loss.
+        layer: String,
+        /// What was expected, in words (e.g. `integer class targets (u8, u32 or i64)`).
+        expected: String,
+        /// The dtype given.
+        actual: String,
+        /// The input's dimensions.
+        dims: Vec<usize>,
+    },
+
     /// A constructor or loss argument is out of range.
     #[error("invalid value for `{field}`: {value} ({expected})")]
     InvalidValue {

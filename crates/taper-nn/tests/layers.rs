@@ -412,3 +412,19 @@ fn batch_norm_on_an_integer_batch_is_an_error_naming_the_dtype() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// Float class targets are named by their dtype, not reported as a shape mismatch.
+#[test]
+fn float_class_targets_name_their_dtype() {
+    let dev = &taper_tensor::Device::Cpu;
+    let logits = taper_tensor::Tensor::zeros((4, 3), taper_tensor::DType::F32, dev).unwrap();
+    let targets = taper_tensor::Tensor::new(&[0f32, 1., 2., 1.], dev).unwrap();
+    let err = taper_nn::cross_entropy(&logits, &targets)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected integer class targets (u8, u32 or i64)")
+            && err.contains("got F32 of shape [4]"),
+        "{err}"
+    );
+}

@@ -195,9 +195,19 @@ impl Picked {
         ignore: Option<i64>,
         weight: Option<&[f64]>,
     ) -> Result<Self> {
-        if t.dims() != [n] || t.dtype().is_float() {
+        if t.dims() != [n] {
             let expected = format!("integer class targets of shape ({n})");
             return Err(Error::shape(format!("{loss} target"), expected, t.dims()));
+        }
+        if t.dtype().is_float() {
+            return Err(Error::DType {
+                layer: format!("{loss} target"),
+                expected: "integer class targets (u8, u32 or i64); class probabilities are \
+                           a float tensor of shape (N, C)"
+                    .into(),
+                actual: format!("{:?}", t.dtype()),
+                dims: t.dims().to_vec(),
+            });
         }
         let ids: Vec<i64> = t.to_dtype(DType::I64)?.to_vec1()?;
         let (mut index, mut w, mut valid) = (
