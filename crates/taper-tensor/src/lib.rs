@@ -29,6 +29,7 @@ mod row_sparse;
 mod serialize;
 mod state_dict;
 mod threads;
+mod var_builder;
 
 pub use candle_core::{self as candle, DType, Device, Module, ModuleT, Shape, Tensor, Var, D};
 pub use candle_nn;
