@@ -56,11 +56,74 @@ pub use taper_tensor as tensor;
 #[doc(inline)]
 pub use taper_train as train;
 
-/// The names a training script needs, in one `use taper::prelude::*;`.
+/// The names a training script needs, in one `use taper::prelude::*;`: tensors, seeding and
+/// devices; every layer, activation and loss; every optimizer, schedule and learning-rate
+/// controller; datasets, loaders, splits and transforms; metrics, stopping rules,
+/// checkpoints and logs.
+///
+/// It exports nothing under a name candle's crate root uses for another item (the candle
+/// names it has, `Tensor`, `Device`, `DType`, `Var`, `Module`, `ModuleT`, `D`, are candle's
+/// own items), so `use taper::tensor::candle::*;` beside it causes no ambiguity. candle-nn
+/// has layers and an `Optimizer` trait under the same names as Taper's: import candle-nn by
+/// path (`candle_nn::linear`) rather than with a glob.
+///
+/// ```
+/// use taper::prelude::*;
+///
+/// manual_seed(0);
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let model = Sequential::new(&store)
+///     .append_with(|s| Linear::new(10, 10, s))?
+///     .append(Activation::Relu)
+///     .append_with(|s| Linear::new(10, 1, s))?;
+/// let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
+/// let x = rand_uniform((100, 10), 0.0, 1.0, DType::F32, &Device::Cpu)?;
+/// let y = rand_uniform((100, 1), 0.0, 1.0, DType::F32, &Device::Cpu)?;
+/// let loader = DataLoader::new(TensorDataset::new(x, y)?, Batching::MiniBatch(32))?;
+/// for epoch in 0..2 {
+///     for batch in loader.epoch(epoch) {
+///         let batch = batch?;
+///         let loss = mse_loss(&model.forward_t(&batch.inputs, true)?, &batch.targets, Reduction::Mean)?;
+///         opt.backward_step(&loss)?;
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub mod prelude {
     pub use taper_tensor::{
         best_device, device, gradcheck, manual_seed, no_grad, on_thread_pool,
-        park_idle_candle_workers, rand_uniform, randn, DType, Device, Gradients, Module, ModuleT,
-        NonFinite, Norm, ParamStore, Stateful, Tensor, Var, D,
+        park_idle_candle_workers, rand_uniform, randn, DType, Device, Gradients, LoadMode, Module,
+        ModuleT, NonFinite, Norm, ParamStore, RowSparse, StateDict, Stateful, Tensor, Var, D,
+    };
+
+    pub use taper_nn::regularization::{l1_penalty, l2_penalty};
+    pub use taper_nn::{
+        binary_cross_entropy_with_logits, cross_entropy, dropout, huber_loss, kl_div, l1_loss,
+        mse_loss, smooth_l1_loss, Activation, AvgPool2d, BatchNorm, BatchNormConfig, Conv2d,
+        Conv2dConfig, CrossEntropyLoss, Dropout, Embedding, Flatten, KlReduction, LayerNorm,
+        Linear, MaxPool2d, NllLoss, Reduction, Sequential,
+    };
+
+    pub use taper_optim::{
+        Adadelta, Adafactor, Adagrad, Adam, Adamax, AnyOptimizer, Asgd, AveragedModel, Averaging,
+        ChainedLr, Clip, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, CyclicLr,
+        CyclicMode, EpsPlacement, ExponentialLr, GradNormRatio, InverseSqrt, InverseTime, Lamb,
+        LambdaLr, Lars, Lbfgs, LbfgsOptimizer, LineSearch, LinearLr, Lion, Lookahead, LrControl,
+        LrScheduler, Momentum, MultiStepLr, MultiplicativeLr, Muon, NAdam, NonFiniteGrads,
+        OneCycleLr, Optimizer, OptimizerState, PlateauConfig, PolynomialLr, RAdam,
+        ReduceLrOnPlateau, RmsProp, Rprop, Rule, Schedule, SequentialLr, Sgd, Signal, SparseAdam,
+        StepLr, SwaLr, WeightDecay,
+    };
+
+    pub use taper_data::transforms::{
+        one_hot, Compose, Normalize, OneHot, RandomErasing, RandomRotation, RandomTranslate,
+    };
+    pub use taper_data::{
+        mnist, random_split, Batch, Batching, DataLoader, Dataset, Subset, TensorDataset,
+    };
+
+    pub use taper_train::{
+        accuracy, Checkpoint, CheckpointManager, ConfusionMatrix, CsvLog, EarlyStopping, Progress,
+        RunningMean, Stop, StopRules, SummaryWriter,
     };
 }
