@@ -59,7 +59,7 @@ pub use taper_train as train;
 /// The names a training script needs, in one `use taper::prelude::*;`: tensors, seeding and
 /// devices; every layer, activation and loss; every optimizer, schedule and learning-rate
 /// controller; datasets, loaders, splits and transforms; metrics, stopping rules,
-/// checkpoints and logs.
+/// checkpoints and logs; and [`Fit`](crate::train::Fit), Keras's `model.fit`.
 ///
 /// It exports nothing under a name candle's crate root uses for another item (the candle
 /// names it has, `Tensor`, `Device`, `DType`, `Var`, `Module`, `ModuleT`, `D`, are candle's
@@ -123,7 +123,8 @@ pub mod prelude {
     };
 
     pub use taper_train::{
-        accuracy, Checkpoint, CheckpointManager, ConfusionMatrix, CsvLog, EarlyStopping, Progress,
-        RunningMean, Stop, StopRules, SummaryWriter,
+        accuracy, Checkpoint, CheckpointManager, ConfusionMatrix, CsvLog, Direction, EarlyStopping,
+        Fit, History, LrEvery, Metric, Progress, RunningMean, Stop, StopRules, SummaryWriter,
+        Verbosity,
     };
 }

@@ -16,6 +16,14 @@ pub enum Error {
     #[error(transparent)]
     Optim(#[from] taper_optim::Error),
 
+    /// An error from taper-data (a dataset or loader).
+    #[error(transparent)]
+    Data(#[from] taper_data::Error),
+
+    /// The loss function given to `fit` failed.
+    #[error("loss: {0}")]
+    Loss(Box<dyn std::error::Error + Send + Sync>),
+
     /// A checkpoint could not be written, read or understood.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {

@@ -1,0 +1,233 @@
+//! `Fit` is the hand-written loop: the same weights bit for bit; gradient accumulation
+//! equals a larger batch; early stopping, rate control, stopping rules, logs, metrics and
+//! checkpoint resume do what they say.
+
+use taper_data::{Batching, DataLoader, TensorDataset};
+use taper_nn::{cross_entropy, mse_loss, Activation, Linear, Reduction, Sequential};
+use taper_optim::{LrScheduler, Optimizer, Sgd, StepLr};
+use taper_tensor::{
+    manual_seed, rand_uniform, randn, DType, Device, Gradients, ModuleT, ParamStore, Tensor,
+};
+use taper_train::*;
+
+fn model(store: &ParamStore) -> Sequential {
+    Sequential::new(store)
+        .append_with(|s| Linear::new(10, 8, s))
+        .unwrap()
+        .append(Activation::Relu)
+        .append_with(|s| Linear::new(8, 1, s))
+        .unwrap()
+}
+
+fn data(n: usize, seed: u64) -> (Tensor, Tensor) {
+    manual_seed(seed);
+    let x = rand_uniform((n, 10), 0.0, 1.0, DType::F64, &Device::Cpu).unwrap();
+    let y = x.sum_keepdim(1).unwrap().affine(0.3, -1.0).unwrap();
+    (x, y)
+}
+
+fn mse(o: &Tensor, y: &Tensor) -> taper_nn::Result<Tensor> {
+    mse_loss(o, y, Reduction::Mean)
+}
+
+fn weights(store: &ParamStore) -> Vec<Vec<f64>> {
+    store
+        .state_dict()
+        .iter()
+        .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
+}
+
+fn fresh() -> (ParamStore, Sequential) {
+    manual_seed(1);
+    let store = ParamStore::new(&Device::Cpu, DType::F64);
+    let m = model(&store);
+    (store, m)
+}
+
+#[test]
+fn fit_is_the_hand_written_loop() {
+    let (x, y) = data(100, 0);
+    let loader = DataLoader::new(
+        TensorDataset::new(x.clone(), y.clone()).unwrap(),
+        Batching::MiniBatch(16),
+    )
+    .unwrap()
+    .shuffle(true)
+    .seed(5);
+    let (store_a, model_a) = fresh();
+    let mut opt_a = Optimizer::new(Sgd::new(0.05).with_momentum(0.9), &store_a).unwrap();
+    let history = Fit::new(&model_a, &store_a, &mut opt_a, mse)
+        .epochs(3)
+        .verbosity(Verbosity::Silent)
+        .run(&loader)
+        .unwrap();
+    let (store_b, model_b) = fresh();
+    let mut opt_b = Optimizer::new(Sgd::new(0.05).with_momentum(0.9), &store_b).unwrap();
+    let mut last = 0.0;
+    for epoch in 0..3 {
+        let (mut sum, mut n) = (0.0, 0);
+        for b in loader.epoch(epoch) {
+            let b = b.unwrap();
+            let loss = mse(&model_b.forward_t(&b.inputs, true).unwrap(), &b.targets).unwrap();
+            sum += loss.to_scalar::<f64>().unwrap() * b.inputs.dim(0).unwrap() as f64;
+            n += b.inputs.dim(0).unwrap();
+            opt_b
+                .step(&Gradients::compute(&loss, &store_b).unwrap())
+                .unwrap();
+        }
+        last = sum / n as f64;
+    }
+    assert_eq!(weights(&store_a), weights(&store_b));
+    assert_eq!(history.get("loss").len(), 3);
+    assert_eq!(history.get("loss")[2], last);
+    assert_eq!(history.get("lr"), [0.05; 3]);
+}
+
+#[test]
+fn accumulating_two_batches_of_16_steps_like_one_batch_of_32() {
+    let (x, y) = data(64, 2);
+    let run = |batch: usize, k: usize| {
+        let (store, m) = fresh();
+        let mut opt = Optimizer::new(Sgd::new(0.1), &store).unwrap();
+        Fit::new(&m, &store, &mut opt, mse)
+            .epochs(2)
+            .batching(batch, false, 0)
+            .accumulate(k)
+            .verbosity(Verbosity::Silent)
+            .run_tensors(&x, &y)
+            .unwrap();
+        weights(&store)
+    };
+    let (a, b) = (run(32, 1), run(16, 2));
+    for (wa, wb) in a.iter().zip(&b) {
+        for (p, q) in wa.iter().zip(wb) {
+            assert!((p - q).abs() < 1e-12, "{p} vs {q}");
+        }
+    }
+}
+
+#[test]
+fn early_stopping_schedules_stop_rules_and_logs() {
+    let (x, y) = data(80, 3);
+    let (xv, yv) = data(40, 4);
+    let dir = std::env::temp_dir().join(format!("taper-fit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (store, m) = fresh();
+    let mut opt = Optimizer::new(Sgd::new(0.05), &store).unwrap();
+    let sched = LrScheduler::new(StepLr::new(2, 0.5).unwrap(), &mut opt).unwrap();
+    let history = Fit::new(&m, &store, &mut opt, mse)
+        .epochs(6)
+        .metrics([Metric::MeanAbsoluteError])
+        .validation_tensors(&xv, &yv)
+        .unwrap()
+        .lr_control(Box::new(sched), LrEvery::Epoch)
+        .csv_log(dir.join("log.csv"))
+        .jsonl_log(dir.join("log.jsonl"))
+        .verbosity(Verbosity::Silent)
+        .run_tensors(&x, &y)
+        .unwrap();
+    assert_eq!(
+        history.get("lr"),
+        [0.05, 0.025, 0.025, 0.0125, 0.0125, 0.00625]
+    );
+    assert_eq!(history.get("val_mae").len(), 6);
+    let csv = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "epoch,loss,mae,val_loss,val_mae,lr"
+    );
+    assert_eq!(csv.lines().count(), 7);
+    let jsonl = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(first["epoch"], 1);
+    assert_eq!(first["loss"].as_f64().unwrap(), history.get("loss")[0]);
+
+    // Early stopping on a metric that cannot improve (an absurd rate), restoring the best.
+    let (store, m) = fresh();
+    let mut opt = Optimizer::new(Sgd::new(5.0), &store).unwrap();
+    let early = EarlyStopping::new(1, 0.0, Direction::Minimize, true).unwrap();
+    let history = Fit::new(&m, &store, &mut opt, mse)
+        .epochs(20)
+        .validation_tensors(&xv, &yv)
+        .unwrap()
+        .early_stopping(early, "val_loss")
+        .verbosity(Verbosity::Silent)
+        .run_tensors(&x, &y)
+        .unwrap();
+    assert!(
+        history
+            .stopped
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("early stopping"),
+        "{history:?}"
+    );
+    assert!(history.epochs.len() < 20);
+
+    // The documents' loss threshold.
+    let (store, m) = fresh();
+    let mut opt = Optimizer::new(Sgd::new(0.05), &store).unwrap();
+    let history = Fit::new(&m, &store, &mut opt, mse)
+        .epochs(50)
+        .stop_rules(StopRules::new().loss_threshold(1e9))
+        .verbosity(Verbosity::Silent)
+        .run_tensors(&x, &y)
+        .unwrap();
+    assert_eq!(history.epochs.len(), 1);
+    assert!(history.stopped.unwrap().contains("LossThreshold"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_resumed_fit_continues_bit_for_bit_with_its_history_and_logs() {
+    let (x, y) = data(64, 6);
+    let dir = std::env::temp_dir().join(format!("taper-fit-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = |epochs: u64, ckpt: &str, resume: bool| {
+        let (store, m) = fresh();
+        let mut opt = Optimizer::new(Sgd::new(0.05).with_momentum(0.9), &store).unwrap();
+        let sched = LrScheduler::new(StepLr::new(1, 0.9).unwrap(), &mut opt).unwrap();
+        let h = Fit::new(&m, &store, &mut opt, mse)
+            .epochs(epochs)
+            .batching(16, true, 3)
+            .lr_control(Box::new(sched), LrEvery::Epoch)
+            .checkpoint(dir.join(ckpt), resume)
+            .csv_log(dir.join(format!("{ckpt}.csv")))
+            .verbosity(Verbosity::Silent)
+            .run_tensors(&x, &y)
+            .unwrap();
+        (weights(&store), h)
+    };
+    let (straight, h_straight) = go(4, "straight", false);
+    go(2, "resumed", true);
+    let (resumed, h_resumed) = go(4, "resumed", true);
+    assert_eq!(resumed, straight);
+    assert_eq!(h_resumed.get("loss"), h_straight.get("loss"));
+    assert_eq!(h_resumed.get("lr"), h_straight.get("lr"));
+    let csv = std::fs::read_to_string(dir.join("resumed.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn classification_reports_accuracy() {
+    manual_seed(0);
+    let x = randn((90, 10), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+    let labels = x.narrow(1, 0, 3).unwrap().argmax(1).unwrap();
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let m = Sequential::new(&store)
+        .append_with(|s| Linear::new(10, 3, s))
+        .unwrap();
+    let mut opt = Optimizer::new(taper_optim::Adam::new(0.05), &store).unwrap();
+    let ce = |o: &Tensor, t: &Tensor| cross_entropy(o, t);
+    let h = Fit::new(&m, &store, &mut opt, ce)
+        .epochs(15)
+        .metrics([Metric::Accuracy])
+        .verbosity(Verbosity::Silent)
+        .run_tensors(&x, &labels)
+        .unwrap();
+    let acc = h.get("accuracy");
+    assert!(acc[14] > 0.9 && acc[14] > acc[0], "{acc:?}");
+}
