@@ -13,6 +13,10 @@ mod regression_core;
 #[allow(dead_code)]
 mod optimizers_core;
 
+#[path = "../examples/keras_style/core.rs"]
+#[allow(dead_code)]
+mod keras_core;
+
 #[path = "../examples/checkpoint/core.rs"]
 #[allow(dead_code)]
 mod checkpoint_core;
@@ -370,4 +374,28 @@ fn mnist_writes_tensorboard_logs_that_tensorboard_reads() {
     assert_eq!(got["hparams"]["optimizer"], "momentum");
     assert_eq!(got["hparams"]["batch_size"].as_f64(), Some(64.0));
     assert_eq!(got["metrics"][0], "accuracy/test");
+}
+
+#[test]
+fn keras_snippets_train_with_fit() {
+    for snippet in [keras_core::Snippet::Sgd, keras_core::Snippet::Adam] {
+        let h = keras_core::run(snippet, 10, true).unwrap();
+        let loss = h.get("loss");
+        assert_eq!(loss.len(), 10, "{snippet:?}");
+        assert!(loss[9] < loss[0], "{snippet:?}: {loss:?}");
+        assert!(h.stopped.is_none());
+    }
+}
+
+/// The README's first script is `examples/mnist_fit.rs`, word for word (from its `use`).
+#[test]
+fn readme_shows_the_mnist_fit_example() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/examples/mnist_fit.rs")).unwrap();
+    let body = &example[example.find("use taper::prelude::*;").unwrap()..];
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(
+        readme.contains(body.trim_end()),
+        "README and examples/mnist_fit.rs differ"
+    );
 }
