@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let norm = Normalize::new(0.1307, 0.3081)?; // MNIST's mean and standard deviation
     let train = DataLoader::new(data.train, Batching::MiniBatch(64))?
         .shuffle(true)
-        .transform(norm.clone());
+        .transform(norm);
     let test = DataLoader::new(data.test, Batching::MiniBatch(1000))?.transform(norm);
     let loss = |logits: &Tensor, labels: &Tensor| cross_entropy(logits, labels);
     let history = Fit::new(&model, &store, &mut opt, loss)
