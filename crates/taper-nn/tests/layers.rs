@@ -428,3 +428,36 @@ fn float_class_targets_name_their_dtype() {
         "{err}"
     );
 }
+
+/// Keras-style summary of a CNN: output shapes through conv, pool and flatten, parameter
+/// counts per layer, frozen parameters counted as non-trainable, buffers not counted.
+#[test]
+fn summary_lists_output_shapes_and_counts() {
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let model = Sequential::new(&store)
+        .append_with(|s| Conv2d::new(1, 4, (3, 3), Conv2dConfig::default(), s))
+        .unwrap()
+        .append_with(|s| BatchNorm::new_2d(4, BatchNormConfig::default(), s))
+        .unwrap()
+        .append(MaxPool2d::new(2))
+        .append(Flatten::default())
+        .append_with(|s| Linear::new(4 * 13 * 13, 10, s))
+        .unwrap();
+    store.freeze("0.weight").unwrap();
+    let s = model.summary(&[1, 28, 28]).unwrap();
+    let line = |p: &str| s.lines().find(|l| l.starts_with(p)).unwrap().to_string();
+    assert!(
+        line(" 0 (Conv2d)").contains("(None, 4, 26, 26)") && line(" 0 (Conv2d)").ends_with(" 40"),
+        "{s}"
+    );
+    assert!(line(" 1 (BatchNorm)").ends_with(" 8"), "{s}");
+    assert!(line(" 2 (MaxPool2d)").contains("(None, 4, 13, 13)"), "{s}");
+    assert!(
+        line(" 4 (Linear)").contains("(None, 10)") && line(" 4 (Linear)").ends_with("6,770"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Total params: 6,818\nTrainable params: 6,782\nNon-trainable params: 36"),
+        "{s}"
+    );
+}

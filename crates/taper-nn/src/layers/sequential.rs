@@ -22,6 +22,15 @@ use taper_tensor::{ModuleT, ParamStore};
 pub struct Sequential {
     store: ParamStore,
     layers: Vec<Box<dyn ModuleT + Send + Sync>>,
+    /// Each layer's type name (`Linear`), for `summary`.
+    kinds: Vec<&'static str>,
+}
+
+/// The last path segment of a type's name, without generics (`Linear`).
+fn short_type_name<M>() -> &'static str {
+    let full = std::any::type_name::<M>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
 }
 
 impl std::fmt::Debug for Sequential {
@@ -39,6 +48,7 @@ impl Sequential {
         Self {
             store: store.clone(),
             layers: Vec::new(),
+            kinds: Vec::new(),
         }
     }
 
@@ -52,6 +62,7 @@ impl Sequential {
     {
         let layer = build(&self.store.sub(self.layers.len()))?;
         self.layers.push(Box::new(layer));
+        self.kinds.push(short_type_name::<M>());
         Ok(self)
     }
 
@@ -59,7 +70,92 @@ impl Sequential {
     /// takes an index, as in PyTorch.
     pub fn append<M: ModuleT + Send + Sync + 'static>(mut self, layer: M) -> Self {
         self.layers.push(Box::new(layer));
+        self.kinds.push(short_type_name::<M>());
         self
+    }
+
+    /// A Keras-style summary for inputs of shape `input` (without the batch dimension):
+    /// each child with its type, its output shape (batch shown as `None`) and its parameter
+    /// count, then the totals. The shapes come from one forward pass of a single zero
+    /// example in evaluation mode, without gradients.
+    ///
+    /// ```
+    /// use taper_nn::{Activation, Flatten, Linear, Sequential};
+    /// use taper_tensor::{DType, Device, ParamStore};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// let model = Sequential::new(&store)
+    ///     .append(Flatten::default())
+    ///     .append_with(|s| Linear::new(784, 256, s))?
+    ///     .append(Activation::Relu)
+    ///     .append_with(|s| Linear::new(256, 10, s))?;
+    /// let summary = model.summary(&[1, 28, 28])?;
+    /// let linear = summary.lines().find(|l| l.starts_with(" 1 (Linear)")).unwrap();
+    /// assert!(linear.contains("(None, 256)") && linear.ends_with("200,960"));
+    /// assert!(summary.contains("Total params: 203,530"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn summary(&self, input: &[usize]) -> crate::Result<String> {
+        use std::fmt::Write as _;
+        let mut dims = vec![1];
+        dims.extend(input);
+        let mut x = Tensor::zeros(dims, self.store.dtype(), self.store.device())?;
+        let rule = "_".repeat(72);
+        let double = "=".repeat(72);
+        let mut out = format!(
+            "Model: \"sequential\"\n{rule}\n {:<26} {:<27} {:>14}\n{double}\n",
+            "Layer (type)", "Output Shape", "Param #"
+        );
+        let group = |v: usize| {
+            let s = v.to_string();
+            let mut g = String::new();
+            for (k, c) in s.chars().enumerate() {
+                if k > 0 && (s.len() - k) % 3 == 0 {
+                    g.push(',');
+                }
+                g.push(c);
+            }
+            g
+        };
+        let (mut total, mut trainable) = (0usize, 0usize);
+        for (i, (layer, kind)) in self.layers.iter().zip(&self.kinds).enumerate() {
+            x = taper_tensor::no_grad(|| layer.forward_t(&x, false))?;
+            let prefix = self.store.sub(i);
+            let (mut n, mut t) = (0, 0);
+            for e in prefix.entries() {
+                if e.kind != taper_tensor::ParamKind::Buffer {
+                    n += e.var.elem_count();
+                    if e.is_trainable() {
+                        t += e.var.elem_count();
+                    }
+                }
+            }
+            total += n;
+            trainable += t;
+            let shape = std::iter::once("None".to_string())
+                .chain(x.dims()[1..].iter().map(|d| d.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let shape = if x.rank() == 1 {
+                "(None,)".to_string()
+            } else {
+                format!("({shape})")
+            };
+            let _ = writeln!(
+                out,
+                " {:<26} {:<27} {:>14}",
+                format!("{i} ({kind})"),
+                shape,
+                group(n)
+            );
+        }
+        let _ = write!(
+            out,
+            "{double}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{rule}\n",
+            group(total),
+            group(trainable),
+            group(total - trainable)
+        );
+        Ok(out)
     }
 
     /// Number of children.
