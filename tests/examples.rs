@@ -13,6 +13,10 @@ mod regression_core;
 #[allow(dead_code)]
 mod optimizers_core;
 
+#[path = "../examples/predict/core.rs"]
+#[allow(dead_code)]
+mod predict_core;
+
 #[path = "../examples/keras_style/core.rs"]
 #[allow(dead_code)]
 mod keras_core;
@@ -97,6 +101,14 @@ fn mnist_training_reaches_accuracy_far_above_chance_and_writes_its_outputs() {
     );
     assert_non_trivial_png(&dir.join("curves.png"));
     assert_non_trivial_png(&dir.join("confusion.png"));
+    // The whole-model file: `predict` rebuilds the network with no code and classifies.
+    let (predicted, labels) = predict_core::run(&dir.join("model.safetensors"), 50).unwrap();
+    let right = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    assert!(right >= 35, "predict: {right} of 50 right");
     // Resume for one more epoch from the saved checkpoint.
     let more = mnist_core::Args::parse_from([
         "mnist",

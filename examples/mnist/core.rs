@@ -562,6 +562,8 @@ fn train_with<R: Rule>(
         }
         manager.save(&ckpt, Some(test_acc))?;
     }
+    // The trained model as a whole-model file: `predict` rebuilds it with no code.
+    model.save_model(args.out.join("model.safetensors"))?;
     let seconds = start.elapsed().as_secs_f64();
     let (best_epoch, best) = history
         .iter()

@@ -36,6 +36,15 @@ pub enum Error {
         dims: Vec<usize>,
     },
 
+    /// A model file could not be written, read or understood.
+    #[error("model file {path}: {reason}")]
+    Model {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A constructor or loss argument is out of range.
     #[error("invalid value for `{field}`: {value} ({expected})")]
     InvalidValue {

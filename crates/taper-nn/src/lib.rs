@@ -37,7 +37,9 @@ mod losses;
 // Flat paths inside the crate (`crate::linear`, …) and the public modules
 // (`taper_nn::activation`, `taper_nn::loss`, `taper_nn::regularization`), whatever the folder.
 pub use layers::activation;
-use layers::{batch_norm, conv, dropout, embedding, flatten, layer_norm, linear, pool, sequential};
+use layers::{
+    batch_norm, conv, dropout, embedding, flatten, layer_norm, linear, pool, sequential, spec,
+};
 use losses::{cross_entropy, kl_div};
 pub use losses::{loss, regularization};
 
@@ -53,7 +55,9 @@ pub use error::{Error, Result};
 pub use flatten::Flatten;
 pub use kl_div::{kl_div, KlReduction};
 pub use layer_norm::LayerNorm;
+pub use layers::model_file::MODEL_FORMAT;
 pub use linear::Linear;
 pub use loss::{huber_loss, l1_loss, mse_loss, smooth_l1_loss, Reduction};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use sequential::Sequential;
+pub use spec::{BoxedLayer, LayerSpec};

@@ -94,7 +94,7 @@ pub fn softmax(x: &Tensor, dim: isize) -> Result<Tensor> {
 }
 
 /// An activation as a layer (for `Sequential`). Parameters are PyTorch's arguments.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     /// `nn.ReLU`.
     Relu,

@@ -55,6 +55,17 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// This layer's architecture, for model files.
+    pub fn spec(&self) -> crate::LayerSpec {
+        crate::LayerSpec::BatchNorm {
+            rank: if self.name == "BatchNorm1d" { 1 } else { 2 },
+            num_features: self.num_features,
+            eps: self.config.eps,
+            momentum: self.config.momentum,
+            affine: self.config.affine,
+        }
+    }
+
     /// `BatchNorm1d(num_features)`: inputs (N, C) or (N, C, L).
     pub fn new_1d(
         num_features: usize,

@@ -51,6 +51,21 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// This layer's architecture, for model files.
+    pub fn spec(&self) -> crate::LayerSpec {
+        let d = self.weight.dims();
+        crate::LayerSpec::Conv2d {
+            in_channels: self.in_channels,
+            out_channels: d[0],
+            kernel: (d[2], d[3]),
+            stride: self.config.stride,
+            padding: self.config.padding,
+            dilation: self.config.dilation,
+            groups: self.config.groups,
+            bias: self.config.bias,
+        }
+    }
+
     /// A convolution with a `kernel` of (kh, kw), initialized as PyTorch does.
     pub fn new(
         in_channels: usize,

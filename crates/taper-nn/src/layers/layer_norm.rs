@@ -19,6 +19,15 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// This layer's architecture, for model files.
+    pub fn spec(&self) -> crate::LayerSpec {
+        crate::LayerSpec::LayerNorm {
+            normalized_shape: self.normalized_shape.clone(),
+            eps: self.eps,
+            elementwise_affine: self.weight.is_some(),
+        }
+    }
+
     /// Normalizes over the last dimensions given by `normalized_shape`, with a learned
     /// `weight` (ones) and `bias` (zeros), eps 1e-5.
     pub fn new(normalized_shape: &[usize], store: &ParamStore) -> crate::Result<Self> {

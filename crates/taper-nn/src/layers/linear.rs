@@ -15,6 +15,16 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// This layer's architecture, for model files.
+    pub fn spec(&self) -> crate::LayerSpec {
+        let (out_features, in_features) = self.weight.dims2().unwrap_or((0, 0));
+        crate::LayerSpec::Linear {
+            in_features,
+            out_features,
+            bias: self.bias.is_some(),
+        }
+    }
+
     /// A layer with bias, registered as `weight` and `bias` in `store`, initialized as
     /// PyTorch does: U(±1/√in_features) for both.
     ///

@@ -9,5 +9,7 @@ pub(crate) mod embedding;
 pub(crate) mod flatten;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
+pub(crate) mod model_file;
 pub(crate) mod pool;
 pub(crate) mod sequential;
+pub(crate) mod spec;

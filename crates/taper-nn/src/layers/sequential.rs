@@ -20,10 +20,12 @@ use taper_tensor::{ModuleT, ParamStore};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Sequential {
-    store: ParamStore,
-    layers: Vec<Box<dyn ModuleT + Send + Sync>>,
+    pub(crate) store: ParamStore,
+    pub(crate) layers: Vec<Box<dyn ModuleT + Send + Sync>>,
     /// Each layer's type name (`Linear`), for `summary`.
-    kinds: Vec<&'static str>,
+    pub(crate) kinds: Vec<&'static str>,
+    /// Each layer's architecture, when it is one of Taper's layers (for model files).
+    pub(crate) specs: Vec<Option<crate::LayerSpec>>,
 }
 
 /// The last path segment of a type's name, without generics (`Linear`).
@@ -49,6 +51,7 @@ impl Sequential {
             store: store.clone(),
             layers: Vec::new(),
             kinds: Vec::new(),
+            specs: Vec::new(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Sequential {
         M: ModuleT + Send + Sync + 'static,
     {
         let layer = build(&self.store.sub(self.layers.len()))?;
+        self.specs.push(crate::LayerSpec::of(&layer));
         self.layers.push(Box::new(layer));
         self.kinds.push(short_type_name::<M>());
         Ok(self)
@@ -69,6 +73,7 @@ impl Sequential {
     /// Appends a layer that has no parameters (an activation, dropout, flatten); it still
     /// takes an index, as in PyTorch.
     pub fn append<M: ModuleT + Send + Sync + 'static>(mut self, layer: M) -> Self {
+        self.specs.push(crate::LayerSpec::of(&layer));
         self.layers.push(Box::new(layer));
         self.kinds.push(short_type_name::<M>());
         self

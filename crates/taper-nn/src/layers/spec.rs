@@ -1,0 +1,254 @@
+//! `LayerSpec`: a layer's architecture as data (its kind and constructor arguments), so a
+//! `Sequential` of Taper's layers can be written to JSON and rebuilt with no code
+//! (`Sequential::save_model` / `load_model`).
+//!
+//! The kinds are a closed list, read with serde's `tag = "kind"`: a file naming any other
+//! kind, or a field of the wrong type, is an error that names it, and nothing but these
+//! constructors ever runs (unlike unpickling a Python model).
+
+use std::any::Any;
+
+use serde::{Deserialize, Serialize};
+use taper_tensor::{ModuleT, ParamStore};
+
+use crate::{
+    Activation, AvgPool2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Dropout, Embedding,
+    Flatten, LayerNorm, Linear, MaxPool2d, Sequential,
+};
+
+/// One layer's kind and constructor arguments, as PyTorch names them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// `Linear(in_features, out_features, bias)`.
+    Linear {
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// Whether it has a bias.
+        bias: bool,
+    },
+    /// `Conv2d(in_channels, out_channels, kernel, stride, padding, dilation, groups, bias)`.
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel (height, width).
+        kernel: (usize, usize),
+        /// Stride.
+        stride: usize,
+        /// Zero padding.
+        padding: usize,
+        /// Dilation.
+        dilation: usize,
+        /// Groups.
+        groups: usize,
+        /// Whether it has a bias.
+        bias: bool,
+    },
+    /// `BatchNorm1d` (`rank` 1) or `BatchNorm2d` (`rank` 2).
+    BatchNorm {
+        /// 1 for BatchNorm1d, 2 for BatchNorm2d.
+        rank: u8,
+        /// Features (channels).
+        num_features: usize,
+        /// ε.
+        eps: f64,
+        /// Running-statistics momentum.
+        momentum: f64,
+        /// Learned scale and shift.
+        affine: bool,
+    },
+    /// `LayerNorm(normalized_shape, eps, elementwise_affine)`.
+    LayerNorm {
+        /// The normalized trailing shape.
+        normalized_shape: Vec<usize>,
+        /// ε.
+        eps: f64,
+        /// Learned scale and shift.
+        elementwise_affine: bool,
+    },
+    /// `Dropout(p)`.
+    Dropout {
+        /// Drop probability.
+        p: f64,
+    },
+    /// `Flatten(start_dim, end_dim)`.
+    Flatten {
+        /// First flattened dimension.
+        start_dim: isize,
+        /// Last flattened dimension.
+        end_dim: isize,
+    },
+    /// `MaxPool2d(kernel, stride)`.
+    MaxPool2d {
+        /// Window.
+        kernel: (usize, usize),
+        /// Stride.
+        stride: (usize, usize),
+    },
+    /// `AvgPool2d(kernel, stride)`.
+    AvgPool2d {
+        /// Window.
+        kernel: (usize, usize),
+        /// Stride.
+        stride: (usize, usize),
+    },
+    /// An activation layer.
+    Activation {
+        /// Which, with its argument.
+        activation: Activation,
+    },
+    /// `Embedding(num_embeddings, embedding_dim)`.
+    Embedding {
+        /// Table rows.
+        num_embeddings: usize,
+        /// Vector size.
+        embedding_dim: usize,
+    },
+    /// A nested `Sequential`.
+    Sequential {
+        /// Its children, in order.
+        layers: Vec<LayerSpec>,
+    },
+}
+
+/// A built layer, ready to append to a `Sequential`.
+pub type BoxedLayer = Box<dyn ModuleT + Send + Sync>;
+
+impl LayerSpec {
+    /// Builds the layer under `store` (its parameters initialised as the constructor does;
+    /// load weights afterwards).
+    pub fn build(&self, store: &ParamStore) -> crate::Result<BoxedLayer> {
+        Ok(match self.clone() {
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => Box::new(if bias {
+                Linear::new(in_features, out_features, store)?
+            } else {
+                Linear::no_bias(in_features, out_features, store)?
+            }),
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            } => Box::new(Conv2d::new(
+                in_channels,
+                out_channels,
+                kernel,
+                Conv2dConfig {
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                },
+                store,
+            )?),
+            LayerSpec::BatchNorm {
+                rank,
+                num_features,
+                eps,
+                momentum,
+                affine,
+            } => {
+                let config = BatchNormConfig {
+                    eps,
+                    momentum,
+                    affine,
+                };
+                Box::new(match rank {
+                    1 => BatchNorm::new_1d(num_features, config, store)?,
+                    2 => BatchNorm::new_2d(num_features, config, store)?,
+                    r => {
+                        return Err(crate::Error::InvalidValue {
+                            field: "rank",
+                            value: r.to_string(),
+                            expected: "1 (BatchNorm1d) or 2 (BatchNorm2d)",
+                        })
+                    }
+                })
+            }
+            LayerSpec::LayerNorm {
+                normalized_shape,
+                eps,
+                elementwise_affine,
+            } => Box::new(LayerNorm::with_options(
+                &normalized_shape,
+                eps,
+                elementwise_affine,
+                store,
+            )?),
+            LayerSpec::Dropout { p } => Box::new(Dropout::new(p)?),
+            LayerSpec::Flatten { start_dim, end_dim } => Box::new(Flatten { start_dim, end_dim }),
+            LayerSpec::MaxPool2d { kernel, stride } => Box::new(MaxPool2d { kernel, stride }),
+            LayerSpec::AvgPool2d { kernel, stride } => Box::new(AvgPool2d { kernel, stride }),
+            LayerSpec::Activation { activation } => Box::new(activation),
+            LayerSpec::Embedding {
+                num_embeddings,
+                embedding_dim,
+            } => Box::new(Embedding::new(num_embeddings, embedding_dim, store)?),
+            LayerSpec::Sequential { layers } => Box::new(Sequential::from_specs(&layers, store)?),
+        })
+    }
+
+    /// The spec of a layer of one of Taper's types, or `None` for any other type.
+    pub fn of(layer: &dyn Any) -> Option<LayerSpec> {
+        if let Some(l) = layer.downcast_ref::<Linear>() {
+            return Some(l.spec());
+        }
+        if let Some(l) = layer.downcast_ref::<Conv2d>() {
+            return Some(l.spec());
+        }
+        if let Some(l) = layer.downcast_ref::<BatchNorm>() {
+            return Some(l.spec());
+        }
+        if let Some(l) = layer.downcast_ref::<LayerNorm>() {
+            return Some(l.spec());
+        }
+        if let Some(l) = layer.downcast_ref::<Dropout>() {
+            return Some(LayerSpec::Dropout { p: l.p() });
+        }
+        if let Some(l) = layer.downcast_ref::<Flatten>() {
+            return Some(LayerSpec::Flatten {
+                start_dim: l.start_dim,
+                end_dim: l.end_dim,
+            });
+        }
+        if let Some(l) = layer.downcast_ref::<MaxPool2d>() {
+            return Some(LayerSpec::MaxPool2d {
+                kernel: l.kernel,
+                stride: l.stride,
+            });
+        }
+        if let Some(l) = layer.downcast_ref::<AvgPool2d>() {
+            return Some(LayerSpec::AvgPool2d {
+                kernel: l.kernel,
+                stride: l.stride,
+            });
+        }
+        if let Some(l) = layer.downcast_ref::<Activation>() {
+            return Some(LayerSpec::Activation { activation: *l });
+        }
+        if let Some(l) = layer.downcast_ref::<Embedding>() {
+            let (num_embeddings, embedding_dim) = l.weight().dims2().ok()?;
+            return Some(LayerSpec::Embedding {
+                num_embeddings,
+                embedding_dim,
+            });
+        }
+        if let Some(l) = layer.downcast_ref::<Sequential>() {
+            return l.spec().ok();
+        }
+        None
+    }
+}

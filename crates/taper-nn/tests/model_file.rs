@@ -1,0 +1,155 @@
+//! Whole-model files: every layer kind round-trips (the rebuilt model computes the same
+//! outputs, BatchNorm's running statistics included); a file naming an unknown kind, a
+//! wrong field, other weights or a custom layer is an error naming it.
+
+use taper_nn::*;
+use taper_tensor::{manual_seed, randn, DType, Device, ModuleT, ParamStore, Tensor};
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("taper-model-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cnn(store: &ParamStore) -> Sequential {
+    let pad = Conv2dConfig {
+        padding: 1,
+        bias: false,
+        ..Default::default()
+    };
+    Sequential::new(store)
+        .append_with(|s| Conv2d::new(1, 4, (3, 3), pad, s))
+        .unwrap()
+        .append_with(|s| BatchNorm::new_2d(4, BatchNormConfig::default(), s))
+        .unwrap()
+        .append(Activation::LeakyRelu(0.1))
+        .append(MaxPool2d::new(2))
+        .append(AvgPool2d::with_stride(2, 1))
+        .append(Flatten::default())
+        .append_with(|s| {
+            Sequential::new(s)
+                .append_with(|s| Linear::no_bias(4 * 3 * 3, 6, s))?
+                .append_with(|s| LayerNorm::with_options(&[6], 1e-3, true, s))?
+                .append(Activation::Softmax(-1))
+                .append(Dropout::new(0.3)?)
+                .append_with(|s| Linear::new(6, 3, s))
+        })
+        .unwrap()
+}
+
+#[test]
+fn every_layer_kind_round_trips() {
+    manual_seed(3);
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let model = cnn(&store);
+    let x = randn((5, 1, 8, 8), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+    model.forward_t(&x, true).unwrap(); // moves BatchNorm's running statistics
+    let d = dir("kinds");
+    let path = d.join("model.safetensors");
+    model.save_model(&path).unwrap();
+    let json = std::fs::read_to_string(d.join("model.json")).unwrap();
+    assert!(
+        json.contains("\"format\": \"taper-model/1\"") && json.contains("\"kind\": \"Conv2d\"")
+    );
+    let (loaded, loaded_store) = Sequential::load_model(&path, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(loaded_store.names(), store.names());
+    let (a, b) = (
+        model
+            .forward_t(&x, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap(),
+        loaded
+            .forward_t(&x, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(loaded.spec().unwrap(), model.spec().unwrap());
+    // An embedding model too.
+    let s2 = ParamStore::new(&Device::Cpu, DType::F32);
+    let emb = Sequential::new(&s2)
+        .append_with(|s| Embedding::new(7, 3, s))
+        .unwrap();
+    emb.save_model(d.join("emb.safetensors")).unwrap();
+    let (e2, _) =
+        Sequential::load_model(d.join("emb.safetensors"), &Device::Cpu, DType::F32).unwrap();
+    let ids = Tensor::new(&[1u32, 6], &Device::Cpu).unwrap();
+    assert_eq!(
+        e2.forward_t(&ids, false).unwrap().to_vec2::<f32>().unwrap(),
+        emb.forward_t(&ids, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn unsafe_or_mismatched_files_are_refused_by_name() {
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let model = Sequential::new(&store)
+        .append_with(|s| Linear::new(3, 2, s))
+        .unwrap();
+    let d = dir("bad");
+    let path = d.join("m.safetensors");
+    model.save_model(&path).unwrap();
+    let good = std::fs::read_to_string(d.join("m.json")).unwrap();
+    let load = || Sequential::load_model(&path, &Device::Cpu, DType::F32).map(|_| ());
+    for (what, text, needle) in [
+        (
+            "unknown kind",
+            good.replace("\"Linear\"", "\"Pickle\""),
+            "unknown variant `Pickle`",
+        ),
+        (
+            "wrong field type",
+            good.replace("\"in_features\": 3", "\"in_features\": \"3\""),
+            "in_features",
+        ),
+        (
+            "extra field",
+            good.replace("\"bias\": true", "\"bias\": true, \"exec\": 1"),
+            "exec",
+        ),
+        (
+            "format",
+            good.replace("taper-model/1", "taper-model/9"),
+            "format",
+        ),
+        (
+            "other weights",
+            good.replace("\"weights_sha256\": \"", "\"weights_sha256\": \"0"),
+            "SHA-256",
+        ),
+    ] {
+        std::fs::write(d.join("m.json"), text).unwrap();
+        let err = load().unwrap_err().to_string();
+        assert!(err.contains(needle), "{what}: {err}");
+    }
+    std::fs::write(d.join("m.json"), &good).unwrap();
+    load().unwrap();
+    // Architecture and weights that disagree (shape) fail on the strict load.
+    std::fs::write(
+        d.join("m.json"),
+        good.replace("\"out_features\": 2", "\"out_features\": 4"),
+    )
+    .unwrap();
+    assert!(load().is_err());
+    // A custom layer cannot be saved; the error names it.
+    #[derive(Debug)]
+    struct Mine;
+    impl taper_tensor::Module for Mine {
+        fn forward(&self, x: &Tensor) -> taper_tensor::candle::Result<Tensor> {
+            Ok(x.clone())
+        }
+    }
+    let custom = Sequential::new(&store).append(Mine);
+    let err = custom
+        .save_model(d.join("c.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("child 0 (Mine)"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
