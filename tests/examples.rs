@@ -411,3 +411,26 @@ fn readme_shows_the_mnist_fit_example() {
         "README and examples/mnist_fit.rs differ"
     );
 }
+
+/// `--prefetch` builds the same batches on a background thread: the same training result.
+#[test]
+fn mnist_prefetch_trains_the_same() {
+    let run = |prefetch: &str| {
+        let dir = out(&format!("mnist-prefetch-{prefetch}"));
+        let args = mnist_core::Args::parse_from([
+            "mnist",
+            "--limit-train",
+            "1000",
+            "--epochs",
+            "2",
+            "--hidden",
+            "32",
+            "--prefetch",
+            prefetch,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        mnist_core::run(&args).unwrap().final_test_accuracy
+    };
+    assert_eq!(run("0"), run("3"));
+}

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use taper::data::mnist::{self, MnistKind};
 use taper::data::transforms::RandomTranslate;
-use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
+use taper::data::{Batch, Batching, DataLoader, Dataset, Prefetcher, TensorDataset};
 use taper::nn::{
     cross_entropy, Activation, Conv2d, Conv2dConfig, Dropout, Flatten, Linear, MaxPool2d,
     Sequential,
@@ -91,6 +91,10 @@ pub struct Args {
     /// Continue from the newest checkpoint in the output directory.
     #[arg(long)]
     pub resume: bool,
+    /// Build training batches this many ahead on a background thread (0: in the
+    /// training thread). The batches are the same either way.
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
     /// Also write TensorBoard event files to this directory (view them with
     /// `tensorboard --logdir DIR`): losses, accuracies, each group's learning rate, the
     /// gradient norm, step time, weight and gradient histograms, and the hyperparameters.
@@ -350,6 +354,16 @@ fn train_with<R: Rule>(
         });
     }
     let steps_per_epoch = loader.batches_per_epoch() as u64;
+    let (ahead, direct) = if args.prefetch > 0 {
+        (Some(Prefetcher::new(loader, args.prefetch)?), None)
+    } else {
+        (None, Some(loader))
+    };
+    let loader = match (&ahead, &direct) {
+        (Some(p), _) => p.loader(),
+        (None, Some(l)) => l,
+        (None, None) => unreachable!("one of the two is set just above"),
+    };
     let total = steps_per_epoch * args.epochs;
     let mut tb = args
         .tensorboard
@@ -405,7 +419,7 @@ fn train_with<R: Rule>(
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut manager =
         CheckpointManager::new(args.out.join("checkpoints"), 1)?.track_best(Direction::Maximize)?;
-    let mut state = TrainState::for_loader(&loader);
+    let mut state = TrainState::for_loader(loader);
     let mut history: Vec<[f64; 5]> = Vec::new();
     // (step, learning rate, momentum or NaN) after each step, for the curves' rate panel.
     let mut lr_trace: Vec<[f64; 3]> = Vec::new();
@@ -459,7 +473,13 @@ fn train_with<R: Rule>(
     while state.epoch < args.epochs {
         let mut bar = Progress::new(steps_per_epoch, &format!("epoch {}", state.epoch + 1));
         let (mut loss_m, mut acc_m) = (RunningMean::default(), RunningMean::default());
-        let mut batches = state.batches(&loader)?;
+        let mut batches: Box<dyn Iterator<Item = taper::data::Result<Batch>>> = match &ahead {
+            Some(p) => {
+                state.check_loader(loader)?;
+                Box::new(p.epoch_from(state.epoch, state.batch_in_epoch as usize))
+            }
+            None => Box::new(state.batches(loader)?),
+        };
         loop {
             let t0 = Instant::now();
             let Some(b) = batches.next() else { break };

@@ -109,6 +109,14 @@ impl TrainState {
     /// recorded, the same batches per epoch; otherwise the resumed run would see other
     /// data than the interrupted one, and this is an error saying which differs.
     pub fn batches<'a, D: Dataset>(&self, loader: &'a DataLoader<D>) -> Result<Batches<'a, D>> {
+        self.check_loader(loader)?;
+        Ok(loader.epoch_from(self.epoch, self.batch_in_epoch as usize))
+    }
+
+    /// Checks that `loader` is the one this state was made for (see
+    /// [`TrainState::batches`]), for code that builds the batches itself (a `Prefetcher`
+    /// from `epoch` at `batch_in_epoch`).
+    pub fn check_loader<D: Dataset>(&self, loader: &DataLoader<D>) -> Result<()> {
         let mismatch = |what: String| Error::InvalidValue {
             field: "data loader",
             value: what,
@@ -135,7 +143,7 @@ impl TrainState {
                 self.batch_in_epoch
             )));
         }
-        Ok(loader.epoch_from(self.epoch, self.batch_in_epoch as usize))
+        Ok(())
     }
 
     /// Counts one optimizer step on one batch.
