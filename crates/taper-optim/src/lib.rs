@@ -3,6 +3,23 @@
 //! Every optimizer of the source documents, exactly as they write it, and torch.optim's,
 //! with PyTorch's update rules and defaults, so trajectories match step for step.
 //!
+//! ```
+//! use taper_optim::{Adam, CosineAnnealingLr, LrScheduler, Optimizer};
+//! use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
+//!
+//! let store = ParamStore::new(&Device::Cpu, DType::F32);
+//! let w = store.parameter("w", 2, |_, _, d| Ok(Tensor::new(&[3f32, -2.], d)?))?;
+//! let mut opt = Optimizer::new(Adam::new(0.1), &store)?;
+//! let mut schedule = LrScheduler::new(CosineAnnealingLr::new(200, 0.0)?, &mut opt)?;
+//! for _ in 0..200 {
+//!     let loss = w.sqr()?.sum_all()?;
+//!     opt.step(&Gradients::compute(&loss, &store)?)?; // or opt.backward_step(&loss)?
+//!     schedule.step(&mut opt)?;
+//! }
+//! assert!(w.abs()?.max_all()?.to_scalar::<f32>()? < 0.05);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! | algorithm | type | documents' form | PyTorch form |
 //! | --- | --- | --- | --- |
 //! | gradient descent (batch, stochastic, mini-batch) | [`Sgd`] | `Sgd::new(lr)` | `SGD(lr)` |

@@ -3,44 +3,7 @@
 //! [`LrControl`], [`EarlyStopping`], [`StopRules`], [`CsvLog`], [`Progress`] and
 //! [`Checkpoint`]. It is a convenience over the loop those pieces make, not a second engine:
 //! the loop written by hand (README, `mnist` example) does the same steps, and stays the way
-//! to do anything `fit` does not.
-//!
-//! What one epoch does: for each training batch, the model's output in training mode, the
-//! loss, the gradients (scaled by 1/k and summed over k batches with `accumulate(k)`), a
-//! gradient-driven rate controller, the optimizer step (clipping is the optimizer's own
-//! option, [`Clip`](taper_optim::Clip)); then the validation pass in evaluation mode without
-//! gradients; then the epoch's controller step, logs, early stopping, the stopping rules and
-//! the checkpoint.
-//!
-//! ```
-//! use taper_nn::{mse_loss, Activation, Linear, Reduction, Sequential};
-//! use taper_optim::{Adam, Optimizer};
-//! use taper_tensor::{manual_seed, rand_uniform, DType, Device, ParamStore};
-//! use taper_train::{Fit, Verbosity};
-//!
-//! manual_seed(0);
-//! let dev = Device::Cpu;
-//! let store = ParamStore::new(&dev, DType::F32);
-//! // Keras: Sequential([Dense(10, activation="relu"), Dense(1)])
-//! let model = Sequential::new(&store)
-//!     .append_with(|s| Linear::new(10, 10, s))?
-//!     .append(Activation::Relu)
-//!     .append_with(|s| Linear::new(10, 1, s))?;
-//! // Keras: model.compile(optimizer=Adam(0.001), loss="mse")
-//! let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
-//! let mse = |out: &_, y: &_| mse_loss(out, y, Reduction::Mean);
-//! // Keras: model.fit(x_train, y_train, epochs=10)
-//! let x = rand_uniform((100, 10), 0.0, 1.0, DType::F32, &dev)?;
-//! let y = rand_uniform((100, 1), 0.0, 1.0, DType::F32, &dev)?;
-//! let history = Fit::new(&model, &store, &mut opt, mse)
-//!     .epochs(10)
-//!     .verbosity(Verbosity::Silent)
-//!     .run_tensors(&x, &y)?;
-//! let loss = history.get("loss");
-//! assert_eq!(loss.len(), 10);
-//! assert!(loss[9] < loss[0]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! to do anything `fit` does not. [`Fit`] shows an example and what each epoch does.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -195,8 +158,44 @@ enum Validation<'a> {
 type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + 'a>;
 
 /// Keras-style training of `model` with `opt` and a loss, configured by builder methods and
-/// started with [`Fit::run`] (a loader) or [`Fit::run_tensors`] (in-memory tensors). See
-/// the [module docs](self) for an example and what each epoch does.
+/// started with [`Fit::run`] (a loader) or [`Fit::run_tensors`] (in-memory tensors).
+///
+/// What one epoch does: for each training batch, the model's output in training mode, the
+/// loss, the gradients (scaled by 1/k and summed over k batches with `accumulate(k)`), a
+/// gradient-driven rate controller, the optimizer step (clipping is the optimizer's own
+/// option, [`Clip`](taper_optim::Clip)); then the validation pass in evaluation mode without
+/// gradients; then the epoch's controller step, logs, early stopping, the stopping rules and
+/// the checkpoint.
+///
+/// ```
+/// use taper_nn::{mse_loss, Activation, Linear, Reduction, Sequential};
+/// use taper_optim::{Adam, Optimizer};
+/// use taper_tensor::{manual_seed, rand_uniform, DType, Device, ParamStore};
+/// use taper_train::{Fit, Verbosity};
+///
+/// manual_seed(0);
+/// let dev = Device::Cpu;
+/// let store = ParamStore::new(&dev, DType::F32);
+/// // Keras: Sequential([Dense(10, activation="relu"), Dense(1)])
+/// let model = Sequential::new(&store)
+///     .append_with(|s| Linear::new(10, 10, s))?
+///     .append(Activation::Relu)
+///     .append_with(|s| Linear::new(10, 1, s))?;
+/// // Keras: model.compile(optimizer=Adam(0.001), loss="mse")
+/// let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
+/// let mse = |out: &_, y: &_| mse_loss(out, y, Reduction::Mean);
+/// // Keras: model.fit(x_train, y_train, epochs=10)
+/// let x = rand_uniform((100, 10), 0.0, 1.0, DType::F32, &dev)?;
+/// let y = rand_uniform((100, 1), 0.0, 1.0, DType::F32, &dev)?;
+/// let history = Fit::new(&model, &store, &mut opt, mse)
+///     .epochs(10)
+///     .verbosity(Verbosity::Silent)
+///     .run_tensors(&x, &y)?;
+/// let loss = history.get("loss");
+/// assert_eq!(loss.len(), 10);
+/// assert!(loss[9] < loss[0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Fit<'a, M, R: Rule> {
     model: &'a M,
     store: &'a ParamStore,
