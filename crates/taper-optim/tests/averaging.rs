@@ -3,22 +3,12 @@
 //! and every average compared, parameters and buffers (integer ones exactly); the state
 //! round-trips and a bad state or a mismatched model changes nothing.
 
+mod common;
+
+use common::{fixture, floats};
 use serde_json::Value;
 use taper_optim::{AveragedModel, Averaging, Error};
 use taper_tensor::{DType, Device, ParamStore, StateDict, Stateful, Tensor};
-
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_swa.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
 
 const SHAPES: [(&str, &[usize]); 4] = [("w", &[3, 4]), ("b", &[5]), ("rm", &[5]), ("count", &[1])];
 
@@ -73,7 +63,7 @@ fn values(store: &ParamStore, name: &str) -> Vec<f64> {
 
 #[test]
 fn averages_match_torch_swa_utils() {
-    let fx = fixture();
+    let fx = fixture("torch_swa.json");
     let m = model(&fx["init"]);
     let mut avgs = [
         ("swa", AveragedModel::swa(&m).unwrap()),
@@ -121,7 +111,7 @@ fn averages_match_torch_swa_utils() {
 
 #[test]
 fn state_round_trips_and_bad_states_change_nothing() {
-    let fx = fixture();
+    let fx = fixture("torch_swa.json");
     let m = model(&fx["init"]);
     let mut ema = AveragedModel::ema(&m, 0.5).unwrap().with_buffers(true);
     for rec in fx["steps"].as_array().unwrap().iter().take(3) {
@@ -183,7 +173,7 @@ fn state_round_trips_and_bad_states_change_nothing() {
 
 #[test]
 fn a_mismatched_model_or_decay_is_an_error_that_changes_nothing() {
-    let fx = fixture();
+    let fx = fixture("torch_swa.json");
     let m = model(&fx["init"]);
     let mut swa = AveragedModel::swa(&m).unwrap();
     swa.update_parameters(&m).unwrap();

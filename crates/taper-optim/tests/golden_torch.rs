@@ -11,22 +11,6 @@ use serde_json::Value;
 use taper_optim::*;
 use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
 
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/torch_optim.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 /// Replays case `name` through `rule` on both paths. A case with `p2_init` (Muon's matrix
 /// cases) starts `p2` from its values and shape.
 fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
@@ -110,7 +94,7 @@ fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
 
 #[test]
 fn sgd_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "sgd", Sgd::new(0.1));
     run(
         &fx,
@@ -148,7 +132,7 @@ fn sgd_matches_torch() {
 
 #[test]
 fn adagrad_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "adagrad", Adagrad::new(0.1));
     run(
         &fx,
@@ -168,7 +152,7 @@ fn adagrad_matches_torch() {
 
 #[test]
 fn rmsprop_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "rmsprop", RmsProp::new(0.01));
     run(&fx, "rmsprop_centered", RmsProp::new(0.01).centered(true));
     run(
@@ -190,7 +174,7 @@ fn rmsprop_matches_torch() {
 
 #[test]
 fn adam_and_adamw_match_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "adam", Adam::new(0.01));
     run(&fx, "adam_amsgrad", Adam::new(0.01).amsgrad(true));
     run(
@@ -223,7 +207,7 @@ fn adam_and_adamw_match_torch() {
 
 #[test]
 fn adamax_nadam_radam_adadelta_match_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "adamax", Adamax::new(0.01));
     run(
         &fx,
@@ -271,7 +255,7 @@ fn adamax_nadam_radam_adadelta_match_torch() {
 
 #[test]
 fn rprop_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "rprop", Rprop::new(0.01));
     run(
         &fx,
@@ -285,7 +269,7 @@ fn rprop_matches_torch() {
 
 #[test]
 fn asgd_matches_torch_with_its_averaged_parameters() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "asgd", Asgd::new(0.01));
     run(
         &fx,
@@ -305,7 +289,7 @@ fn asgd_matches_torch_with_its_averaged_parameters() {
 
 #[test]
 fn adafactor_matches_torch_with_its_factored_state() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     run(&fx, "adafactor", Adafactor::new(0.01));
     run(
         &fx,
@@ -321,7 +305,7 @@ fn adafactor_matches_torch_with_its_factored_state() {
 
 #[test]
 fn muon_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_optim.json");
     let f32 = |m: Muon| m.ns_precision(NsPrecision::F32);
     run(&fx, "muon_f32", f32(Muon::new(0.02)));
     run(

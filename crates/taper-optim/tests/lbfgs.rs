@@ -10,22 +10,6 @@ use serde_json::Value;
 use taper_optim::*;
 use taper_tensor::{DType, Device, ParamStore, Tensor};
 
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/torch_lbfgs.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 /// The fixture's objective: Σ(p1 − 0.5)²·W1 + Σ sin(3·p2) + 0.1·Σp1·Σp2 (times `sign`).
 fn objective(store: &ParamStore, w1: &Tensor, sign: f64) -> impl FnMut() -> Result<Tensor> {
     let (store, w1) = (store.clone(), w1.clone());
@@ -97,7 +81,7 @@ fn check(fx: &Value, name: &str, config: Lbfgs) {
 
 #[test]
 fn lbfgs_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_lbfgs.json");
     check(&fx, "default", Lbfgs::new(1.0));
     check(&fx, "short", Lbfgs::new(0.5).max_iter(3).history_size(4));
     let wolfe = Lbfgs::new(1.0).line_search(LineSearch::StrongWolfe);
@@ -123,7 +107,7 @@ fn lbfgs_matches_torch() {
 
 #[test]
 fn a_resumed_lbfgs_continues_bit_for_bit_and_bad_states_change_nothing() {
-    let fx = fixture();
+    let fx = fixture("torch_lbfgs.json");
     let config = Lbfgs::new(1.0)
         .line_search(LineSearch::StrongWolfe)
         .max_iter(3)

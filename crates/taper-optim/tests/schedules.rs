@@ -4,25 +4,12 @@
 //! documents' schedules against float64 formulas, ReduceLROnPlateau against torch, and
 //! validation, resume and clipping.
 
+mod common;
+
+use common::{fixture, floats};
 use serde_json::Value;
 use taper_optim::*;
 use taper_tensor::{DType, Device, Gradients, Norm, ParamStore, StateDict, Stateful, Tensor};
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/torch_schedules.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
 
 fn sgd() -> (ParamStore, Optimizer<Sgd>) {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
@@ -69,7 +56,7 @@ fn check<S: Schedule>(fx: &Value, name: &str, schedule: S) {
 
 #[test]
 fn pytorch_schedules_match_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_schedules.json");
     check(&fx, "step", StepLr::new(7, 0.5).unwrap());
     check(
         &fx,
@@ -208,7 +195,7 @@ fn documents_schedules_match_their_formulas() {
 
 #[test]
 fn reduce_on_plateau_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_schedules.json");
     for (name, run) in fx["plateau"].as_object().unwrap() {
         let (metrics, want) = (floats(&run["metrics"]), floats(&run["lr"]));
         let threshold = run["threshold"].as_f64().unwrap();

@@ -12,22 +12,6 @@ use taper_nn::Embedding;
 use taper_optim::*;
 use taper_tensor::{DType, Device, Gradients, Module, ParamStore, RowSparse, Tensor};
 
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/torch_sparse_adam.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 fn table(fx: &Value) -> (ParamStore, Embedding) {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
     let w0 = Tensor::from_vec(floats(&fx["w0"]), (10, 3), &Device::Cpu)
@@ -102,7 +86,7 @@ fn run(fx: &Value, name: &str, rule: SparseAdam) {
 
 #[test]
 fn sparse_adam_on_embedding_rows_matches_torch() {
-    let fx = fixture();
+    let fx = fixture("torch_sparse_adam.json");
     run(&fx, "sparse_adam", SparseAdam::new(0.05));
     run(
         &fx,

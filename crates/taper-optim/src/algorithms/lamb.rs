@@ -83,24 +83,7 @@ impl Lamb {
         self
     }
 
-    /// Builder: λ, the decayed weights inside the trust ratio (optax's `weight_decay`).
-    pub fn decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = weight_decay;
-        self
-    }
-
-    /// Builder: scale by the trust ratio or not.
-    pub fn trust_ratio(mut self, on: bool) -> Self {
-        self.trust_ratio = on;
-        self
-    }
-
-    /// This configuration for parameters excluded by name (biases, normalization): no
-    /// weight decay and no trust ratio. Give it to a group:
-    /// `opt.add_group("excluded", |n| n.ends_with("bias"), lamb.excluded())`.
-    pub fn excluded(self) -> Self {
-        self.decay(0.0).trust_ratio(false)
-    }
+    crate::rule::trust_ratio_builders!();
 
     #[inline(always)]
     fn adam<L: Lane>(

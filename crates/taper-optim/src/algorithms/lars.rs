@@ -70,11 +70,7 @@ impl Lars {
         }
     }
 
-    /// Builder: λ, the decayed weights inside the trust ratio (optax's `weight_decay`).
-    pub fn decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = weight_decay;
-        self
-    }
+    crate::rule::trust_ratio_builders!();
 
     /// Builder: φ, the trust coefficient.
     pub fn trust_coefficient(mut self, phi: f64) -> Self {
@@ -98,19 +94,6 @@ impl Lars {
     pub fn nesterov(mut self, on: bool) -> Self {
         self.nesterov = on;
         self
-    }
-
-    /// Builder: scale by the trust ratio or not.
-    pub fn trust_ratio(mut self, on: bool) -> Self {
-        self.trust_ratio = on;
-        self
-    }
-
-    /// This configuration for parameters excluded by name (biases, normalization): no
-    /// weight decay and no trust ratio, as optax's two masks give them. Give it to a group:
-    /// `opt.add_group("excluded", |n| n.ends_with("bias"), lars.excluded())`.
-    pub fn excluded(self) -> Self {
-        self.decay(0.0).trust_ratio(false)
     }
 }
 

@@ -400,3 +400,30 @@ macro_rules! eps_builder {
     };
 }
 pub(crate) use eps_builder;
+
+/// The builders of the trust-ratio rules (LAMB, LARS; fields `weight_decay` and
+/// `trust_ratio`): `decay`, `trust_ratio` and `excluded`, the configuration for parameters
+/// excluded by name, as optax's masks exclude them.
+macro_rules! trust_ratio_builders {
+    () => {
+        /// Builder: λ, the decayed weights inside the trust ratio (optax's `weight_decay`).
+        pub fn decay(mut self, weight_decay: f64) -> Self {
+            self.weight_decay = weight_decay;
+            self
+        }
+
+        /// Builder: scale by the trust ratio or not.
+        pub fn trust_ratio(mut self, on: bool) -> Self {
+            self.trust_ratio = on;
+            self
+        }
+
+        /// This configuration for parameters excluded by name (biases, normalization): no
+        /// weight decay and no trust ratio. Give it to a group:
+        /// `opt.add_group("excluded", |n| n.ends_with("bias"), rule.excluded())`.
+        pub fn excluded(self) -> Self {
+            self.decay(0.0).trust_ratio(false)
+        }
+    };
+}
+pub(crate) use trust_ratio_builders;

@@ -120,3 +120,19 @@ macro_rules! for_every_rule {
         $f("adamw amsgrad", Adam::adamw(0.01).amsgrad(true));
     }};
 }
+
+/// A JSON fixture from `tests/fixtures/` (each is written by the Python script beside it).
+pub fn fixture(file: &str) -> serde_json::Value {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A JSON array of numbers.
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
