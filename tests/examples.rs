@@ -434,3 +434,42 @@ fn mnist_prefetch_trains_the_same() {
     };
     assert_eq!(run("0"), run("3"));
 }
+
+/// The README's script, run as the built example (in a scratch directory, where it writes
+/// its weights): it trains and reports its test accuracy.
+#[test]
+fn mnist_fit_example_runs() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("mnist_fit"))
+        .unwrap();
+    if !bin.exists() {
+        println!(
+            "skipped: {} is not built (cargo test builds examples)",
+            bin.display()
+        );
+        return;
+    }
+    let dir = out("mnist_fit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = std::process::Command::new(&bin)
+        .current_dir(&*dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("Epoch 10/10"), "{stdout}");
+    let acc: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test accuracy "))
+        .and_then(|v| v.trim_end_matches('%').parse().ok())
+        .unwrap();
+    assert!(acc > 90.0, "{acc}");
+    assert!(dir.join("mnist_mlp.safetensors").exists());
+}
