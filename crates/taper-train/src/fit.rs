@@ -510,20 +510,18 @@ impl<'a, M: ModuleT, R: Rule> Fit<'a, M, R> {
             } else {
                 state.finish_batch();
             }
-            if let Some((lr, every)) = &mut self.lr {
-                match lr.drive() {
-                    Drive::Gradients => {
-                        lr.step(Signal::at(state.step).with_grads(&grads), &mut *self.opt)?
-                    }
-                    Drive::Time if *every == LrEvery::Step => {}
-                    _ => {}
+            if let Some((lr, _)) = &mut self.lr {
+                if lr.drive() == Drive::Gradients {
+                    let signal = Signal::at(self.opt.steps() + 1).with_grads(&grads);
+                    lr.step(signal, &mut *self.opt)?;
                 }
             }
             self.opt.step(&grads)?;
             steps += 1;
             if let Some((lr, LrEvery::Step)) = &mut self.lr {
                 if lr.drive() == Drive::Time {
-                    lr.step(Signal::at(steps), &mut *self.opt)?;
+                    // The optimizer's own count: global across epochs and resumes.
+                    lr.step(Signal::at(self.opt.steps()), &mut *self.opt)?;
                 }
             }
             if let Some(p) = &mut progress {

@@ -231,3 +231,26 @@ fn classification_reports_accuracy() {
     let acc = h.get("accuracy");
     assert!(acc[14] > 0.9 && acc[14] > acc[0], "{acc:?}");
 }
+
+/// A per-step schedule sees the optimizer's global step count, across epochs.
+#[test]
+fn per_step_schedules_count_steps_across_epochs() {
+    use taper_optim::{OneCycleLr, Schedule};
+    let (x, y) = data(64, 7);
+    let (store, m) = fresh();
+    let mut opt = Optimizer::new(Sgd::new(0.01), &store).unwrap();
+    let cycle = OneCycleLr::new(0.1, 9).unwrap();
+    let sched = LrScheduler::new(cycle, &mut opt).unwrap();
+    let h = Fit::new(&m, &store, &mut opt, mse)
+        .epochs(2)
+        .batching(16, false, 0)
+        .lr_control(Box::new(sched), LrEvery::Step)
+        .verbosity(Verbosity::Silent)
+        .run_tensors(&x, &y)
+        .unwrap();
+    // 4 steps per epoch: the rate after epoch 1 is the schedule's at step 4, after epoch 2
+    // at step 8, not at step 4 again.
+    let want = [cycle.lr(0.01, 4).unwrap(), cycle.lr(0.01, 8).unwrap()];
+    assert_eq!(h.get("lr"), want);
+    assert_ne!(want[0], want[1]);
+}
