@@ -248,13 +248,7 @@ impl Gradients {
     pub fn non_finite(&self) -> Result<Vec<String>> {
         let mut bad = Vec::new();
         for (name, g) in self.iter() {
-            // x·0 is 0 for finite x and NaN for ±inf or NaN, so the sum is 0 iff all finite.
-            let s = g
-                .affine(0.0, 0.0)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            if s != 0.0 {
+            if !all_finite(g)? {
                 bad.push(name.to_string());
             }
         }
@@ -280,4 +274,16 @@ impl IntoIterator for Gradients {
     fn into_iter(self) -> Self::IntoIter {
         self.names.into_iter().zip(self.grads)
     }
+}
+
+/// Whether every element of `t` is finite (no NaN, no ±inf), in one pass: x·0 is 0 for
+/// finite x and NaN otherwise, so the sum is 0 exactly when all are finite. For
+/// validating gradients and tensors read from files.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let s = t
+        .affine(0.0, 0.0)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(s == 0.0)
 }

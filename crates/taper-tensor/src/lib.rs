@@ -40,7 +40,7 @@ pub use durable::{
 };
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
-pub use gradients::{Gradients, NonFinite, Norm};
+pub use gradients::{all_finite, Gradients, NonFinite, Norm};
 pub use kernels::{fast_kernels_enabled, with_generic_kernels};
 pub use no_grad::{is_grad_enabled, no_grad, tracked, NoGradGuard};
 pub use param_store::{natural_cmp, Entry, ParamKind, ParamStore};

@@ -182,12 +182,7 @@ impl<R: Rule> Lookahead<R> {
                 )));
             }
             let t = t.to_device(current.device())?.to_dtype(current.dtype())?;
-            let max = t
-                .abs()?
-                .flatten_all()?
-                .max(0)?
-                .to_dtype(candle_core::DType::F64)?;
-            if !max.to_scalar::<f64>()?.is_finite() {
+            if !taper_tensor::all_finite(&t)? {
                 return Err(Error::StateMismatch(format!(
                     "tensor `{key}` holds NaN or infinity; expected finite weights"
                 )));

@@ -190,13 +190,7 @@ impl AveragedModel {
             };
             let t = if e.var.dtype().is_float() {
                 let t = state.tensor(prefix, &field, e.var.dims())?;
-                let finite = t
-                    .to_dtype(DType::F64)?
-                    .flatten_all()?
-                    .to_vec1::<f64>()?
-                    .iter()
-                    .all(|v| v.is_finite());
-                if !finite {
+                if !taper_tensor::all_finite(t)? {
                     return Err(bad("holds NaN or infinity; expected finite weights".into()));
                 }
                 t.clone()
