@@ -485,14 +485,7 @@ impl<'a, M: ModuleT, R: Rule> Fit<'a, M, R> {
         for batch in state.batches(train)? {
             let batch = batch?;
             let position = state.batch_in_epoch as usize + 1;
-            let output = self.model.forward_t(&batch.inputs, true)?;
-            let loss = (self.loss)(&output, &batch.targets)?;
-            let n = batch.inputs.dim(0)?;
-            let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            sums.add("loss", l, n);
-            for m in &self.metrics {
-                sums.add(m.name(), m.value(&output, &batch.targets)?, n);
-            }
+            let (loss, l, n) = self.batch_loss(&batch, true, &mut sums)?;
             let mut grads = Gradients::compute(&loss, self.store)?;
             if k > 1 {
                 grads.scale(1.0 / k as f64)?;
@@ -542,19 +535,29 @@ impl<'a, M: ModuleT, R: Rule> Fit<'a, M, R> {
         no_grad(|| {
             let mut sums = Sums::default();
             for batch in batches {
-                let batch = batch?;
-                let output = self.model.forward_t(&batch.inputs, false)?;
-                let n = batch.inputs.dim(0)?;
-                let l = (self.loss)(&output, &batch.targets)?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
-                sums.add("loss", l, n);
-                for m in &self.metrics {
-                    sums.add(m.name(), m.value(&output, &batch.targets)?, n);
-                }
+                self.batch_loss(&batch?, false, &mut sums)?;
             }
             Ok(sums.means())
         })
+    }
+
+    /// The loss of `batch` (in training or evaluation mode), with its value and the batch
+    /// size; the loss and each metric are added to `sums`.
+    fn batch_loss(
+        &self,
+        batch: &Batch,
+        train: bool,
+        sums: &mut Sums,
+    ) -> Result<(Tensor, f64, usize)> {
+        let output = self.model.forward_t(&batch.inputs, train)?;
+        let loss = (self.loss)(&output, &batch.targets)?;
+        let n = batch.inputs.dim(0)?;
+        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        sums.add("loss", l, n);
+        for m in &self.metrics {
+            sums.add(m.name(), m.value(&output, &batch.targets)?, n);
+        }
+        Ok((loss, l, n))
     }
 }
 
