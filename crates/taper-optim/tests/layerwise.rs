@@ -11,20 +11,6 @@ use taper_tensor::DType;
 
 const STEPS: usize = 25;
 
-fn init() -> (Vec<f64>, Vec<f64>) {
-    let p1 = (0..12).map(|i| (i as f64 * 0.7).sin() + 0.3).collect();
-    let p2 = (0..5).map(|i| (i as f64 * 1.3).cos() * 0.5).collect();
-    (p1, p2)
-}
-
-/// A gradient that depends on the parameter (so trajectories diverge if any step is off).
-fn grad(p: &[f64], step: usize, salt: f64) -> Vec<f64> {
-    p.iter()
-        .enumerate()
-        .map(|(i, x)| 0.8 * x + ((i as f64 + salt) * 0.9 + step as f64 * 0.4).sin())
-        .collect()
-}
-
 fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
@@ -93,11 +79,14 @@ fn compare<R: Rule>(
     bias: Option<R>,
     mut reference: impl FnMut(&mut [Vec<f64>; 2], &[Vec<f64>; 2], usize),
 ) {
-    let (p1, p2) = init();
+    let (p1, p2) = formula_init();
     let mut want = [p1.clone(), p2.clone()];
     let mut wants = Vec::new();
     for step in 1..=STEPS {
-        let g = [grad(&want[0], step, 0.0), grad(&want[1], step, 5.0)];
+        let g = [
+            formula_grad(&want[0], step, 0.0),
+            formula_grad(&want[1], step, 5.0),
+        ];
         reference(&mut want, &g, step);
         wants.push(want.clone());
     }
@@ -108,13 +97,10 @@ fn compare<R: Rule>(
             opt.add_group("excluded", |n| n == "p2", b.clone()).unwrap();
         }
         for (step, want) in wants.iter().enumerate() {
-            let cur = [
-                values(store.var("p1").unwrap().as_tensor()),
-                values(store.var("p2").unwrap().as_tensor()),
-            ];
+            let cur = pair_values(&store);
             let g = grads(
-                &grad(&cur[0], step + 1, 0.0),
-                &grad(&cur[1], step + 1, 5.0),
+                &formula_grad(&cur[0], step + 1, 0.0),
+                &formula_grad(&cur[1], step + 1, 5.0),
                 DType::F64,
             );
             opt.step(&g).unwrap();
@@ -229,11 +215,11 @@ fn the_norm_pass_changes_no_state() {
     // One LAMB step: the moments must be those of one update, not two (the read-only norm
     // pass computes them in registers and drops them).
     for path in [Path::Auto, Path::Generic] {
-        let (p1, p2) = init();
+        let (p1, p2) = formula_init();
         let store = two_params(&p1, &p2, DType::F64);
         let mut opt = optimizer(Lamb::new(0.01), &store, path);
-        let g1 = grad(&p1, 1, 0.0);
-        opt.step(&grads(&g1, &grad(&p2, 1, 5.0), DType::F64))
+        let g1 = formula_grad(&p1, 1, 0.0);
+        opt.step(&grads(&g1, &formula_grad(&p2, 1, 5.0), DType::F64))
             .unwrap();
         let m = values(&opt.state("p1").unwrap().tensors[0]);
         let want: Vec<f64> = g1.iter().map(|x| 0.1 * x).collect();

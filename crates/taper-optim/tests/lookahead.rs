@@ -10,28 +10,12 @@ use taper_tensor::{DType, ParamStore};
 
 const STEPS: usize = 20;
 
-fn init() -> (Vec<f64>, Vec<f64>) {
-    let p1 = (0..12).map(|i| (i as f64 * 0.7).sin() + 0.3).collect();
-    let p2 = (0..5).map(|i| (i as f64 * 1.3).cos() * 0.5).collect();
-    (p1, p2)
-}
-
-fn grad(p: &[f64], step: usize, salt: f64) -> Vec<f64> {
-    p.iter()
-        .enumerate()
-        .map(|(i, x)| 0.8 * x + ((i as f64 + salt) * 0.9 + step as f64 * 0.4).sin())
-        .collect()
-}
-
-fn current(store: &ParamStore) -> [Vec<f64>; 2] {
-    [
-        values(store.var("p1").unwrap().as_tensor()),
-        values(store.var("p2").unwrap().as_tensor()),
-    ]
-}
-
 fn step_grads(p: &[Vec<f64>; 2], step: usize) -> taper_tensor::Gradients {
-    grads(&grad(&p[0], step, 0.0), &grad(&p[1], step, 5.0), DType::F64)
+    grads(
+        &formula_grad(&p[0], step, 0.0),
+        &formula_grad(&p[1], step, 5.0),
+        DType::F64,
+    )
 }
 
 /// The paper's Algorithm 1 over an inner update `inner(θ, g, state, t)`.
@@ -40,12 +24,15 @@ fn reference(
     alpha: f64,
     mut inner: impl FnMut(&mut [f64], &[f64], usize, usize),
 ) -> Vec<[Vec<f64>; 2]> {
-    let (p1, p2) = init();
+    let (p1, p2) = formula_init();
     let mut theta = [p1, p2];
     let mut phi = theta.clone();
     let mut out = Vec::new();
     for t in 1..=STEPS {
-        let g = [grad(&theta[0], t, 0.0), grad(&theta[1], t, 5.0)];
+        let g = [
+            formula_grad(&theta[0], t, 0.0),
+            formula_grad(&theta[1], t, 5.0),
+        ];
         for j in 0..2 {
             inner(&mut theta[j], &g[j], j, t);
         }
@@ -64,12 +51,12 @@ fn reference(
 
 fn compare<R: Rule>(name: &str, rule: R, k: u64, alpha: f64, want: &[[Vec<f64>; 2]]) {
     for path in [Path::Auto, Path::Generic] {
-        let (p1, p2) = init();
+        let (p1, p2) = formula_init();
         let store = two_params(&p1, &p2, DType::F64);
         let mut opt = Lookahead::new(optimizer(rule.clone(), &store, path), k, alpha).unwrap();
         for (t, want) in want.iter().enumerate() {
-            opt.step(&step_grads(&current(&store), t + 1)).unwrap();
-            let got = current(&store);
+            opt.step(&step_grads(&pair_values(&store), t + 1)).unwrap();
+            let got = pair_values(&store);
             for j in 0..2 {
                 let err = rel_err(&got[j], &want[j]);
                 assert!(err < 1e-12, "{name} ({path:?}) step {}: {err:.2e}", t + 1);
@@ -105,45 +92,45 @@ fn lookahead_matches_the_paper_around_sgd_and_adam() {
 
 #[test]
 fn a_resumed_lookahead_continues_bit_for_bit() {
-    let (p1, p2) = init();
+    let (p1, p2) = formula_init();
     let run = |store: &ParamStore| {
         Lookahead::new(Optimizer::new(Adam::new(0.02), store).unwrap(), 4, 0.5).unwrap()
     };
     let full = two_params(&p1, &p2, DType::F64);
     let mut a = run(&full);
     for t in 1..=15 {
-        a.step(&step_grads(&current(&full), t)).unwrap();
+        a.step(&step_grads(&pair_values(&full), t)).unwrap();
     }
 
     let first = two_params(&p1, &p2, DType::F64);
     let mut b = run(&first);
     for t in 1..=7 {
-        b.step(&step_grads(&current(&first), t)).unwrap();
+        b.step(&step_grads(&pair_values(&first), t)).unwrap();
     }
     let dir = std::env::temp_dir().join(format!("taper-lookahead-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("opt.safetensors");
     b.state_dict().save(&file).unwrap();
     // A fresh process: the model from the checkpoint's weights, the optimizer from its file.
-    let at7 = current(&first);
+    let at7 = pair_values(&first);
     let resumed = two_params(&at7[0], &at7[1], DType::F64);
     let mut c = run(&resumed);
     c.load_state_dict(&OptimizerState::load(&file).unwrap())
         .unwrap();
     assert_eq!(c.steps(), 7);
     for t in 8..=15 {
-        c.step(&step_grads(&current(&resumed), t)).unwrap();
+        c.step(&step_grads(&pair_values(&resumed), t)).unwrap();
     }
-    assert_eq!(current(&resumed), current(&full));
+    assert_eq!(pair_values(&resumed), pair_values(&full));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bad_states_and_settings_are_refused_and_change_nothing() {
-    let (p1, p2) = init();
+    let (p1, p2) = formula_init();
     let store = two_params(&p1, &p2, DType::F64);
     let mut opt = Lookahead::new(Optimizer::new(Sgd::new(0.1), &store).unwrap(), 2, 0.5).unwrap();
-    opt.step(&step_grads(&current(&store), 1)).unwrap();
+    opt.step(&step_grads(&pair_values(&store), 1)).unwrap();
     let good = opt.state_dict();
     assert_eq!(good.optimizer, "Lookahead(SGD)");
     let before = (

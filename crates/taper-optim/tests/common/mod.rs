@@ -136,3 +136,26 @@ pub fn floats(v: &serde_json::Value) -> Vec<f64> {
         .map(|x| x.as_f64().unwrap())
         .collect()
 }
+
+/// Starting values for `p1` (12) and `p2` (5) of the formula-reference tests.
+pub fn formula_init() -> (Vec<f64>, Vec<f64>) {
+    let p1 = (0..12).map(|i| (i as f64 * 0.7).sin() + 0.3).collect();
+    let p2 = (0..5).map(|i| (i as f64 * 1.3).cos() * 0.5).collect();
+    (p1, p2)
+}
+
+/// A gradient that depends on the parameter (so trajectories diverge if any step is off).
+pub fn formula_grad(p: &[f64], step: usize, salt: f64) -> Vec<f64> {
+    p.iter()
+        .enumerate()
+        .map(|(i, x)| 0.8 * x + ((i as f64 + salt) * 0.9 + step as f64 * 0.4).sin())
+        .collect()
+}
+
+/// The current values of `p1` and `p2`.
+pub fn pair_values(store: &ParamStore) -> [Vec<f64>; 2] {
+    [
+        values(store.var("p1").unwrap().as_tensor()),
+        values(store.var("p2").unwrap().as_tensor()),
+    ]
+}
