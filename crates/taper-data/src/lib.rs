@@ -31,7 +31,7 @@ pub mod transforms;
 
 pub use dataset::{Dataset, TensorDataset};
 pub use error::{Error, Result};
-pub use loader::{Batch, Batches, Batching, DataLoader};
+pub use loader::{Batch, Batches, Batching, DataLoader, Shard, ShardTail};
 pub use prefetch::{PrefetchedBatches, Prefetcher};
 pub use regression::linear_regression;
 pub use subset::{random_split, Lengths, Subset};

@@ -1,9 +1,10 @@
-//! The three batching strategies, epoch coverage, seeded shuffling, drop_last, transforms.
+//! The three batching strategies, epoch coverage, seeded shuffling, drop_last, transforms,
+//! and rank shards.
 
 use std::collections::BTreeSet;
 
 use taper_data::transforms::{Compose, Normalize, RandomErasing, RandomTranslate};
-use taper_data::{Batching, DataLoader, Dataset, TensorDataset};
+use taper_data::{Batching, DataLoader, Dataset, ShardTail, TensorDataset};
 use taper_tensor::{DType, Device, Tensor};
 
 fn data(n: usize) -> TensorDataset {
@@ -137,4 +138,86 @@ fn transforms_are_seeded_per_batch() {
     assert_ne!(grab(&a, 0), grab(&a, 1));
     assert_ne!(grab(&a, 0), grab(&c, 0));
     assert_eq!(ds.len(), 40);
+}
+
+fn sharded(
+    n: usize,
+    b: usize,
+    rank: usize,
+    world: usize,
+    tail: ShardTail,
+) -> DataLoader<TensorDataset> {
+    DataLoader::new(data(n), Batching::MiniBatch(b))
+        .unwrap()
+        .shuffle(true)
+        .seed(11)
+        .shard(rank, world, tail)
+        .unwrap()
+}
+
+#[test]
+fn shards_are_disjoint_cover_the_epoch_and_their_kth_batches_make_the_unsharded_kth_batch() {
+    // 128 examples, 2 ranks at batch 32 against one loader at batch 64.
+    let whole = DataLoader::new(data(128), Batching::MiniBatch(64))
+        .unwrap()
+        .shuffle(true)
+        .seed(11);
+    for epoch in [0, 3] {
+        let ranks: Vec<Vec<Vec<u32>>> = (0..2)
+            .map(|r| epoch_ids(&sharded(128, 32, r, 2, ShardTail::Pad), epoch))
+            .collect();
+        let global = epoch_ids(&whole, epoch);
+        assert_eq!(ranks[0].len(), 2);
+        assert_eq!(ranks[1].len(), 2);
+        for (k, batch) in global.iter().enumerate() {
+            let mut union: Vec<u32> = ranks[0][k].iter().chain(&ranks[1][k]).copied().collect();
+            union.sort();
+            let mut want = batch.clone();
+            want.sort();
+            assert_eq!(union, want, "epoch {epoch}, batch {k}");
+        }
+        let r0: BTreeSet<u32> = ranks[0].concat().into_iter().collect();
+        let r1: BTreeSet<u32> = ranks[1].concat().into_iter().collect();
+        assert!(r0.is_disjoint(&r1));
+        assert_eq!(r0.len() + r1.len(), 128);
+    }
+}
+
+#[test]
+fn uneven_shards_are_padded_or_dropped_so_every_rank_takes_the_same_steps() {
+    // 10 examples over 4 ranks: padded to 12 (3 each, two repeats) or dropped to 8 (2 each).
+    for (tail, per_rank, seen) in [(ShardTail::Pad, 3, 12), (ShardTail::Drop, 2, 8)] {
+        let shards: Vec<Vec<u32>> = (0..4)
+            .map(|r| {
+                let l = sharded(10, 2, r, 4, tail);
+                assert_eq!(l.examples_per_epoch(), per_rank);
+                epoch_ids(&l, 1).concat()
+            })
+            .collect();
+        assert!(
+            shards.iter().all(|s| s.len() == per_rank),
+            "{tail:?}: {shards:?}"
+        );
+        let distinct: BTreeSet<u32> = shards.concat().into_iter().collect();
+        assert_eq!(shards.concat().len(), seen);
+        assert_eq!(distinct.len(), seen.min(10), "{tail:?}");
+    }
+    // The order is the unsharded loader's: rank r holds positions r, r+4, ... of it.
+    let whole = DataLoader::new(data(10), Batching::MiniBatch(10))
+        .unwrap()
+        .shuffle(true)
+        .seed(11);
+    let order = whole.order(1);
+    let rank2 = sharded(10, 2, 2, 4, ShardTail::Pad).order(1);
+    assert_eq!(rank2, [order[2], order[6], order[0]]);
+}
+
+#[test]
+fn bad_shards_are_errors() {
+    let l = DataLoader::new(data(4), Batching::MiniBatch(2)).unwrap();
+    let e = l.shard(2, 2, ShardTail::Pad).err().unwrap().to_string();
+    assert!(e.contains("rank") && e.contains("2"), "{e}");
+    let l = DataLoader::new(data(4), Batching::MiniBatch(2)).unwrap();
+    let e = l.shard(0, 0, ShardTail::Pad).err().unwrap().to_string();
+    assert!(e.contains("world_size"), "{e}");
 }
