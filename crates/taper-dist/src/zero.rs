@@ -1,0 +1,322 @@
+//! `ZeroOptimizer`: ZeRO stage 1 (Rajbhandari et al., 2020, "ZeRO: Memory Optimizations
+//! Toward Training Trillion Parameter Models") — each rank keeps the optimizer state of a
+//! share of the parameters only.
+//!
+//! The parameters are sharded by name: largest first, each to the rank with the fewest
+//! elements so far (ties to the lower rank), so the shards are balanced by size and the same
+//! on every rank. Each step, every rank updates the parameters it owns from the averaged
+//! gradients, with the full optimizer (clipping by the global norm included, since every
+//! rank still sees every gradient), then the updated parameters are all-gathered so every
+//! rank holds all of them again. The result is the unsharded step's, element for element.
+//!
+//! The state of an N-rank run is gathered into one ordinary [`OptimizerState`] for
+//! checkpoints ([`ZeroOptimizer::consolidated_state`], PyTorch's
+//! `ZeroRedundancyOptimizer.consolidate_state_dict`), so it resumes on any number of ranks,
+//! sharded or not.
+
+use std::collections::HashSet;
+
+use candle_core::{DType, Tensor, Var};
+use taper_optim::{Optimizer, OptimizerState, Rule, StepReport};
+use taper_tensor::{Gradients, ParamStore};
+
+use crate::bucket::{copy_out, Elem};
+use crate::{invalid, Communicator, Error, Result};
+
+/// Optimizer-state memory of one rank, sharded against unsharded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZeroMemory {
+    /// Bytes of optimizer state this rank holds.
+    pub local_bytes: usize,
+    /// Bytes every rank would hold without sharding.
+    pub unsharded_bytes: usize,
+}
+
+impl ZeroMemory {
+    /// The bytes sharding saves on this rank.
+    pub fn saved_bytes(&self) -> usize {
+        self.unsharded_bytes.saturating_sub(self.local_bytes)
+    }
+}
+
+/// An [`Optimizer`] whose state is sharded over the ranks (ZeRO-1).
+///
+/// ```
+/// use taper_dist::{SingleProcess, ZeroOptimizer};
+/// use taper_optim::Adam;
+/// use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
+/// let comm = SingleProcess;
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let w = store.parameter("w", 3, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
+/// let mut opt = ZeroOptimizer::new(Adam::new(0.1), &store, &comm)?;
+/// let grads = Gradients::compute(&w.sum_all()?, &store)?;
+/// opt.step(&grads)?;
+/// assert_eq!(opt.owned(), ["w"]); // one rank owns everything
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ZeroOptimizer<'c, R: Rule, C: Communicator> {
+    comm: &'c C,
+    params: Vec<(String, Var)>,
+    owner: Vec<usize>,
+    inner: Option<Optimizer<R>>,
+    dtype: DType,
+    counts: Vec<usize>,
+}
+
+impl<R: Rule, C: Communicator> std::fmt::Debug for ZeroOptimizer<'_, R, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZeroOptimizer")
+            .field("rank", &self.comm.rank())
+            .field("owned", &self.owned())
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// Assigns each of `sizes` to one of `world` ranks, balanced by size: largest first, to the
+/// least-loaded rank (ties: lower index, lower rank).
+pub fn partition(sizes: &[usize], world: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut load = vec![0usize; world.max(1)];
+    let mut owner = vec![0; sizes.len()];
+    for i in order {
+        let r = (0..load.len()).min_by_key(|&r| (load[r], r)).unwrap_or(0);
+        owner[i] = r;
+        load[r] += sizes[i];
+    }
+    owner
+}
+
+/// The parameter a state key belongs to: `{param}.{field}`, field without dots.
+fn key_param(key: &str) -> Option<&str> {
+    key.rsplit_once('.').map(|(p, _)| p)
+}
+
+impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
+    /// Shards `store`'s trainable parameters over the ranks and builds this rank's
+    /// optimizer for its share, with `rule`'s hyperparameters. The parameters must share
+    /// one dtype, f32 or f64. Every rank must call it.
+    pub fn new(rule: R, store: &ParamStore, comm: &'c C) -> Result<Self> {
+        let params = store.trainable();
+        let local = (|| {
+            let dtype = params.first().map_or(DType::F32, |(_, v)| v.dtype());
+            if let Some((n, v)) = params
+                .iter()
+                .find(|(_, v)| v.dtype() != dtype || !matches!(v.dtype(), DType::F32 | DType::F64))
+            {
+                return Err(invalid(
+                    "parameter dtype",
+                    format!("{n}: {:?}", v.dtype()),
+                    "one dtype for every parameter, f32 or f64",
+                ));
+            }
+            let sizes: Vec<usize> = params.iter().map(|(_, v)| v.elem_count()).collect();
+            let owner = partition(&sizes, comm.world_size());
+            let mine: Vec<(String, Var)> = params
+                .iter()
+                .zip(&owner)
+                .filter(|(_, &o)| o == comm.rank())
+                .map(|(p, _)| p.clone())
+                .collect();
+            let inner = if mine.is_empty() {
+                None
+            } else {
+                Some(Optimizer::from_vars(rule, mine)?)
+            };
+            let counts = (0..comm.world_size())
+                .map(|r| {
+                    sizes
+                        .iter()
+                        .zip(&owner)
+                        .filter(|(_, &o)| o == r)
+                        .map(|(s, _)| s)
+                        .sum()
+                })
+                .collect();
+            Ok((dtype, owner, inner, counts))
+        })();
+        let (dtype, owner, inner, counts) = comm.agree("building the sharded optimizer", local)?;
+        Ok(Self {
+            comm,
+            params,
+            owner,
+            inner,
+            dtype,
+            counts,
+        })
+    }
+
+    /// The names of the parameters whose state this rank keeps.
+    pub fn owned(&self) -> Vec<&str> {
+        self.params
+            .iter()
+            .zip(&self.owner)
+            .filter(|(_, &o)| o == self.comm.rank())
+            .map(|((n, _), _)| n.as_str())
+            .collect()
+    }
+
+    /// The rank that owns each parameter, in the store's order.
+    pub fn owners(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.params
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .zip(self.owner.iter().copied())
+    }
+
+    /// This rank's optimizer (`None` when it owns no parameter: more ranks than parameters).
+    pub fn local(&self) -> Option<&Optimizer<R>> {
+        self.inner.as_ref()
+    }
+
+    /// Mutable access to this rank's optimizer, to change hyperparameters (schedules act on
+    /// every rank alike, so the shards stay in step).
+    pub fn local_mut(&mut self) -> Option<&mut Optimizer<R>> {
+        self.inner.as_mut()
+    }
+
+    /// The learning rate (`None` on a rank that owns nothing).
+    pub fn lr(&self) -> Option<f64> {
+        self.inner.as_ref().map(Optimizer::lr)
+    }
+
+    /// Sets every group's learning rate on this rank's shard.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        if let Some(o) = &mut self.inner {
+            o.set_lr(lr)?;
+        }
+        Ok(())
+    }
+
+    /// Updates this rank's parameters from `grads` (all of them, averaged), then gathers
+    /// every rank's updated parameters. Every rank must call it; when the local update
+    /// fails on any rank, every rank returns an error and no parameter was gathered.
+    pub fn step(&mut self, grads: &Gradients) -> Result<StepReport> {
+        let local = match &mut self.inner {
+            Some(o) => o.step(grads).map_err(Error::from),
+            None => Ok(StepReport::default()),
+        };
+        let report = self.comm.agree("the sharded optimizer step", local)?;
+        match self.dtype {
+            DType::F64 => self.gather::<f64>()?,
+            _ => self.gather::<f32>()?,
+        }
+        Ok(report)
+    }
+
+    fn gather<T: Elem>(&self) -> Result<()> {
+        let rank = self.comm.rank();
+        let mut send = vec![T::zero(); self.counts[rank]];
+        let mut at = 0;
+        for ((_, v), &o) in self.params.iter().zip(&self.owner) {
+            if o == rank {
+                let n = v.elem_count();
+                copy_out(v.as_tensor(), &mut send[at..at + n])?;
+                at += n;
+            }
+        }
+        let mut recv = vec![T::zero(); self.counts.iter().sum()];
+        T::all_gather(self.comm, &send, &self.counts, &mut recv)?;
+        let mut starts: Vec<usize> = self
+            .counts
+            .iter()
+            .scan(0, |a, &c| {
+                let s = *a;
+                *a += c;
+                Some(s)
+            })
+            .collect();
+        for ((_, v), &o) in self.params.iter().zip(&self.owner) {
+            let n = v.elem_count();
+            let at = starts[o];
+            starts[o] += n;
+            if o != rank {
+                let t = Tensor::from_slice(&recv[at..at + n], v.dims(), v.device())?;
+                v.set(&t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Optimizer-state memory on this rank and without sharding, as allocated (state is
+    /// created at a parameter's first step). Every rank must call it.
+    pub fn memory(&self) -> Result<ZeroMemory> {
+        let local: usize = self.inner.as_ref().map_or(0, |o| {
+            o.state_dict()
+                .tensors
+                .values()
+                .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+                .sum()
+        });
+        let mut total = [local as f64];
+        self.comm.all_reduce_sum_f64(&mut total)?;
+        Ok(ZeroMemory {
+            local_bytes: local,
+            unsharded_bytes: total[0] as usize,
+        })
+    }
+
+    /// Gathers every rank's shard into one [`OptimizerState`] on rank 0, as an unsharded
+    /// [`Optimizer`] over the same parameters would have it (other ranks get `None`). Every
+    /// rank must call it.
+    pub fn consolidated_state(&self) -> Result<Option<OptimizerState>> {
+        let origin = std::path::Path::new("rank shard");
+        let local = match &self.inner {
+            Some(o) => o.state_dict().to_bytes(origin).map_err(Error::from),
+            None => Ok(Vec::new()),
+        };
+        let bytes = self.comm.agree("encoding the optimizer shard", local)?;
+        let shards = self.comm.all_gather_bytes(&bytes)?;
+        if !self.comm.is_root() {
+            return Ok(None);
+        }
+        let mut out = OptimizerState::default();
+        for shard in shards.iter().filter(|s| !s.is_empty()) {
+            let s = OptimizerState::from_bytes(shard, origin)?;
+            out.optimizer = s.optimizer;
+            out.tensors.extend(s.tensors);
+            out.scalars.extend(s.scalars);
+        }
+        Ok(Some(out))
+    }
+
+    /// Loads a full state (from [`ZeroOptimizer::consolidated_state`], or an unsharded
+    /// optimizer's, saved by any number of ranks): each rank takes its own parameters'
+    /// entries. Everything is checked on every rank first; if any rank's share does not
+    /// fit, every rank returns an error and nothing changed anywhere.
+    pub fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let all: HashSet<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+        let mine: HashSet<&str> = self.owned().into_iter().collect();
+        let keep = |k: &str| match key_param(k) {
+            Some(p) if all.contains(p) => mine.contains(p),
+            _ => true,
+        };
+        let filtered = OptimizerState {
+            optimizer: state.optimizer.clone(),
+            tensors: state
+                .tensors
+                .iter()
+                .filter(|(k, _)| keep(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            scalars: state
+                .scalars
+                .iter()
+                .filter(|(k, _)| keep(k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        };
+        let staged = match &self.inner {
+            Some(o) => o.stage_state_dict(&filtered).map(Some).map_err(Error::from),
+            None => Ok(None),
+        };
+        let staged = self
+            .comm
+            .agree("loading the sharded optimizer state", staged)?;
+        if let (Some(o), Some(s)) = (&mut self.inner, staged) {
+            o.commit_state(s);
+        }
+        Ok(())
+    }
+}
