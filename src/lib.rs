@@ -10,6 +10,7 @@
 //! | [`optim`] | taper-optim | optimizers, learning-rate schedules, optimizer state |
 //! | [`data`] | taper-data | datasets, batching, IDX/MNIST loading, transforms |
 //! | [`train`] | taper-train | metrics, progress, early stopping, checkpoints, plots |
+//! | [`dist`] | taper-dist | data-parallel training: DDP, ZeRO-1, MPI (feature `mpi`) |
 //!
 //! A training step, written out in full (forward, loss, backward, update):
 //!
@@ -47,6 +48,8 @@ pub struct ReadmeDoctests;
 // modules (`taper::optim::Adam`), not bare re-export lines.
 #[doc(inline)]
 pub use taper_data as data;
+#[doc(inline)]
+pub use taper_dist as dist;
 #[doc(inline)]
 pub use taper_nn as nn;
 #[doc(inline)]
@@ -119,7 +122,7 @@ pub mod prelude {
         one_hot, Compose, Normalize, OneHot, RandomErasing, RandomRotation, RandomTranslate,
     };
     pub use taper_data::{
-        mnist, random_split, Batch, Batching, DataLoader, Dataset, Subset, TensorDataset,
+        mnist, random_split, Batch, Batching, DataLoader, Dataset, ShardTail, Subset, TensorDataset,
     };
 
     pub use taper_train::{

@@ -26,9 +26,9 @@ use both::{
     NllLoss, NonFinite, NonFiniteGrads, Norm, Normalize, OneCycleLr, OneHot, Optimizer,
     OptimizerState, ParamStore, PlateauConfig, PolynomialLr, Progress, RAdam, RandomErasing,
     RandomRotation, RandomTranslate, ReduceLrOnPlateau, Reduction, RmsProp, RowSparse, Rprop, Rule,
-    RunningMean, Schedule, Sequential, SequentialLr, Sgd, Signal, SparseAdam, StateDict, Stateful,
-    StepLr, Stop, StopRules, Subset, SummaryWriter, SwaLr, Tensor, TensorDataset, Var, Verbosity,
-    WeightDecay, D,
+    RunningMean, Schedule, Sequential, SequentialLr, Sgd, ShardTail, Signal, SparseAdam, StateDict,
+    Stateful, StepLr, Stop, StopRules, Subset, SummaryWriter, SwaLr, Tensor, TensorDataset, Var,
+    Verbosity, WeightDecay, D,
 };
 
 #[test]
