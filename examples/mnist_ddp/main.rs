@@ -276,11 +276,6 @@ fn run<R: Rule>(args: &Args, comm: &Mpi, rule: R) -> anyhow::Result<()> {
             };
             let m = manager.as_mut().expect("rank 0 has the manager");
             m.save(&ckpt, None)
-                .map_err(|e| taper::dist::Error::InvalidValue {
-                    field: "checkpoint",
-                    value: e.to_string(),
-                    expected: "a writable --out directory",
-                })
         })?;
     }
     if total_time > 0.0 {

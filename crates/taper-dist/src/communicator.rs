@@ -6,6 +6,8 @@
 //! transport implements these and gets DDP, ZeRO-1 and the checks for free. Every rank must
 //! make the same calls in the same order with the same sizes, as in MPI.
 
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor};
+
 use crate::{invalid, Error, Result};
 
 /// The collectives every transport provides. Ranks count from 0; rank 0 is the root that
@@ -38,6 +40,16 @@ pub trait Communicator {
     /// Ends every process of the job with `code` (`MPI_Abort`): for an error on one rank
     /// that the others cannot learn about, so that they do not wait for it forever.
     fn abort(&self, code: i32) -> !;
+
+    /// Sums a contiguous f32 or f64 tensor over all ranks, in place, on its device. The
+    /// default copies through host memory; a GPU transport (NCCL) overrides it to stay on
+    /// the GPU.
+    fn all_reduce_sum_tensor(&self, t: &Tensor) -> Result<()>
+    where
+        Self: Sized,
+    {
+        host_all_reduce(self, t)
+    }
 
     /// True on rank 0.
     fn is_root(&self) -> bool {
@@ -87,14 +99,18 @@ pub trait Communicator {
     }
 
     /// Runs `f` on rank 0 only (writing a checkpoint, a log), then holds every rank at a
-    /// barrier until it is done. Rank 0 gets `Some(result)`; the others get `None`, or
-    /// [`Error::PeerFailed`] when `f` failed on rank 0.
-    fn on_root<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<Option<T>>
+    /// barrier until it is done. Rank 0 gets `Some(result)`, or [`Error::Failed`] with
+    /// `f`'s error; the others get `None`, or [`Error::PeerFailed`] when `f` failed.
+    fn on_root<T, E>(&self, op: &'static str, f: impl FnOnce() -> Result<T, E>) -> Result<Option<T>>
     where
         Self: Sized,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let local = if self.is_root() {
-            f().map(Some)
+            f().map(Some).map_err(|e| Error::Failed {
+                op,
+                source: e.into(),
+            })
         } else {
             Ok(None)
         };
@@ -140,5 +156,68 @@ pub(crate) fn check_counts(
             "the sum of the counts",
         ));
     }
+    Ok(())
+}
+
+/// Writes `values` over a tensor's elements in place (any device).
+struct Overwrite<'a>(&'a Tensor);
+
+impl InplaceOp1 for Overwrite<'_> {
+    fn name(&self) -> &'static str {
+        "overwrite"
+    }
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("all-reduce needs a contiguous tensor")
+        };
+        match s {
+            CpuStorage::F32(v) => v[a..b].copy_from_slice(&self.0.to_vec1::<f32>()?),
+            CpuStorage::F64(v) => v[a..b].copy_from_slice(&self.0.to_vec1::<f64>()?),
+            _ => candle_core::bail!("all-reduce of this dtype: f32 or f64 expected"),
+        }
+        Ok(())
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &mut candle_core::CudaStorage, l: &Layout) -> candle_core::Result<()> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("all-reduce needs a contiguous tensor")
+        };
+        use candle_core::backend::BackendStorage;
+        let failed = |e| candle_core::Error::Msg(format!("copy to the GPU: {e:?}"));
+        let stream = s.device().cuda_stream();
+        match s.dtype() {
+            DType::F32 => {
+                let host = self.0.to_vec1::<f32>()?;
+                let mut v = s.as_cuda_slice_mut::<f32>()?.slice_mut(a..b);
+                stream.memcpy_htod(&host, &mut v).map_err(failed)?;
+            }
+            DType::F64 => {
+                let host = self.0.to_vec1::<f64>()?;
+                let mut v = s.as_cuda_slice_mut::<f64>()?.slice_mut(a..b);
+                stream.memcpy_htod(&host, &mut v).map_err(failed)?;
+            }
+            other => candle_core::bail!("all-reduce of {other:?}: f32 or f64 expected"),
+        }
+        Ok(())
+    }
+}
+
+/// [`Communicator::all_reduce_sum_tensor`] through host memory.
+pub(crate) fn host_all_reduce<C: Communicator>(comm: &C, t: &Tensor) -> Result<()> {
+    let flat = t.flatten_all()?;
+    let summed = match t.dtype() {
+        DType::F32 => {
+            let mut v = flat.to_vec1::<f32>()?;
+            comm.all_reduce_sum_f32(&mut v)?;
+            Tensor::from_vec(v, flat.dims(), &candle_core::Device::Cpu)?
+        }
+        DType::F64 => {
+            let mut v = flat.to_vec1::<f64>()?;
+            comm.all_reduce_sum_f64(&mut v)?;
+            Tensor::from_vec(v, flat.dims(), &candle_core::Device::Cpu)?
+        }
+        other => return Err(invalid("tensor dtype", format!("{other:?}"), "f32 or f64")),
+    };
+    t.inplace_op1(&Overwrite(&summed))?;
     Ok(())
 }

@@ -67,6 +67,7 @@ pub struct DistributedDataParallel<'c, C: Communicator> {
     buf32: Vec<Vec<f32>>,
     buf64: Vec<Vec<f64>>,
     sync: bool,
+    device_buckets: bool,
     stats: SyncStats,
 }
 
@@ -164,8 +165,10 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
             .iter()
             .map(|b| vec![0f64; if b.dtype == DType::F64 { b.len } else { 0 }])
             .collect();
+        let device_buckets = params.first().is_some_and(|(_, v)| !v.device().is_cpu());
         let ddp = Self {
             comm,
+            device_buckets,
             store: store.clone(),
             params,
             plan,
@@ -176,6 +179,14 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
         };
         ddp.broadcast_entries(|_| true)?;
         Ok(ddp)
+    }
+
+    /// Reduce buckets as device tensors ([`Communicator::all_reduce_sum_tensor`]: on the
+    /// GPU with NCCL) instead of host buffers. On by default for a model off the CPU;
+    /// setting it for a CPU model runs the same path there (for testing).
+    pub fn device_buckets(mut self, on: bool) -> Self {
+        self.device_buckets = on;
+        self
     }
 
     /// The communicator.
@@ -266,6 +277,11 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
         self.comm.all_reduce_sum_f64(&mut present)?;
         let mut calls = 1;
         for (bi, bucket) in self.plan.buckets.iter().enumerate() {
+            if self.device_buckets {
+                reduce_bucket_tensor(self.comm, bucket, grads, &self.params, &present)?;
+                calls += 1;
+                continue;
+            }
             match bucket.dtype {
                 DType::F32 => reduce_bucket(
                     self.comm,
@@ -332,6 +348,49 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
             .collect::<Result<Vec<_>>>()?;
         check_same(self.comm, "parameter values", &lines)
     }
+}
+
+/// A bucket as one device tensor: the gradients concatenated, reduced where they are.
+fn reduce_bucket_tensor<C: Communicator>(
+    comm: &C,
+    bucket: &crate::Bucket,
+    grads: &mut Gradients,
+    params: &[(String, Var)],
+    present: &[f64],
+) -> Result<()> {
+    let parts = bucket
+        .members
+        .iter()
+        .map(|m| {
+            let var = &params[m.index].1;
+            Ok(match grads.get(&m.name) {
+                Some(g) if g.dims() == m.dims.as_slice() => {
+                    g.to_dtype(bucket.dtype)?.flatten_all()?
+                }
+                Some(g) => {
+                    return Err(invalid(
+                        "gradient",
+                        format!("{}: shape {:?}", m.name, g.dims()),
+                        "the parameter's shape",
+                    ))
+                }
+                None => Tensor::zeros(var.elem_count(), bucket.dtype, var.device())?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let flat = Tensor::cat(&parts, 0)?;
+    comm.all_reduce_sum_tensor(&flat)?;
+    let mean = flat.affine(1.0 / comm.world_size() as f64, 0.0)?;
+    for m in &bucket.members {
+        if present[m.index] > 0.0 {
+            let n: usize = m.dims.iter().product();
+            grads.insert(
+                &m.name,
+                mean.narrow(0, m.offset, n)?.reshape(m.dims.as_slice())?,
+            );
+        }
+    }
+    Ok(())
 }
 
 fn reduce_bucket<T: Elem, C: Communicator>(

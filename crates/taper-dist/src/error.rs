@@ -51,6 +51,24 @@ pub enum Error {
         rank: usize,
     },
 
+    /// A collective or a copy failed inside the transport (NCCL, CUDA).
+    #[error("{op} failed: {reason}")]
+    Transport {
+        /// The operation.
+        op: &'static str,
+        /// What the library said.
+        reason: String,
+    },
+
+    /// A step run on this rank alone failed (see [`Communicator::on_root`](crate::Communicator::on_root)).
+    #[error("{op}: {source}")]
+    Failed {
+        /// The operation.
+        op: &'static str,
+        /// Its error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// MPI was already initialized in this process (there is one `Mpi` per process).
     #[error("MPI is already initialized in this process; create one `Mpi` and share it")]
     AlreadyInitialized,

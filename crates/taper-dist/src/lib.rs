@@ -2,13 +2,14 @@
 //!
 //! Data-parallel training for Taper, on the engines clusters already run: MPI between CPU
 //! processes on one machine or many (feature `mpi`: Open MPI through rsmpi, launched with
-//! `mpirun`). The default build needs no MPI; [`SingleProcess`] is the world of one rank,
+//! `mpirun`), and NCCL between GPUs (feature `nccl`, bootstrapped over MPI; compiled in CI,
+//! not yet run on a GPU). The default build needs no MPI; [`SingleProcess`] is the world of one rank,
 //! so code written for N ranks runs and is tested anywhere.
 //!
 //! | piece | file | PyTorch |
 //! | --- | --- | --- |
 //! | [`Communicator`]: all-reduce, broadcast, all-gather, barrier, abort | `communicator.rs` | `torch.distributed` |
-//! | [`Mpi`] (feature `mpi`), [`SingleProcess`] | `mpi.rs`, `single.rs` | the `mpi`/`gloo` backends |
+//! | `Mpi` (feature `mpi`), `Nccl` (feature `nccl`), [`SingleProcess`] | `mpi.rs`, `nccl.rs`, `single.rs` | the `mpi`, `nccl` and `gloo` backends |
 //! | [`DistributedDataParallel`]: same start, averaged gradients in buckets, `no_sync` | `ddp.rs` | `DistributedDataParallel` |
 //! | [`BucketPlan`]: flat 25 MiB buckets in name order | `bucket.rs` | `bucket_cap_mb` |
 //! | [`ZeroOptimizer`]: optimizer state sharded by name (ZeRO-1) | `zero.rs` | `ZeroRedundancyOptimizer` |
@@ -55,6 +56,8 @@ mod error;
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 mod single;
 mod zero;
 
@@ -66,6 +69,8 @@ pub use error::{Error, Result};
 pub use launch::Launcher;
 #[cfg(feature = "mpi")]
 pub use mpi::Mpi;
+#[cfg(feature = "nccl")]
+pub use nccl::Nccl;
 pub use single::SingleProcess;
 pub use zero::{partition, ZeroMemory, ZeroOptimizer};
 

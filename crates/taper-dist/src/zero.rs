@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use candle_core::{DType, Tensor, Var};
-use taper_optim::{Optimizer, OptimizerState, Rule, StepReport};
+use taper_optim::{Clip, Optimizer, OptimizerState, Rule, StepReport};
 use taper_tensor::{Gradients, ParamStore};
 
 use crate::bucket::{copy_out, Elem};
@@ -145,6 +145,18 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
             dtype,
             counts,
         })
+    }
+
+    /// Clips the gradients before every step ([`Clip`]). Each rank's shard optimizer sees
+    /// every averaged gradient, so `Clip::Norm` takes the global norm, as unsharded
+    /// training does. Every rank must call it.
+    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
+        let local = match self.inner.take() {
+            Some(o) => o.with_clip(clip).map(Some).map_err(Error::from),
+            None => Ok(None),
+        };
+        self.inner = self.comm.agree("configuring gradient clipping", local)?;
+        Ok(self)
     }
 
     /// The names of the parameters whose state this rank keeps.

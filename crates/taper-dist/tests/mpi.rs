@@ -4,9 +4,11 @@
 //! - 2 ranks at batch 32 give the weights of 1 process at batch 64, to 1e-6 after 50 steps,
 //!   for SGD (momentum) and Adam, with ZeRO-1 off and on; the ranks are checked
 //!   bit-identical after every step (and their final files are compared byte for byte).
-//! - Gradient accumulation with `no_sync` averages once per step and matches the large batch.
+//! - Gradient accumulation with `no_sync` averages once per step and matches the large batch
+//!   (through the device-tensor bucket path that CUDA models take).
 //! - A ZeRO-1 checkpoint written by 2 ranks resumes on 1 process and continues exactly.
-//! - A model that differs across ranks is an error on every rank, naming the entry.
+//! - A model that differs across ranks is an error on every rank, naming the entry; so is a
+//!   checkpoint that rank 0 fails to write.
 //! - A rank that dies ends the job with an error instead of a hang.
 //!
 //! Skips, saying so, without `mpirun` (install `openmpi-bin libopenmpi-dev`).
@@ -154,7 +156,7 @@ fn worker() -> Res<()> {
                         let path = dir.join(format!("{tag}-ckpt-model.safetensors"));
                         candle_core::safetensors::save(model, path)?;
                         state.save(dir.join(format!("{tag}-ckpt-opt.safetensors")))?;
-                        Ok(())
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
                     })?;
                 }
             }
@@ -165,7 +167,8 @@ fn worker() -> Res<()> {
             taper_tensor::manual_seed(100);
             let store = ParamStore::new(&Device::Cpu, DType::F32);
             let model = common::model(&store, 32)?;
-            let mut ddp = DistributedDataParallel::new(&comm, &store)?;
+            // Buckets as tensors: the path CUDA models take, here on the CPU.
+            let mut ddp = DistributedDataParallel::new(&comm, &store)?.device_buckets(true);
             let mut opt = taper_optim::Optimizer::new(
                 taper_optim::Sgd::new(0.05).with_momentum(0.9),
                 &store,
@@ -202,6 +205,17 @@ fn worker() -> Res<()> {
             let _m = common::model(&store, if r == 0 { 32 } else { 33 })?;
             let err = DistributedDataParallel::new(&comm, &store).unwrap_err();
             std::fs::write(dir.join(format!("mismatch-rank{r}.txt")), err.to_string())?;
+            // A checkpoint that rank 0 cannot write stops rank 1 too, instead of leaving it
+            // to wait at the next collective.
+            let err = comm
+                .on_root("writing the checkpoint", || {
+                    std::fs::write("/nonexistent-dir/ckpt", b"x")
+                })
+                .unwrap_err();
+            std::fs::write(
+                dir.join(format!("root-failed-rank{r}.txt")),
+                err.to_string(),
+            )?;
         }
         "die" => {
             let store = ParamStore::new(&Device::Cpu, DType::F32);
@@ -351,6 +365,13 @@ fn a_model_that_differs_across_ranks_is_an_error_on_every_rank() {
         assert!(msg.contains("`1.weight parameter [32, 784] F32`"), "{msg}");
         assert!(msg.contains("[33, 784]"), "{msg}");
     }
+    let root = std::fs::read_to_string(dir.join("root-failed-rank0.txt")).unwrap();
+    assert!(root.contains("No such file"), "{root}");
+    let other = std::fs::read_to_string(dir.join("root-failed-rank1.txt")).unwrap();
+    assert_eq!(
+        other,
+        "rank 0 failed during writing the checkpoint; every rank stops"
+    );
 }
 
 #[test]
@@ -363,8 +384,12 @@ fn a_rank_that_dies_ends_the_job_with_an_error_not_a_hang() {
     assert!(!dir.join("die-rank0-returned.txt").exists());
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("what mpirun says when rank 1 dies:\n{stderr}");
+    // Rank 1 got as far as its exit, and mpirun said why the job ended.
+    assert!(stderr.contains("rank 1 exits before"), "{}", text(&out));
     assert!(
-        stderr.contains("rank 1") || stderr.contains("exited"),
+        ["non-zero", "exited", "aborted", "rank 1"]
+            .iter()
+            .any(|w| stderr.contains(w)),
         "{}",
         text(&out)
     );

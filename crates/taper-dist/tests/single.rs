@@ -145,12 +145,44 @@ fn zero_state_consolidates_and_loads_back_and_refuses_a_bad_state() -> Res<()> {
 }
 
 #[test]
+fn zero_clips_by_the_global_norm_like_the_plain_optimizer() -> Res<()> {
+    use taper_optim::{Clip, Optimizer, Sgd};
+    use taper_tensor::{Gradients, Norm, Tensor};
+    let comm = SingleProcess;
+    let make = || -> Res<ParamStore> {
+        let store = ParamStore::new(&Device::Cpu, DType::F32);
+        store.parameter("a", 2, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
+        store.parameter("b", 2, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
+        Ok(store)
+    };
+    let grads = |store: &ParamStore| -> Res<Gradients> {
+        let mut g = Gradients::default();
+        for (n, v) in store.trainable() {
+            g.insert(&n, (v.as_tensor().ones_like()? * 3.0)?);
+        }
+        Ok(g)
+    };
+    let clip = Clip::Norm {
+        max_norm: 1.0,
+        norm: Norm::L2,
+    };
+    let (s1, s2) = (make()?, make()?);
+    let mut plain = Optimizer::new(Sgd::new(0.5), &s1)?.with_clip(clip)?;
+    let mut zero = ZeroOptimizer::new(Sgd::new(0.5), &s2, &comm)?.with_clip(clip)?;
+    plain.step(&grads(&s1)?)?;
+    let report = zero.step(&grads(&s2)?)?;
+    assert_eq!(report.grad_norm, Some(6.0)); // √(4 × 9), over both parameters
+    assert_eq!(common::max_diff(&s1, &s2)?, 0.0);
+    Ok(())
+}
+
+#[test]
 fn on_root_runs_once_and_agree_passes_errors_through() -> Res<()> {
     let comm = SingleProcess;
     let mut ran = 0;
     let out = comm.on_root("saving", || {
         ran += 1;
-        Ok(7)
+        Ok::<_, std::io::Error>(7)
     })?;
     assert_eq!((out, ran), (Some(7), 1));
     let err = comm
