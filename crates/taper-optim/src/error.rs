@@ -105,6 +105,15 @@ pub enum Error {
     #[error("optimizer state does not fit: {0}")]
     StateMismatch(String),
 
+    /// NVRTC refused a generated kernel.
+    #[error("generated CUDA kernel for {ty} does not compile: {reason}")]
+    KernelCompile {
+        /// The element type (`float`, `double`).
+        ty: String,
+        /// NVRTC's log.
+        reason: String,
+    },
+
     /// A state file could not be read or written.
     #[error("optimizer state file `{path}`: {reason}")]
     StateFile {

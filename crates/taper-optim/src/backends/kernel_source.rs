@@ -236,6 +236,27 @@ impl KernelSource {
         )
     }
 
+    /// [`KernelSource::cuda`] compiled to PTX by NVRTC for `arch` (e.g. `"compute_90"`),
+    /// as it would be before a launch; no GPU is needed. Feature `nvrtc`.
+    #[cfg(feature = "nvrtc")]
+    pub fn ptx(&self, ty: &str, arch: &'static str) -> crate::Result<String> {
+        use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+        let opts = CompileOptions {
+            arch: Some(arch),
+            // Keep IEEE division and square roots, as the CPU paths compute them.
+            prec_div: Some(true),
+            prec_sqrt: Some(true),
+            fmad: Some(false),
+            ..Default::default()
+        };
+        compile_ptx_with_opts(self.cuda(ty), opts)
+            .map(|ptx| ptx.to_src())
+            .map_err(|e| crate::Error::KernelCompile {
+                ty: ty.to_string(),
+                reason: format!("{e:?}"),
+            })
+    }
+
     /// A [`KernelSource::norms_of`] body as a C11 function `name(p, g, s0, …, c, n, acc)`
     /// that adds Σθ² and Σu² over `n` elements of `ty` to `acc[0]` and `acc[1]`.
     pub fn c_norms(&self, ty: &str, name: &str) -> String {

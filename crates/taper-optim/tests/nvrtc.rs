@@ -1,0 +1,98 @@
+//! Every rule's generated CUDA kernel compiles with NVRTC, in float and double, for sm_90
+//! (H100/H200), on a machine without a GPU. Feature `nvrtc`; needs libnvrtc.so.13 on the
+//! library path (`. scripts/cuda-env.sh` installs it from the pinned wheel). Skips, saying
+//! why, without it. Launching the kernels needs a GPU and is not covered here.
+
+#![cfg(feature = "nvrtc")]
+
+use taper_optim::*;
+
+const ARCH: &str = "compute_90";
+
+/// NVRTC loads on first use and cudarc panics when it cannot: probe once.
+fn nvrtc_loads() -> std::result::Result<(), String> {
+    let probe = std::panic::catch_unwind(|| {
+        cudarc::nvrtc::compile_ptx("extern \"C\" __global__ void probe() {}").map(|_| ())
+    });
+    match probe {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("NVRTC failed on an empty kernel: {e:?}")),
+        Err(_) => Err("libnvrtc.so.13 could not be loaded (source scripts/cuda-env.sh)".into()),
+    }
+}
+
+struct Each {
+    compiled: usize,
+    skipped: Vec<String>,
+}
+
+impl Visitor for Each {
+    fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+        if rule.whole_tensor(&[64, 64]) {
+            self.skipped.push(format!(
+                "{}: steps whole tensors with candle ops (Rule::whole_tensor), no kernel",
+                entry.key
+            ));
+            return;
+        }
+        let mut scalars: Vec<f64> = rule
+            .scalars()
+            .iter()
+            .map(|&s| rule.initial_scalar(s))
+            .collect();
+        // Steps 1 and 2: the code is the same, only the constants change; compile both to
+        // be sure nothing step-dependent reaches the source.
+        for step in 1..=2 {
+            let s = rule.prepare(step, &mut Slots::new(&mut scalars));
+            let k = KernelSource::of(&rule, &s);
+            for ty in ["float", "double"] {
+                let ptx = k.ptx(ty, ARCH).unwrap_or_else(|e| {
+                    panic!("{} ({ty}, step {step}): {e}\n{}", entry.key, k.cuda(ty))
+                });
+                assert!(ptx.contains(".entry taper_step"), "{}: {ptx}", entry.key);
+                assert!(ptx.contains(".target sm_90"), "{}: {ptx}", entry.key);
+                let fty = if ty == "float" { ".f32" } else { ".f64" };
+                assert!(
+                    ptx.contains(fty),
+                    "{} ({ty}): no {fty} arithmetic in the PTX",
+                    entry.key
+                );
+                self.compiled += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn every_rules_cuda_kernel_compiles_with_nvrtc() {
+    if let Err(why) = nvrtc_loads() {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut each = Each {
+        compiled: 0,
+        skipped: Vec::new(),
+    };
+    visit_optimizers(&mut each);
+    for s in &each.skipped {
+        println!("{s}");
+    }
+    println!("{} kernels compiled to PTX for {ARCH}", each.compiled);
+    assert!(each.compiled >= 4 * 15, "{}", each.compiled);
+}
+
+#[test]
+fn a_kernel_nvrtc_refuses_is_an_error_with_its_log() {
+    if let Err(why) = nvrtc_loads() {
+        println!("skipped: {why}");
+        return;
+    }
+    let adam = Adam::new(1e-3);
+    let mut k = KernelSource::of(&adam, &adam.prepare(1, &mut Slots::new(&mut [])));
+    k.body.push_str("this is not C;\n");
+    let err = k.ptx("float", ARCH).unwrap_err().to_string();
+    assert!(
+        err.contains("does not compile") && err.contains("float"),
+        "{err}"
+    );
+}
