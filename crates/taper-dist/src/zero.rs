@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use candle_core::{DType, Tensor, Var};
-use taper_optim::{Clip, Optimizer, OptimizerState, Rule, StepReport};
+use taper_optim::{Clip, LrTarget, Optimizer, OptimizerState, Rule, StepReport};
 use taper_tensor::{Gradients, ParamStore};
 
 use crate::bucket::{copy_out, Elem};
@@ -59,6 +59,8 @@ pub struct ZeroOptimizer<'c, R: Rule, C: Communicator> {
     params: Vec<(String, Var)>,
     owner: Vec<usize>,
     inner: Option<Optimizer<R>>,
+    // The hyperparameters every rank shares, kept also where a rank owns nothing.
+    rule: R,
     dtype: DType,
     counts: Vec<usize>,
 }
@@ -122,7 +124,7 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
             let inner = if mine.is_empty() {
                 None
             } else {
-                Some(Optimizer::from_vars(rule, mine)?)
+                Some(Optimizer::from_vars(rule.clone(), mine)?)
             };
             let counts = (0..comm.world_size())
                 .map(|r| {
@@ -142,6 +144,7 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
             params,
             owner,
             inner,
+            rule,
             dtype,
             counts,
         })
@@ -188,17 +191,14 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
         self.inner.as_mut()
     }
 
-    /// The learning rate (`None` on a rank that owns nothing).
-    pub fn lr(&self) -> Option<f64> {
-        self.inner.as_ref().map(Optimizer::lr)
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        self.rule.common().lr
     }
 
-    /// Sets every group's learning rate on this rank's shard.
+    /// Sets the learning rate (an invalid one is an error and changes nothing).
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        if let Some(o) = &mut self.inner {
-            o.set_lr(lr)?;
-        }
-        Ok(())
+        Ok(self.set_group_lr(0, lr)?)
     }
 
     /// Updates this rank's parameters from `grads` (all of them, averaged), then gathers
@@ -330,5 +330,42 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
             o.commit_state(s);
         }
         Ok(())
+    }
+}
+
+/// Schedules and other learning-rate controllers drive a sharded optimizer as they drive an
+/// unsharded one (one group). Every rank must apply the same changes, which holds for
+/// schedules (functions of the step) and for controllers fed all-reduced metrics.
+impl<R: Rule, C: Communicator> LrTarget for ZeroOptimizer<'_, R, C> {
+    fn group_count(&self) -> usize {
+        1
+    }
+
+    fn group_lr(&self, group: usize) -> Option<f64> {
+        (group == 0).then(|| self.rule.common().lr)
+    }
+
+    fn set_group_lr(&mut self, group: usize, lr: f64) -> taper_optim::Result<()> {
+        let mut probe = Optimizer::from_vars(self.rule.clone(), self.params.clone())?;
+        probe.set_group_lr(group, lr)?;
+        if let Some(o) = &mut self.inner {
+            o.set_group_lr(group, lr)?;
+        }
+        self.rule.common_mut().lr = lr;
+        Ok(())
+    }
+
+    fn group_momentum(&self, group: usize) -> Option<f64> {
+        (group == 0).then(|| self.rule.momentum()).flatten()
+    }
+
+    fn set_group_momentum(&mut self, group: usize, momentum: f64) -> taper_optim::Result<bool> {
+        let mut probe = Optimizer::from_vars(self.rule.clone(), self.params.clone())?;
+        let had = probe.set_group_momentum(group, momentum)?;
+        if let Some(o) = &mut self.inner {
+            o.set_group_momentum(group, momentum)?;
+        }
+        self.rule.set_momentum(momentum);
+        Ok(had)
     }
 }

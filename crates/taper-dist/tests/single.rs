@@ -177,6 +177,46 @@ fn zero_clips_by_the_global_norm_like_the_plain_optimizer() -> Res<()> {
 }
 
 #[test]
+fn schedules_drive_a_sharded_optimizer_as_they_drive_a_plain_one() -> Res<()> {
+    use taper_optim::{CosineAnnealingLr, LrScheduler, LrTarget, OneCycleLr, Optimizer, Rule, Sgd};
+    use taper_tensor::{Gradients, Tensor};
+    let comm = SingleProcess;
+    let make = || -> Res<ParamStore> {
+        let store = ParamStore::new(&Device::Cpu, DType::F32);
+        store.parameter("w", 3, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
+        Ok(store)
+    };
+    let (s1, s2) = (make()?, make()?);
+    let rule = Sgd::new(0.1).with_momentum(0.9);
+    let mut plain = Optimizer::new(rule, &s1)?;
+    let mut zero = ZeroOptimizer::new(rule, &s2, &comm)?;
+    let mut a = LrScheduler::new(CosineAnnealingLr::new(5, 0.0)?, &mut plain)?;
+    let mut b = LrScheduler::new(CosineAnnealingLr::new(5, 0.0)?, &mut zero)?;
+    for _ in 0..4 {
+        let g = Gradients::compute(&s1.var("w")?.as_tensor().sqr()?.sum_all()?, &s1)?;
+        plain.step(&g)?;
+        let g = Gradients::compute(&s2.var("w")?.as_tensor().sqr()?.sum_all()?, &s2)?;
+        zero.step(&g)?;
+        a.step(&mut plain)?;
+        b.step(&mut zero)?;
+        assert_eq!(plain.lr(), zero.lr());
+    }
+    assert_eq!(common::max_diff(&s1, &s2)?, 0.0);
+    // OneCycle cycles the momentum too; an invalid rate is refused and changes nothing.
+    let mut c = LrScheduler::new(OneCycleLr::new(1.0, 10)?, &mut zero)?;
+    c.step(&mut zero)?;
+    assert_eq!(
+        zero.group_momentum(0),
+        zero.local().unwrap().groups()[0].rule.momentum()
+    );
+    let before = zero.lr();
+    assert!(zero.set_lr(-1.0).is_err());
+    assert_eq!(zero.lr(), before);
+    assert_eq!(zero.local().unwrap().lr(), before);
+    Ok(())
+}
+
+#[test]
 fn on_root_runs_once_and_agree_passes_errors_through() -> Res<()> {
     let comm = SingleProcess;
     let mut ran = 0;
