@@ -155,16 +155,6 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
             "planning gradient buckets",
             BucketPlan::new(&entries, cap_bytes),
         )?;
-        let buf32 = plan
-            .buckets
-            .iter()
-            .map(|b| vec![0f32; if b.dtype == DType::F32 { b.len } else { 0 }])
-            .collect();
-        let buf64 = plan
-            .buckets
-            .iter()
-            .map(|b| vec![0f64; if b.dtype == DType::F64 { b.len } else { 0 }])
-            .collect();
         let device_buckets = params.first().is_some_and(|(_, v)| !v.device().is_cpu());
         let ddp = Self {
             comm,
@@ -172,8 +162,9 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
             store: store.clone(),
             params,
             plan,
-            buf32,
-            buf64,
+            // Allocated at the first host-buffer sync: a model on the GPU never needs them.
+            buf32: Vec::new(),
+            buf64: Vec::new(),
             sync: true,
             stats: SyncStats::default(),
         };
@@ -276,6 +267,21 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
             .collect();
         self.comm.all_reduce_sum_f64(&mut present)?;
         let mut calls = 1;
+        if !self.device_buckets && self.buf32.len() != self.plan.buckets.len() {
+            let sized = |b: &crate::Bucket, dtype| if b.dtype == dtype { b.len } else { 0 };
+            self.buf32 = self
+                .plan
+                .buckets
+                .iter()
+                .map(|b| vec![0f32; sized(b, DType::F32)])
+                .collect();
+            self.buf64 = self
+                .plan
+                .buckets
+                .iter()
+                .map(|b| vec![0f64; sized(b, DType::F64)])
+                .collect();
+        }
         for (bi, bucket) in self.plan.buckets.iter().enumerate() {
             if self.device_buckets {
                 reduce_bucket_tensor(self.comm, bucket, grads, &self.params, &present)?;

@@ -346,10 +346,12 @@ impl<R: Rule, C: Communicator> LrTarget for ZeroOptimizer<'_, R, C> {
     }
 
     fn set_group_lr(&mut self, group: usize, lr: f64) -> taper_optim::Result<()> {
-        let mut probe = Optimizer::from_vars(self.rule.clone(), self.params.clone())?;
-        probe.set_group_lr(group, lr)?;
-        if let Some(o) = &mut self.inner {
-            o.set_group_lr(group, lr)?;
+        // The shard's optimizer checks the rate; a rank that owns nothing checks it on a
+        // throwaway one, so every rank refuses the same rates (schedules call this each step).
+        match &mut self.inner {
+            Some(o) => o.set_group_lr(group, lr)?,
+            None => Optimizer::from_vars(self.rule.clone(), self.params.clone())?
+                .set_group_lr(group, lr)?,
         }
         self.rule.common_mut().lr = lr;
         Ok(())
@@ -360,11 +362,11 @@ impl<R: Rule, C: Communicator> LrTarget for ZeroOptimizer<'_, R, C> {
     }
 
     fn set_group_momentum(&mut self, group: usize, momentum: f64) -> taper_optim::Result<bool> {
-        let mut probe = Optimizer::from_vars(self.rule.clone(), self.params.clone())?;
-        let had = probe.set_group_momentum(group, momentum)?;
-        if let Some(o) = &mut self.inner {
-            o.set_group_momentum(group, momentum)?;
-        }
+        let had = match &mut self.inner {
+            Some(o) => o.set_group_momentum(group, momentum)?,
+            None => Optimizer::from_vars(self.rule.clone(), self.params.clone())?
+                .set_group_momentum(group, momentum)?,
+        };
         self.rule.set_momentum(momentum);
         Ok(had)
     }
