@@ -4,7 +4,7 @@
 //! machine without a GPU (CI compiles it there).
 //!
 //! Run on a GPU machine: `cargo test --release --features cuda --test gpu -- --nocapture`.
-//! Status: compiled in CI; not yet run on a GPU.
+//! Status: compiled in CI; not yet run on a GPU (no GPU was lent to the sessions so far).
 
 #![cfg(feature = "cuda")]
 
@@ -14,6 +14,7 @@ mod mnist_core;
 
 use candle_core::{ModuleT, Var};
 use clap::Parser;
+use taper::optim::Path;
 use taper::prelude::*;
 
 /// The first CUDA device, or `None` after printing why there is none.
@@ -57,14 +58,17 @@ fn grad(step: u64, dev: &Device) -> Tensor {
     Tensor::from_vec(v, N, dev).unwrap()
 }
 
-/// 25 steps of `rule` on `dev`: the parameter, then each state tensor.
-fn run<R: Rule>(rule: &R, dev: &Device) -> Vec<Vec<f32>> {
+/// 25 steps of `rule` on `dev` along `path`: the parameter, then each state tensor, and
+/// how the optimizer said it ran ([`Optimizer::execution`]).
+fn run<R: Rule>(rule: &R, dev: &Device, path: Path) -> (Vec<Vec<f32>>, String) {
     let store = ParamStore::new(dev, DType::F32);
     let p0: Vec<f32> = (0..N).map(|i| (i as f32 * 0.11).cos()).collect();
     store
         .parameter("w", N, |_, _, d| Ok(Tensor::from_vec(p0.clone(), N, d)?))
         .unwrap();
-    let mut opt = Optimizer::new(rule.clone(), &store).unwrap();
+    let mut opt = Optimizer::new(rule.clone(), &store)
+        .unwrap()
+        .with_path(path);
     for step in 1..=STEPS {
         let mut g = Gradients::default();
         g.insert("w", grad(step, dev));
@@ -74,7 +78,7 @@ fn run<R: Rule>(rule: &R, dev: &Device) -> Vec<Vec<f32>> {
     for t in &opt.state("w").unwrap().tensors {
         out.push(host(t));
     }
-    out
+    (out, opt.execution().join("; "))
 }
 
 #[test]
@@ -83,31 +87,86 @@ fn every_optimizer_on_cuda_matches_the_cpu_over_25_steps() {
     struct Each<'a> {
         dev: &'a Device,
         worst: f32,
+        fused: usize,
     }
     impl taper::optim::Visitor for Each<'_> {
         fn visit<R: Rule>(&mut self, entry: &taper::optim::Entry, rule: R) {
-            let cpu = run(&rule, &Device::Cpu);
-            let cuda = run(&rule, self.dev);
-            for (k, (a, b)) in cpu.iter().zip(&cuda).enumerate() {
-                let e = rel(a, b);
-                assert!(
-                    e <= 1e-6,
-                    "{} tensor {k}: CUDA differs from the CPU by {e:e}",
-                    entry.key
-                );
-                self.worst = self.worst.max(e);
+            let (cpu, _) = run(&rule, &Device::Cpu, Path::Auto);
+            let (fused, how) = run(&rule, self.dev, Path::Auto);
+            let (generic, _) = run(&rule, self.dev, Path::Generic);
+            if rule.whole_tensor(&[N]) {
+                assert!(how.contains("tensor ops"), "{}: {how}", entry.key);
+            } else {
+                assert!(how.contains("fused CUDA kernel"), "{}: {how}", entry.key);
+                self.fused += 1;
+            }
+            // The fused kernel and the generic tensor path on the GPU, each against the CPU.
+            for (path, gpu) in [("fused", &fused), ("generic", &generic)] {
+                for (k, (a, b)) in cpu.iter().zip(gpu).enumerate() {
+                    let e = rel(a, b);
+                    assert!(
+                        e <= 1e-6,
+                        "{} tensor {k}: the {path} CUDA path differs from the CPU by {e:e}",
+                        entry.key
+                    );
+                    self.worst = self.worst.max(e);
+                }
             }
         }
     }
     let mut each = Each {
         dev: &dev,
         worst: 0.0,
+        fused: 0,
     };
+    let before = taper::optim::compiled_kernels();
     taper::optim::visit_optimizers(&mut each);
     println!(
-        "every optimizer: CUDA within {:e} of the CPU after {STEPS} steps",
-        each.worst
+        "every optimizer: CUDA (fused kernel for {} configurations, and tensor ops) within {:e} \
+         of the CPU after {STEPS} steps; NVRTC compiled {} kernels",
+        each.fused,
+        each.worst,
+        taper::optim::compiled_kernels() - before
     );
+    assert!(each.fused >= 15, "{}", each.fused);
+}
+
+#[test]
+fn the_fused_cuda_step_compiles_once_and_allocates_nothing_per_step() {
+    let Some(dev) = gpu() else { return };
+    let store = ParamStore::new(&dev, DType::F32);
+    let w = store
+        .parameter("w", 1 << 20, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+        .unwrap();
+    let mut opt = Optimizer::new(Adam::new(1e-3), &store).unwrap();
+    let mut g = Gradients::default();
+    g.insert("w", Tensor::ones(1 << 20, DType::F32, &dev).unwrap());
+    opt.step(&g).unwrap();
+    let compiled = taper::optim::compiled_kernels();
+    let ptr = |t: &Tensor| {
+        let (s, _) = t.storage_and_layout();
+        match &*s {
+            candle_core::Storage::Cuda(c) => {
+                use candle_core::cuda::cudarc::driver::DevicePtr;
+                let slice = c.as_cuda_slice::<f32>().unwrap();
+                let (ptr, _sync) = slice.device_ptr(slice.stream());
+                ptr as usize
+            }
+            _ => unreachable!("on the GPU"),
+        }
+    };
+    let (p0, m0) = (ptr(&w), ptr(&opt.state("w").unwrap().tensors[0]));
+    for _ in 0..10 {
+        opt.step(&g).unwrap();
+    }
+    assert_eq!(
+        taper::optim::compiled_kernels(),
+        compiled,
+        "steps 2..11 reuse step 1's kernel"
+    );
+    // In place: the parameter and its state keep their storage.
+    assert_eq!(ptr(&w), p0);
+    assert_eq!(ptr(&opt.state("w").unwrap().tensors[0]), m0);
 }
 
 /// A layer's forward pass (training mode).

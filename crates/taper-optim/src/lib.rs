@@ -45,7 +45,8 @@
 //! mode ([`NonFiniteGrads::Skip`]), and state saved through safetensors. Each rule's math
 //! is written once over [`Lane`] and runs on two paths: candle tensor ops (any device) and a
 //! fused in-place CPU loop (no allocation per step). The same formula also generates the C
-//! source of a fused kernel ([`KernelSource`]), for a GPU kernel compiled at run time.
+//! source of a fused kernel ([`KernelSource`]); with feature `cuda` it is compiled by NVRTC
+//! at run time, once per configuration, and launched in place on the GPU.
 //!
 //! Learning rates: the documents' [`InverseTime`] and [`InverseSqrt`] decays, the
 //! loss-driven [`ReduceLrOnPlateau`] and the gradient-norm-ratio [`GradNormRatio`];
@@ -84,6 +85,12 @@
 //! ([`LbfgsOptimizer::step_with`]); Lookahead wraps any [`Optimizer`] ([`Lookahead`]).
 //! Weight averaging ([`AveragedModel`]) sits beside the optimizer, as `swa_utils` does.
 
+#[cfg(all(feature = "nvrtc", feature = "cuda"))]
+compile_error!(
+    "taper-optim: features `nvrtc` and `cuda` exclude each other (cudarc either loads or \
+     links the CUDA libraries); `cuda` already includes NVRTC"
+);
+
 mod algorithms;
 mod backends;
 mod engine;
@@ -97,6 +104,10 @@ use algorithms::{
     adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lbfgs, lion, lookahead, muon,
     nadam, radam, rmsprop, rprop, sgd, sparse_adam,
 };
+#[cfg(feature = "cuda")]
+use backends::cuda;
+#[cfg(any(feature = "nvrtc", feature = "cuda"))]
+use backends::nvrtc;
 use backends::{fused, kernel_source};
 use engine::{any, lane, optimizer, rule, slot, state};
 use lr::{
@@ -120,7 +131,7 @@ pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
 pub use cyclic::{CyclicLr, CyclicMode};
 pub use error::{Error, Result};
 pub use grad_norm_rate::GradNormRatio;
-pub use kernel_source::{Expr, KernelSource};
+pub use kernel_source::{Expr, KernelSource, MAX_KERNEL_CONSTANTS};
 pub use lamb::{Lamb, LambSlot, LambStep};
 pub use lane::Lane;
 pub use lars::{Lars, LarsSlot, LarsStep};
@@ -130,6 +141,8 @@ pub use lookahead::Lookahead;
 pub use multiplicative::MultiplicativeLr;
 pub use muon::{AdjustLr, Muon, MuonSlot, NsPrecision};
 pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
+#[cfg(any(feature = "nvrtc", feature = "cuda"))]
+pub use nvrtc::compiled_kernels;
 pub use one_cycle::{Anneal, OneCycleLr};
 pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
 pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};

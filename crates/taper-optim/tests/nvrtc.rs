@@ -5,6 +5,8 @@
 
 #![cfg(feature = "nvrtc")]
 
+use std::collections::HashSet;
+
 use taper_optim::*;
 
 const ARCH: &str = "compute_90";
@@ -24,6 +26,10 @@ fn nvrtc_loads() -> std::result::Result<(), String> {
 struct Each {
     compiled: usize,
     skipped: Vec<String>,
+    /// Every distinct source asked for: the cache must have compiled each exactly once.
+    sources: HashSet<String>,
+    /// The most constants any kernel takes.
+    most_constants: usize,
 }
 
 impl Visitor for Each {
@@ -45,7 +51,15 @@ impl Visitor for Each {
         for step in 1..=2 {
             let s = rule.prepare(step, &mut Slots::new(&mut scalars));
             let k = KernelSource::of(&rule, &s);
+            assert!(
+                k.constants.len() <= MAX_KERNEL_CONSTANTS,
+                "{}: {} constants do not fit the kernel's argument struct",
+                entry.key,
+                k.constants.len()
+            );
+            self.most_constants = self.most_constants.max(k.constants.len());
             for ty in ["float", "double"] {
+                self.sources.insert(k.cuda(ty));
                 let ptx = k.ptx(ty, ARCH).unwrap_or_else(|e| {
                     panic!("{} ({ty}, step {step}): {e}\n{}", entry.key, k.cuda(ty))
                 });
@@ -72,13 +86,26 @@ fn every_rules_cuda_kernel_compiles_with_nvrtc() {
     let mut each = Each {
         compiled: 0,
         skipped: Vec::new(),
+        sources: HashSet::new(),
+        most_constants: 0,
     };
     visit_optimizers(&mut each);
     for s in &each.skipped {
         println!("{s}");
     }
-    println!("{} kernels compiled to PTX for {ARCH}", each.compiled);
+    println!(
+        "{} kernels compiled to PTX for {ARCH}: {} distinct sources, the rest from the cache; \
+         at most {} constants of {MAX_KERNEL_CONSTANTS}",
+        each.compiled,
+        each.sources.len(),
+        each.most_constants
+    );
     assert!(each.compiled >= 4 * 15, "{}", each.compiled);
+    // Steps 1 and 2 share their source, and so do configurations that differ only in
+    // hyperparameter values: NVRTC ran once per distinct source. (The other test in this
+    // file only adds a source NVRTC refuses, which is not cached.)
+    assert!(each.sources.len() < each.compiled);
+    assert_eq!(compiled_kernels(), each.sources.len());
 }
 
 #[test]

@@ -7,13 +7,14 @@
 //! compiled kernel serves every step for as long as the rule takes the same branches
 //! (RAdam switches once, when its rectification turns on; key a cache by the source).
 //!
-//! [`KernelSource::cuda`] wraps the body in a CUDA kernel for NVRTC (one thread per element)
-//! and [`KernelSource::c`] in a plain C loop. The tests compile the C form with the system's
-//! C compiler and check it against the fused CPU path for every optimizer; the CUDA form
-//! shares the body and has not been compiled by NVRTC or run on a GPU (see the README).
-//! The operations map one to one onto the fused CPU loop's, so with `-ffp-contract=off` the
-//! C form is bit-identical to it; NVRTC fuses multiply-adds by default, which changes the
-//! last bits.
+//! [`KernelSource::cuda`] wraps the body in a CUDA kernel (one thread per element) and
+//! [`KernelSource::c`] in a plain C loop. The tests compile the C form with the system's C
+//! compiler and check it against the fused CPU path for every optimizer, and compile every
+//! rule's CUDA form with NVRTC (`tests/nvrtc.rs`). With feature `cuda` the optimizer
+//! launches the CUDA form on candle's storage (`backends/cuda.rs`). The operations map one
+//! to one onto the fused CPU loop's, so with `-ffp-contract=off` the C form is
+//! bit-identical to it; NVRTC is asked for the same (no fused multiply-adds, IEEE division
+//! and square roots).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -114,6 +115,11 @@ fn prelude(ty: &str) -> String {
     format!("typedef {ty} T;\n#define SQRT {sqrt}\n#define ABS {abs}\n")
 }
 
+/// The most constants (hyperparameters and per-step scalars) one CUDA kernel takes: they
+/// travel by value in its argument buffer, 512 bytes in double. Every rule in this crate
+/// uses far fewer; a rule that needs more takes candle tensor ops on the GPU.
+pub const MAX_KERNEL_CONSTANTS: usize = 64;
+
 /// One rule's update as C: inputs `p_`, `g_`, `s0_`, `s1_`, …; statements over `T` (the
 /// element type) and `SQRT`/`ABS`; outputs written back to `p`, `s0`, `s1`, ….
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +142,9 @@ impl KernelSource {
     /// let k = KernelSource::of(&adam, &s);
     /// assert_eq!(k.states, 2); // exp_avg, exp_avg_sq
     /// let cuda = k.cuda("float");
-    /// assert!(cuda.contains("__global__ void taper_step(T* p, const T* g, T* s0, T* s1, const T* c"));
+    /// assert!(cuda.contains(
+    ///     "__global__ void taper_step(T* p, const T* g, T* s0, T* s1, const TaperConsts cs"
+    /// ));
     /// assert!(cuda.contains("s1[i] = "));
     /// // Step 2 has other bias corrections but the same code: only the constants change.
     /// let k2 = KernelSource::of(&adam, &adam.prepare(2, &mut Slots::new(&mut [])));
@@ -211,50 +219,60 @@ impl KernelSource {
         s
     }
 
-    /// The argument list: `T* p, const T* g, T* s0, …, const T* c, size_t n` (or
-    /// `unsigned long long n` for CUDA).
-    fn params(&self, size_t: &str) -> String {
+    /// The argument list: `T* p, const T* g, T* s0, …`, then `consts` (the constants
+    /// parameter) and `n` of type `size_t`.
+    fn params(&self, consts: &str, size_t: &str) -> String {
         let mut s = String::from("T* p, const T* g");
         for k in 0..self.states {
             let _ = write!(s, ", T* s{k}");
         }
-        let _ = write!(s, ", const T* c, {size_t} n");
+        let _ = write!(s, ", {consts}, {size_t} n");
         s
     }
 
     /// A CUDA kernel `taper_step` over `ty` (`"float"` or `"double"`), one thread per
-    /// element, for NVRTC; the constants go in a device array of `ty`.
+    /// element, for NVRTC. The constants travel by value in the launch's argument buffer
+    /// (a struct of [`MAX_KERNEL_CONSTANTS`] values of `ty`), so a step uploads nothing and
+    /// allocates nothing on the device.
     pub fn cuda(&self, ty: &str) -> String {
         format!(
-            "{}extern \"C\" __global__ void taper_step({}) {{\n\
+            "{}struct TaperConsts {{ T v[{MAX_KERNEL_CONSTANTS}]; }};\n\
+             extern \"C\" __global__ void taper_step({}) {{\n\
              unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n\
-             if (i >= n) return;\n{}\n{}}}\n",
+             if (i >= n) return;\nconst T* c = cs.v;\n{}\n{}}}\n",
             prelude(ty),
-            self.params("unsigned long long"),
+            self.params("const TaperConsts cs", "unsigned long long"),
             self.loads(),
             self.body
         )
     }
 
     /// [`KernelSource::cuda`] compiled to PTX by NVRTC for `arch` (e.g. `"compute_90"`),
-    /// as it would be before a launch; no GPU is needed. Feature `nvrtc`.
-    #[cfg(feature = "nvrtc")]
+    /// as it is before a launch; no GPU is needed. The PTX is cached per source for the
+    /// life of the process (see [`compiled_kernels`](crate::compiled_kernels)). Feature
+    /// `nvrtc` or `cuda`.
+    #[cfg(any(feature = "nvrtc", feature = "cuda"))]
     pub fn ptx(&self, ty: &str, arch: &'static str) -> crate::Result<String> {
-        use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-        let opts = CompileOptions {
-            arch: Some(arch),
-            // Keep IEEE division and square roots, as the CPU paths compute them.
-            prec_div: Some(true),
-            prec_sqrt: Some(true),
-            fmad: Some(false),
-            ..Default::default()
-        };
-        compile_ptx_with_opts(self.cuda(ty), opts)
-            .map(|ptx| ptx.to_src())
-            .map_err(|e| crate::Error::KernelCompile {
+        self.check_constants(ty)?;
+        Ok(crate::nvrtc::compiled(&self.cuda(ty), ty, Some(arch))?
+            .ptx
+            .clone())
+    }
+
+    /// An error when the step's constants do not fit the CUDA kernel's argument struct.
+    #[cfg(any(feature = "nvrtc", feature = "cuda"))]
+    fn check_constants(&self, ty: &str) -> crate::Result<()> {
+        if self.constants.len() > MAX_KERNEL_CONSTANTS {
+            return Err(crate::Error::KernelCompile {
                 ty: ty.to_string(),
-                reason: format!("{e:?}"),
-            })
+                reason: format!(
+                    "the update uses {} constants, more than MAX_KERNEL_CONSTANTS = \
+                     {MAX_KERNEL_CONSTANTS}",
+                    self.constants.len()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// A [`KernelSource::norms_of`] body as a C11 function `name(p, g, s0, …, c, n, acc)`
@@ -280,7 +298,7 @@ impl KernelSource {
             "{}static void {name}({}) {{\nfor (size_t i = 0; i < n; i++) {{\n{}\n{}}}\n}}\n\
              #undef SQRT\n#undef ABS\n",
             prelude(ty),
-            self.params("size_t"),
+            self.params("const T* c", "size_t"),
             self.loads(),
             self.body
         )

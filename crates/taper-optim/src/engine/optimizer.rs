@@ -144,9 +144,10 @@ impl<R: Rule> std::fmt::Debug for Optimizer<R> {
 }
 
 impl<R: Rule> Optimizer<R> {
-    /// How each group's parameters are updated on the CPU: the fused in-place loop, or
-    /// candle tensor ops and why (one line per group, in group order). CUDA and other
-    /// devices always use tensor ops.
+    /// How each group's parameters are updated: the fused in-place CPU loop, the fused CUDA
+    /// kernel (feature `cuda`, parameters on a CUDA device), or candle tensor ops and why
+    /// (one line per group, in group order; a group with a parameter off the CPU is judged
+    /// by that parameter's device).
     ///
     /// ```
     /// use taper_optim::{Adam, Optimizer, Path};
@@ -177,6 +178,12 @@ impl<R: Rule> Optimizer<R> {
                     )
                 } else if self.path == Path::Generic {
                     "tensor ops (Path::Generic was chosen)".to_string()
+                } else if let Some((_, v)) = g.params.iter().find(|(_, v)| !v.device().is_cpu()) {
+                    if cfg!(feature = "cuda") && v.device().is_cuda() {
+                        format!("fused CUDA kernel, NVRTC ({k} state tensors)")
+                    } else {
+                        format!("tensor ops: {:?} has no fused path", v.device().location())
+                    }
                 } else if k > fused::MAX_FUSED_STATE {
                     format!(
                         "tensor ops: {} keeps {k} state tensors, more than the fused loop's \
@@ -465,6 +472,8 @@ fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamSta
     let p = var.as_tensor();
     let whole = rule.whole_tensor(p.dims());
     let fused = !whole && path == Path::Auto && fused::eligible(p, g, &st.tensors);
+    #[cfg(feature = "cuda")]
+    let on_gpu = !whole && path == Path::Auto && crate::cuda::eligible(p, g, &st.tensors);
     if rule.needs_norms() {
         let norms = if fused {
             fused::norms(rule, &s, p, g, &st.tensors)?
@@ -475,6 +484,10 @@ fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamSta
     }
     if fused {
         return fused::step(rule, &s, p, g, &st.tensors);
+    }
+    #[cfg(feature = "cuda")]
+    if on_gpu && crate::cuda::step(rule, &s, p, g, &st.tensors)? {
+        return Ok(());
     }
     let g = g.to_dtype(p.dtype())?.detach();
     let new = if whole {
