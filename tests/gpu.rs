@@ -19,10 +19,10 @@ use taper::prelude::*;
 
 /// The first CUDA device, or `None` after printing why there is none.
 fn gpu() -> Option<Device> {
-    match Device::new_cuda(0) {
+    match taper::tensor::device("cuda") {
         Ok(d) => Some(d),
         Err(e) => {
-            println!("skipped: no CUDA device could be opened: {e}");
+            println!("skipped: {e}");
             None
         }
     }
@@ -443,5 +443,53 @@ fn mnist_trains_on_cuda_to_97_percent_in_2_epochs() {
         "{}",
         summary.final_test_accuracy
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Where no GPU opens (CI: a CUDA build linked against the stub driver of
+/// `scripts/cuda-env.sh link`, which answers CUDA_ERROR_NO_DEVICE as a driver without a GPU
+/// does): asking for CUDA is an error that says so, the best device is the CPU, and
+/// `mnist --device cuda` fails with that error instead of panicking.
+#[test]
+fn a_cuda_build_without_a_gpu_reports_it_and_runs_on_the_cpu() {
+    if let Ok(dev) = Device::new_cuda(0) {
+        println!("skipped: a GPU is present ({dev:?}); this test covers machines without one");
+        return;
+    }
+    let err = taper::tensor::device("cuda:0").unwrap_err();
+    assert!(
+        matches!(err, taper::tensor::Error::CudaUnavailable { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cuda:0") && msg.contains("no CUDA GPU") && !msg.contains("backtrace"),
+        "{msg}"
+    );
+    assert!(taper::tensor::cuda_compiled());
+    assert!(!taper::tensor::cuda_is_available());
+    assert!(taper::tensor::best_device().is_cpu());
+
+    let out = std::env::temp_dir().join(format!("taper-gpu-none-{}", std::process::id()));
+    let args = mnist_core::Args::parse_from([
+        "mnist",
+        "--device",
+        "cuda",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = mnist_core::run(&args).expect_err("no GPU to train on");
+    assert!(format!("{err:#}").contains("no CUDA GPU"), "{err:#}");
+    // The CPU still trains in this build.
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let w = store
+        .parameter("w", 4, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+        .unwrap();
+    let mut opt = Optimizer::new(Adam::new(0.1), &store).unwrap();
+    opt.backward_step(&w.sqr().unwrap().sum_all().unwrap())
+        .unwrap();
+    assert!(host(&w).iter().all(|&x| x < 1.0));
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -20,8 +20,9 @@ pub fn cuda_is_available() -> bool {
 /// Parses a device string as PyTorch writes them: `cpu`, `cuda` (GPU 0) or `cuda:N`.
 ///
 /// Case and surrounding whitespace are ignored. CUDA in a CPU-only build is an error that
-/// says how to rebuild; a CUDA build on a machine whose GPU cannot be opened returns
-/// candle's error.
+/// says how to rebuild ([`Error::CudaNotCompiled`]); a CUDA build on a machine whose GPU
+/// cannot be opened (a driver but no GPU, or no such ordinal) is
+/// [`Error::CudaUnavailable`] with the driver's answer, not a panic.
 ///
 /// ```
 /// let cpu = taper_tensor::device("cpu")?;
@@ -38,8 +39,20 @@ pub fn device(spec: &str) -> Result<Device> {
                     spec: spec.trim().to_string(),
                 });
             }
-            Ok(Device::new_cuda(ordinal)?)
+            Device::new_cuda(ordinal).map_err(|e| Error::CudaUnavailable {
+                spec: spec.trim().to_string(),
+                reason: driver_message(e),
+            })
         }
+    }
+}
+
+/// candle's error without the backtrace it may carry (`RUST_BACKTRACE`), for a one-line
+/// message.
+fn driver_message(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => driver_message(*inner),
+        e => e.to_string(),
     }
 }
 

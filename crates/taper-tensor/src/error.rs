@@ -93,6 +93,19 @@ pub enum Error {
         spec: String,
     },
 
+    /// A CUDA build could not open the GPU asked for: no GPU, no driver, or an ordinal past
+    /// the last GPU.
+    #[error(
+        "device `{spec}`: no CUDA GPU could be opened ({reason}); check `nvidia-smi` and \
+         CUDA_VISIBLE_DEVICES, or use `cpu`"
+    )]
+    CudaUnavailable {
+        /// The device string that asked for CUDA.
+        spec: String,
+        /// The driver's answer (e.g. `CUDA_ERROR_NO_DEVICE`).
+        reason: String,
+    },
+
     /// A file could not be read, written or understood.
     #[error("{path}: {reason}")]
     File {
