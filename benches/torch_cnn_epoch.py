@@ -9,9 +9,7 @@ Usage: python3 torch_cnn_epoch.py DIR [LIMIT] [EPOCHS]
   -> one JSON line per network: {"variant", "train_samples_per_s": [per epoch],
      "infer_samples_per_s": [per epoch], "threads", "version", "final_loss"}
 """
-import gzip
 import json
-import struct
 import sys
 import time
 
@@ -19,13 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-
-def idx(path):
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        data = f.read()
-    nd = data[3]
-    dims = struct.unpack(">" + "I" * nd, data[4:4 + 4 * nd])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+from mnist_idx import idx
 
 
 def images(d, name):

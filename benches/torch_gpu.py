@@ -10,15 +10,15 @@ Usage:
 Exits with status 1, printing nothing, when no CUDA GPU is available.
 TAPER_BENCH_DEVICE=cpu runs the same code on the CPU, to check the script anywhere.
 """
-import gzip
 import json
 import os
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
+
+from mnist_idx import idx
 
 dev = torch.device(os.environ.get("TAPER_BENCH_DEVICE", "cuda"))
 if dev.type == "cuda" and not torch.cuda.is_available():
@@ -39,14 +39,6 @@ def timed(f, steps):
         f()
     sync()
     return (time.perf_counter() - t) / steps
-
-
-def idx(path):
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        data = f.read()
-    nd = data[3]
-    dims = struct.unpack(">" + "I" * nd, data[4:4 + 4 * nd])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
 
 
 if sys.argv[1] == "adam":

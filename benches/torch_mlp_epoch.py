@@ -5,22 +5,14 @@ torch.optim.Adam's default (foreach) implementation and with fused=True.
 Usage: python3 torch_mlp_epoch.py DIR [LIMIT] [EPOCHS]
   -> prints one JSON line per variant: {"variant": ..., "samples_per_s": [per epoch], ...}
 """
-import gzip
 import json
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
 
-
-def idx(path):
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        data = f.read()
-    nd = data[3]
-    dims = struct.unpack(">" + "I" * nd, data[4:4 + 4 * nd])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+from mnist_idx import idx
 
 
 d = sys.argv[1]

@@ -20,13 +20,15 @@ use std::time::Instant;
 
 use clap::Parser;
 
+#[path = "common/mlp.rs"]
+mod mlp;
 #[path = "common/peers.rs"]
 #[allow(dead_code)]
 mod peers;
 
 use taper::data::mnist;
 use taper::data::{Batching, DataLoader, Dataset};
-use taper::nn::{cross_entropy, Activation, Flatten, Linear, Sequential};
+use taper::nn::cross_entropy;
 use taper::optim::{Adam, Optimizer, Path};
 use taper::prelude::*;
 
@@ -108,11 +110,7 @@ fn mlp(dev: &Device, epochs: u64) -> anyhow::Result<f64> {
     manual_seed(0);
     let train = mnist::builtin()?.train;
     let store = ParamStore::new(dev, DType::F32);
-    let model = Sequential::new(&store)
-        .append(Flatten::default())
-        .append_with(|s| Linear::new(784, 256, s))?
-        .append(Activation::Relu)
-        .append_with(|s| Linear::new(256, 10, s))?;
+    let model = mlp::mlp(&store)?;
     let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
     let loader = DataLoader::new(train.clone(), Batching::MiniBatch(64))?
         .shuffle(true)

@@ -10,13 +10,15 @@
 use std::path::Path;
 use std::time::Instant;
 
+#[path = "common/mlp.rs"]
+mod mlp;
 #[path = "common/peers.rs"]
 mod peers;
 use peers::{best, peak_mib};
 
 use taper::data::mnist::{self, MnistKind};
 use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
-use taper::nn::{cross_entropy, Activation, Flatten, Linear, Sequential};
+use taper::nn::cross_entropy;
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 use taper::tensor::candle_nn::{self, Optimizer as _, VarBuilder, VarMap};
@@ -24,11 +26,7 @@ use taper::tensor::candle_nn::{self, Optimizer as _, VarBuilder, VarMap};
 fn taper_epochs(train: &TensorDataset, epochs: u64) -> anyhow::Result<Vec<(f64, Option<f64>)>> {
     manual_seed(0);
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let model = Sequential::new(&store)
-        .append(Flatten::default())
-        .append_with(|s| Linear::new(784, 256, s))?
-        .append(Activation::Relu)
-        .append_with(|s| Linear::new(256, 10, s))?;
+    let model = mlp::mlp(&store)?;
     let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
     let loader = DataLoader::new(train.clone(), Batching::MiniBatch(64))?
         .shuffle(true)

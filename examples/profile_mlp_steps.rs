@@ -6,9 +6,12 @@
 //! Run: `cargo run --release --example profile_mlp_steps [-- STEPS]`, or
 //! `valgrind --tool=callgrind target/release/examples/profile_mlp_steps 100`
 
+#[path = "common/mlp.rs"]
+mod mlp;
+
 use taper::data::mnist;
 use taper::data::{Batching, DataLoader};
-use taper::nn::{cross_entropy, Activation, Flatten, Linear, Sequential};
+use taper::nn::cross_entropy;
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 
@@ -26,11 +29,7 @@ fn run() -> anyhow::Result<()> {
     manual_seed(0);
     let train = mnist::builtin()?.train;
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let model = Sequential::new(&store)
-        .append(Flatten::default())
-        .append_with(|s| Linear::new(784, 256, s))?
-        .append(Activation::Relu)
-        .append_with(|s| Linear::new(256, 10, s))?;
+    let model = mlp::mlp(&store)?;
     let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
     let loader = DataLoader::new(train, Batching::MiniBatch(64))?
         .shuffle(true)

@@ -12,15 +12,22 @@
 #[allow(dead_code)]
 mod mnist_core;
 
+use std::sync::{Mutex, MutexGuard};
+
 use candle_core::{ModuleT, Var};
 use clap::Parser;
 use taper::optim::Path;
 use taper::prelude::*;
 
-/// The first CUDA device, or `None` after printing why there is none.
-fn gpu() -> Option<Device> {
+/// The first CUDA device and a lock held for the rest of the test, or `None` after printing
+/// why there is none. The tests share one GPU, and one of them counts NVRTC compilations,
+/// which the others would change if they ran alongside.
+fn gpu() -> Option<(Device, MutexGuard<'static, ()>)> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the next one still runs.
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     match taper::tensor::device("cuda") {
-        Ok(d) => Some(d),
+        Ok(d) => Some((d, serial)),
         Err(e) => {
             println!("skipped: {e}");
             None
@@ -83,7 +90,7 @@ fn run<R: Rule>(rule: &R, dev: &Device, path: Path) -> (Vec<Vec<f32>>, String) {
 
 #[test]
 fn every_optimizer_on_cuda_matches_the_cpu_over_25_steps() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _serial)) = gpu() else { return };
     struct Each<'a> {
         dev: &'a Device,
         worst: f32,
@@ -133,7 +140,7 @@ fn every_optimizer_on_cuda_matches_the_cpu_over_25_steps() {
 
 #[test]
 fn the_fused_cuda_step_compiles_once_and_allocates_nothing_per_step() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _serial)) = gpu() else { return };
     let store = ParamStore::new(&dev, DType::F32);
     let w = store
         .parameter("w", 1 << 20, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
@@ -210,7 +217,7 @@ fn layer_agrees(name: &str, build: Build, input: &[usize], dev: &Device) {
 
 #[test]
 fn every_layer_forward_and_backward_on_cuda_matches_the_cpu() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _serial)) = gpu() else { return };
     let layers: [(&str, Build, &[usize]); 8] = [
         ("Linear", |s| Ok(boxed(Linear::new(12, 5, s)?)), &[4, 12]),
         (
@@ -288,7 +295,7 @@ fn every_layer_forward_and_backward_on_cuda_matches_the_cpu() {
 
 #[test]
 fn every_loss_on_cuda_matches_the_cpu() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _serial)) = gpu() else { return };
     let x = randn((6, 5), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
     let y = randn((6, 5), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
     let p = candle_nn::ops::softmax(&y, 1).unwrap();
@@ -365,7 +372,7 @@ fn every_loss_on_cuda_matches_the_cpu() {
 
 #[test]
 fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
-    let Some(dev) = gpu() else { return };
+    let Some((dev, _serial)) = gpu() else { return };
     let dir = std::env::temp_dir().join(format!("taper-gpu-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     manual_seed(5);
@@ -420,9 +427,7 @@ fn a_checkpoint_saved_on_the_gpu_loads_on_the_cpu_and_back() {
 
 #[test]
 fn mnist_trains_on_cuda_to_97_percent_in_2_epochs() {
-    if gpu().is_none() {
-        return;
-    }
+    let Some((_dev, _serial)) = gpu() else { return };
     let out = std::env::temp_dir().join(format!("taper-gpu-mnist-{}", std::process::id()));
     let args = mnist_core::Args::parse_from([
         "mnist",
