@@ -1,7 +1,9 @@
 //! Every rule's generated CUDA kernel compiles with NVRTC, in float and double, for sm_90
-//! (H100/H200), on a machine without a GPU. Feature `nvrtc`; needs libnvrtc.so.13 on the
-//! library path (`. scripts/cuda-env.sh` installs it from the pinned wheel). Skips, saying
-//! why, without it. Launching the kernels needs a GPU and is not covered here.
+//! (H100/H200), on a machine without a GPU; its PTX parameter list is what the fused CUDA
+//! step passes at launch; NVRTC runs once per distinct source (the cache). Feature `nvrtc`;
+//! needs libnvrtc.so.13 on the library path (`. scripts/cuda-env.sh` installs it from the
+//! pinned wheel). Skips, saying why, without it. Launching the kernels needs a GPU: that is
+//! `tests/gpu.rs` in the repository root.
 
 #![cfg(feature = "nvrtc")]
 
@@ -21,6 +23,38 @@ fn nvrtc_loads() -> std::result::Result<(), String> {
         Ok(Err(e)) => Err(format!("NVRTC failed on an empty kernel: {e:?}")),
         Err(_) => Err("libnvrtc.so.13 could not be loaded (source scripts/cuda-env.sh)".into()),
     }
+}
+
+/// The parameter list of the PTX entry `taper_step`, one declaration per parameter with
+/// its name dropped (e.g. `.param .u64`, `.param .align 8 .b8 [512]`).
+fn entry_params(ptx: &str) -> Vec<String> {
+    let start = ptx.find(".entry taper_step(").expect("an entry") + ".entry taper_step(".len();
+    let end = start + ptx[start..].find(')').expect("a closed parameter list");
+    ptx[start..end]
+        .split(',')
+        .map(|p| {
+            let p = p.trim();
+            // `.param .align 8 .b8 taper_step_param_4[512]` -> `.param .align 8 .b8 [512]`
+            let name = p.find("taper_step_param_").expect("a parameter name");
+            let rest = &p[name..];
+            let suffix = rest.find('[').map_or("", |i| &rest[i..]);
+            format!("{}{suffix}", &p[..name])
+        })
+        .collect()
+}
+
+/// What `backends/cuda.rs` passes at launch, as PTX declares it: a 64-bit device pointer for
+/// the parameter, the gradient and each state tensor; the constants by value, as
+/// `MAX_KERNEL_CONSTANTS` values of the element type; the element count as a u64.
+fn launch_abi(states: usize, ty: &str) -> Vec<String> {
+    let size = if ty == "float" { 4 } else { 8 };
+    let mut abi = vec![".param .u64 ".to_string(); 2 + states];
+    abi.push(format!(
+        ".param .align {size} .b8 [{}]",
+        size * MAX_KERNEL_CONSTANTS
+    ));
+    abi.push(".param .u64 ".to_string());
+    abi
 }
 
 struct Each {
@@ -64,6 +98,12 @@ impl Visitor for Each {
                     panic!("{} ({ty}, step {step}): {e}\n{}", entry.key, k.cuda(ty))
                 });
                 assert!(ptx.contains(".entry taper_step"), "{}: {ptx}", entry.key);
+                assert_eq!(
+                    entry_params(&ptx),
+                    launch_abi(k.states, ty),
+                    "{} ({ty}): the kernel's parameters are not what the launch passes",
+                    entry.key
+                );
                 assert!(ptx.contains(".target sm_90"), "{}: {ptx}", entry.key);
                 let fty = if ty == "float" { ".f32" } else { ".f64" };
                 assert!(
