@@ -441,3 +441,32 @@ fn muon_refuses_non_matrices_and_whole_tensor_rules_name_their_path() {
     let adafactor = Optimizer::new(Adafactor::new(0.01), &store).unwrap();
     assert!(adafactor.execution()[0].contains("Adafactor steps whole tensors (2 of 2"));
 }
+
+#[test]
+fn execution_says_half_precision_parameters_take_tensor_ops() {
+    for dt in [DType::F16, DType::BF16] {
+        let store = ParamStore::new(&Device::Cpu, dt);
+        store
+            .parameter("w", 8, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+            .unwrap();
+        // lr 0.1: a step of 1e-3 would round back to 1.0 in bfloat16.
+        let mut opt = Optimizer::new(Adam::new(0.1), &store).unwrap();
+        assert_eq!(
+            opt.execution(),
+            [format!(
+                "default: tensor ops: {dt:?} parameters have no fused path"
+            )]
+        );
+        // And it does step them, on candle ops.
+        let mut g = Gradients::default();
+        g.insert("w", Tensor::ones(8, dt, &Device::Cpu).unwrap());
+        opt.step(&g).unwrap();
+        let w = store
+            .var("w")
+            .unwrap()
+            .as_tensor()
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert!(w.to_vec1::<f32>().unwrap().iter().all(|&x| x < 1.0));
+    }
+}

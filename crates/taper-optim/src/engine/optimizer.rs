@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
 use crate::rule::{update, update_tensor, Rule, TensorNorms};
@@ -178,6 +178,12 @@ impl<R: Rule> Optimizer<R> {
                     )
                 } else if self.path == Path::Generic {
                     "tensor ops (Path::Generic was chosen)".to_string()
+                } else if let Some((_, v)) = g
+                    .params
+                    .iter()
+                    .find(|(_, v)| !matches!(v.dtype(), DType::F32 | DType::F64))
+                {
+                    format!("tensor ops: {:?} parameters have no fused path", v.dtype())
                 } else if let Some((_, v)) = g.params.iter().find(|(_, v)| !v.device().is_cpu()) {
                     if cfg!(feature = "cuda") && v.device().is_cuda() {
                         format!("fused CUDA kernel, NVRTC ({k} state tensors)")
