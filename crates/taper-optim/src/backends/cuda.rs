@@ -27,25 +27,15 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 
 use crate::kernel_source::{KernelSource, MAX_KERNEL_CONSTANTS};
 use crate::rule::Rule;
-use crate::{nvrtc, Result};
+use crate::{fused, nvrtc, Result};
 
 /// Threads per block.
 const BLOCK: u32 = 256;
 
-/// Whether the fused CUDA kernel applies: every tensor on the parameter's CUDA device,
-/// f32 or f64 throughout, contiguous, and all the same size.
+/// Whether the fused CUDA kernel applies: the parameter on a CUDA device, and
+/// [`fused::one_kernel`] (f32 or f64, every tensor on that device, contiguous, one size).
 pub(crate) fn eligible(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
-    let dt = p.dtype();
-    let n = p.elem_count();
-    p.device().is_cuda()
-        && matches!(dt, DType::F32 | DType::F64)
-        && std::iter::once(g).chain(state).all(|t| {
-            t.device().same_device(p.device())
-                && t.dtype() == dt
-                && t.is_contiguous()
-                && t.elem_count() == n
-        })
-        && p.is_contiguous()
+    p.device().is_cuda() && fused::one_kernel(p, g, state)
 }
 
 /// Runs one fused update of `p` and `state` with gradient `g` on the GPU. Returns `false`,

@@ -79,20 +79,26 @@ fused_float!(f64, F64);
 /// [`Optimizer::execution`]: crate::Optimizer::execution
 pub const MAX_FUSED_STATE: usize = 3;
 
-/// Whether the fused path applies: CPU, f32 or f64, one dtype, contiguous, at most
-/// [`MAX_FUSED_STATE`] state tensors, all the same size.
+/// Whether the fused path applies: CPU, at most [`MAX_FUSED_STATE`] state tensors, and
+/// [`one_kernel`].
 pub(crate) fn eligible(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
+    p.device().is_cpu() && state.len() <= MAX_FUSED_STATE && one_kernel(p, g, state)
+}
+
+/// Whether one fused kernel can take these tensors, on whatever device: the parameter is f32
+/// or f64, and the gradient and every state tensor are on its device, of its dtype and
+/// size, and all are contiguous. Shared by the CPU loop and the CUDA kernel.
+pub(crate) fn one_kernel(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
     let dt = p.dtype();
     let n = p.elem_count();
-    p.device().is_cpu()
-        && matches!(dt, DType::F32 | DType::F64)
-        && state.len() <= MAX_FUSED_STATE
-        && std::iter::once(g)
-            .chain(state)
-            .chain(std::iter::once(p))
-            .all(|t| {
-                t.device().is_cpu() && t.dtype() == dt && t.is_contiguous() && t.elem_count() == n
-            })
+    matches!(dt, DType::F32 | DType::F64)
+        && p.is_contiguous()
+        && std::iter::once(g).chain(state).all(|t| {
+            t.device().same_device(p.device())
+                && t.dtype() == dt
+                && t.is_contiguous()
+                && t.elem_count() == n
+        })
 }
 
 /// Runs one fused update of `p` (and `state`) with gradient `g`. Call only when [`eligible`].
