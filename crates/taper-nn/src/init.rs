@@ -6,7 +6,7 @@
 
 use taper_tensor::{rand_uniform, randn, DType, Device, Shape, Tensor};
 
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// The nonlinearity that follows a layer, for [`calculate_gain`].
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -34,30 +34,27 @@ pub mod init;
 mod layers;
 mod losses;
 
-// Flat paths inside the crate (`crate::linear`, …) and the public modules
-// (`taper_nn::activation`, `taper_nn::loss`, `taper_nn::regularization`), whatever the folder.
+// The public API is flat (`taper_nn::Linear`) with three public modules of functions
+// (`taper_nn::activation`, `taper_nn::loss`, `taper_nn::regularization`); inside the crate,
+// files name the real module path (`crate::layers::linear::Linear`).
 pub use layers::activation;
-use layers::{
-    batch_norm, conv, dropout, embedding, flatten, layer_norm, linear, pool, sequential, spec,
-};
-use losses::{cross_entropy, kl_div};
 pub use losses::{loss, regularization};
 
-pub use activation::Activation;
-pub use batch_norm::{BatchNorm, BatchNormConfig};
-pub use conv::{Conv2d, Conv2dConfig};
-pub use cross_entropy::{
+pub use error::{Error, Result};
+pub use layers::activation::Activation;
+pub use layers::batch_norm::{BatchNorm, BatchNormConfig};
+pub use layers::conv::{Conv2d, Conv2dConfig};
+pub use layers::dropout::{dropout, Dropout};
+pub use layers::embedding::Embedding;
+pub use layers::flatten::Flatten;
+pub use layers::layer_norm::LayerNorm;
+pub use layers::linear::Linear;
+pub use layers::model_file::MODEL_FORMAT;
+pub use layers::pool::{AvgPool2d, MaxPool2d};
+pub use layers::sequential::Sequential;
+pub use layers::spec::{BoxedLayer, LayerSpec};
+pub use losses::cross_entropy::{
     binary_cross_entropy_with_logits, cross_entropy, CrossEntropyLoss, NllLoss, Target,
 };
-pub use dropout::{dropout, Dropout};
-pub use embedding::Embedding;
-pub use error::{Error, Result};
-pub use flatten::Flatten;
-pub use kl_div::{kl_div, KlReduction};
-pub use layer_norm::LayerNorm;
-pub use layers::model_file::MODEL_FORMAT;
-pub use linear::Linear;
-pub use loss::{huber_loss, l1_loss, mse_loss, smooth_l1_loss, Reduction};
-pub use pool::{AvgPool2d, MaxPool2d};
-pub use sequential::Sequential;
-pub use spec::{BoxedLayer, LayerSpec};
+pub use losses::kl_div::{kl_div, KlReduction};
+pub use losses::loss::{huber_loss, l1_loss, mse_loss, smooth_l1_loss, Reduction};

@@ -99,65 +99,50 @@ mod lr;
 mod registry;
 mod swa;
 
-// Flat paths inside the crate (`crate::rule`, `crate::sgd`, …), whatever the folder.
-use algorithms::{
-    adadelta, adafactor, adagrad, adam, adamax, asgd, lamb, lars, lbfgs, lion, lookahead, muon,
-    nadam, radam, rmsprop, rprop, sgd, sparse_adam,
-};
-#[cfg(feature = "cuda")]
-use backends::cuda;
-#[cfg(any(feature = "nvrtc", feature = "cuda"))]
-use backends::nvrtc;
-use backends::{fused, kernel_source};
-use engine::{any, lane, optimizer, rule, slot, state};
-use lr::{
-    compose, control, cosine, cyclic, grad_norm_rate, multiplicative, one_cycle, plateau, schedule,
-    scheduler,
-};
-use swa::{averaged_model, swalr};
-
-pub use adadelta::{Adadelta, AdadeltaSlot};
-pub use adafactor::{Adafactor, AdafactorSlot, AdafactorStep};
-pub use adagrad::{Adagrad, AdagradSlot};
-pub use adam::{Adam, AdamSlot};
-pub use adamax::{Adamax, AdamaxSlot};
-pub use any::AnyOptimizer;
-pub use asgd::{Asgd, AsgdScalar, AsgdSlot, AsgdStep};
-pub use averaged_model::{AveragedModel, Averaging};
+// The public API is flat (`taper_optim::Adam`); inside the crate, files name the real
+// module path (`crate::engine::rule::Rule`), so a file's imports show which folders it uses.
+pub use algorithms::adadelta::{Adadelta, AdadeltaSlot};
+pub use algorithms::adafactor::{Adafactor, AdafactorSlot, AdafactorStep};
+pub use algorithms::adagrad::{Adagrad, AdagradSlot};
+pub use algorithms::adam::{Adam, AdamSlot};
+pub use algorithms::adamax::{Adamax, AdamaxSlot};
+pub use algorithms::asgd::{Asgd, AsgdScalar, AsgdSlot, AsgdStep};
+pub use algorithms::lamb::{Lamb, LambSlot, LambStep};
+pub use algorithms::lars::{Lars, LarsSlot, LarsStep};
+pub use algorithms::lbfgs::{Lbfgs, LbfgsOptimizer, LineSearch};
+pub use algorithms::lion::{Lion, LionSlot};
+pub use algorithms::lookahead::Lookahead;
+pub use algorithms::muon::{AdjustLr, Muon, MuonSlot, NsPrecision};
+pub use algorithms::nadam::{NAdam, NAdamScalar, NAdamSlot};
+pub use algorithms::radam::{RAdam, RAdamSlot};
+pub use algorithms::rmsprop::{RmsProp, RmsPropSlot};
+pub use algorithms::rprop::{Rprop, RpropSlot};
+pub use algorithms::sgd::{Momentum, Sgd, SgdSlot};
+pub use algorithms::sparse_adam::{SparseAdam, SparseAdamSlot};
 pub use backends::fused::MAX_FUSED_STATE;
-pub use compose::{ChainedLr, SequentialLr};
-pub use control::{Drive, Groups, LrControl, LrTarget, Signal};
-pub use cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
-pub use cyclic::{CyclicLr, CyclicMode};
-pub use error::{Error, Result};
-pub use grad_norm_rate::GradNormRatio;
-pub use kernel_source::{Expr, KernelSource, MAX_KERNEL_CONSTANTS};
-pub use lamb::{Lamb, LambSlot, LambStep};
-pub use lane::Lane;
-pub use lars::{Lars, LarsSlot, LarsStep};
-pub use lbfgs::{Lbfgs, LbfgsOptimizer, LineSearch};
-pub use lion::{Lion, LionSlot};
-pub use lookahead::Lookahead;
-pub use multiplicative::MultiplicativeLr;
-pub use muon::{AdjustLr, Muon, MuonSlot, NsPrecision};
-pub use nadam::{NAdam, NAdamScalar, NAdamSlot};
+pub use backends::kernel_source::{Expr, KernelSource, MAX_KERNEL_CONSTANTS};
 #[cfg(any(feature = "nvrtc", feature = "cuda"))]
-pub use nvrtc::compiled_kernels;
-pub use one_cycle::{Anneal, OneCycleLr};
-pub use optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
-pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
-pub use radam::{RAdam, RAdamSlot};
-pub use registry::{optimizer_entries, visit_optimizers, Entry, Family, Visitor};
-pub use rmsprop::{RmsProp, RmsPropSlot};
-pub use rprop::{Rprop, RpropSlot};
-pub use rule::{update, Common, EpsPlacement, Rule, TensorNorms, WeightDecay};
-pub use schedule::{
+pub use backends::nvrtc::compiled_kernels;
+pub use engine::any::AnyOptimizer;
+pub use engine::lane::Lane;
+pub use engine::optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
+pub use engine::rule::{update, Common, EpsPlacement, Rule, TensorNorms, WeightDecay};
+pub use engine::slot::{NoSlot, Slots, StateSlot};
+pub use engine::state::{OptimizerState, StagedState, STATE_FORMAT};
+pub use error::{Error, Result};
+pub use lr::compose::{ChainedLr, SequentialLr};
+pub use lr::control::{Drive, Groups, LrControl, LrTarget, Signal};
+pub use lr::cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
+pub use lr::cyclic::{CyclicLr, CyclicMode};
+pub use lr::grad_norm_rate::GradNormRatio;
+pub use lr::multiplicative::MultiplicativeLr;
+pub use lr::one_cycle::{Anneal, OneCycleLr};
+pub use lr::plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
+pub use lr::schedule::{
     ConstantLr, ExponentialLr, InverseSqrt, InverseTime, LambdaLr, LinearLr, MultiStepLr,
     PolynomialLr, Schedule, StepLr,
 };
-pub use scheduler::LrScheduler;
-pub use sgd::{Momentum, Sgd, SgdSlot};
-pub use slot::{NoSlot, Slots, StateSlot};
-pub use sparse_adam::{SparseAdam, SparseAdamSlot};
-pub use state::{OptimizerState, StagedState, STATE_FORMAT};
-pub use swalr::SwaLr;
+pub use lr::scheduler::LrScheduler;
+pub use registry::{optimizer_entries, visit_optimizers, Entry, Family, Visitor};
+pub use swa::averaged_model::{AveragedModel, Averaging};
+pub use swa::swalr::SwaLr;

@@ -26,10 +26,13 @@
 //! assert!(v.0.contains(&("amsgrad", vec!["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])));
 //! ```
 
-use crate::rule::{EpsPlacement, Rule};
+use crate::engine::rule::{EpsPlacement, Rule};
 use crate::{
-    Adadelta, Adafactor, Adagrad, Adam, Adamax, Asgd, Lamb, Lars, Lion, Momentum, NAdam, RAdam,
-    RmsProp, Rprop, Sgd,
+    algorithms::adadelta::Adadelta, algorithms::adafactor::Adafactor, algorithms::adagrad::Adagrad,
+    algorithms::adam::Adam, algorithms::adamax::Adamax, algorithms::asgd::Asgd,
+    algorithms::lamb::Lamb, algorithms::lars::Lars, algorithms::lion::Lion,
+    algorithms::nadam::NAdam, algorithms::radam::RAdam, algorithms::rmsprop::RmsProp,
+    algorithms::rprop::Rprop, algorithms::sgd::Momentum, algorithms::sgd::Sgd,
 };
 
 /// How a rule's learning rate scales with the problem, for code that sets one rate per
@@ -317,8 +320,12 @@ mod tests {
                 );
                 rule.common().validate(R::NAME).unwrap();
                 rule.validate().unwrap();
-                crate::slot::check_layout(R::NAME, rule.slots()).unwrap();
-                assert!(rule.slots().len() <= crate::MAX_FUSED_STATE, "{}", e.key);
+                crate::engine::slot::check_layout(R::NAME, rule.slots()).unwrap();
+                assert!(
+                    rule.slots().len() <= crate::backends::fused::MAX_FUSED_STATE,
+                    "{}",
+                    e.key
+                );
             }
         }
         let mut c = Check(HashSet::new());

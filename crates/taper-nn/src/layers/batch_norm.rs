@@ -14,8 +14,8 @@ use taper_tensor::{tracked, ModuleT, ParamStore};
 
 use crate::cpu::batch_norm as kernel;
 use crate::error::check;
+use crate::error::Error;
 use crate::init::Init;
-use crate::Error;
 
 /// Hyperparameters of [`BatchNorm`], with PyTorch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,8 +56,8 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     /// This layer's architecture, for model files.
-    pub fn spec(&self) -> crate::LayerSpec {
-        crate::LayerSpec::BatchNorm {
+    pub fn spec(&self) -> crate::layers::spec::LayerSpec {
+        crate::layers::spec::LayerSpec::BatchNorm {
             rank: if self.name == "BatchNorm1d" { 1 } else { 2 },
             num_features: self.num_features,
             eps: self.config.eps,
@@ -71,7 +71,7 @@ impl BatchNorm {
         num_features: usize,
         config: BatchNormConfig,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         Self::build("BatchNorm1d", &[2, 3], num_features, config, store)
     }
 
@@ -80,7 +80,7 @@ impl BatchNorm {
         num_features: usize,
         config: BatchNormConfig,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         Self::build("BatchNorm2d", &[4], num_features, config, store)
     }
 
@@ -90,7 +90,7 @@ impl BatchNorm {
         c: usize,
         config: BatchNormConfig,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         check(
             "eps",
             config.eps,

@@ -10,8 +10,8 @@ use candle_core::{Result, Tensor};
 use taper_tensor::{tracked, Module, ParamStore};
 
 use crate::cpu::conv::{conv2d, Geometry};
+use crate::error::Error;
 use crate::init::{fans, Init};
-use crate::Error;
 
 /// Options of [`Conv2d`], with PyTorch's defaults. Stride, padding and dilation apply to
 /// both spatial dimensions (candle's convolution takes one value for each).
@@ -52,9 +52,9 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// This layer's architecture, for model files.
-    pub fn spec(&self) -> crate::LayerSpec {
+    pub fn spec(&self) -> crate::layers::spec::LayerSpec {
         let d = self.weight.dims();
-        crate::LayerSpec::Conv2d {
+        crate::layers::spec::LayerSpec::Conv2d {
             in_channels: self.in_channels,
             out_channels: d[0],
             kernel: (d[2], d[3]),
@@ -73,7 +73,7 @@ impl Conv2d {
         kernel: (usize, usize),
         config: Conv2dConfig,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let g = config.groups;
         for (field, v) in [
             ("kernel height", kernel.0),

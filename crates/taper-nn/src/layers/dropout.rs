@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 use taper_tensor::{bernoulli, ModuleT};
 
 use crate::error::check;
-use crate::Error;
+use crate::error::Error;
 
 /// Zeroes each element with probability `p` in training and scales the rest by 1/(1−p),
 /// so evaluation needs no rescaling (PyTorch's `nn.Dropout`, default p = 0.5).
@@ -17,7 +17,7 @@ pub struct Dropout {
 
 impl Dropout {
     /// A dropout layer; `p` must lie in [0, 1].
-    pub fn new(p: f64) -> crate::Result<Self> {
+    pub fn new(p: f64) -> crate::error::Result<Self> {
         check("p", p, (0.0..=1.0).contains(&p), "a probability in [0, 1]")?;
         Ok(Self { p })
     }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Result, Tensor};
 use taper_tensor::{tracked, Gradients, Module, ParamStore, RowSparse};
 
+use crate::error::Error;
 use crate::init::Init;
-use crate::pool::is_index_dtype;
-use crate::Error;
+use crate::layers::pool::is_index_dtype;
 
 /// Maps integer ids of any shape to vectors: output shape is ids.shape + (embedding_dim).
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl Embedding {
         num_embeddings: usize,
         embedding_dim: usize,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let init = Init::Normal {
             mean: 0.0,
             std: 1.0,
@@ -67,7 +67,7 @@ impl Embedding {
     /// assert_eq!(g.values().to_vec2::<f32>()?, [[1., 1., 1.], [2., 2., 2.]]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn sparse_grad(&self, grads: &Gradients) -> crate::Result<RowSparse> {
+    pub fn sparse_grad(&self, grads: &Gradients) -> crate::error::Result<RowSparse> {
         let Some(seen) = &self.seen else {
             return Err(Error::InvalidValue {
                 field: "sparse",

@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 use taper_tensor::Module;
 
-use crate::activation::resolve_dim;
+use crate::layers::activation::resolve_dim;
 
 /// Flattens a range of dimensions; PyTorch's defaults are `start_dim = 1`, `end_dim = -1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use candle_core::{Result, Tensor};
 use taper_tensor::{tracked, Module, ParamStore};
 
 use crate::error::check;
+use crate::error::Error;
 use crate::init::Init;
-use crate::Error;
 
 /// PyTorch's `nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True)`.
 #[derive(Debug, Clone)]
@@ -20,8 +20,8 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// This layer's architecture, for model files.
-    pub fn spec(&self) -> crate::LayerSpec {
-        crate::LayerSpec::LayerNorm {
+    pub fn spec(&self) -> crate::layers::spec::LayerSpec {
+        crate::layers::spec::LayerSpec::LayerNorm {
             normalized_shape: self.normalized_shape.clone(),
             eps: self.eps,
             elementwise_affine: self.weight.is_some(),
@@ -30,7 +30,7 @@ impl LayerNorm {
 
     /// Normalizes over the last dimensions given by `normalized_shape`, with a learned
     /// `weight` (ones) and `bias` (zeros), eps 1e-5.
-    pub fn new(normalized_shape: &[usize], store: &ParamStore) -> crate::Result<Self> {
+    pub fn new(normalized_shape: &[usize], store: &ParamStore) -> crate::error::Result<Self> {
         Self::with_options(normalized_shape, 1e-5, true, store)
     }
 
@@ -40,7 +40,7 @@ impl LayerNorm {
         eps: f64,
         elementwise_affine: bool,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         check("eps", eps, eps > 0.0, "eps > 0")?;
         if normalized_shape.is_empty() || normalized_shape.contains(&0) {
             return Err(Error::InvalidValue {

@@ -3,8 +3,8 @@
 use candle_core::{Result, Tensor};
 use taper_tensor::{tracked, Module, ParamStore};
 
+use crate::error::Error;
 use crate::init::Init;
-use crate::Error;
 
 /// A fully connected layer. `weight` has shape (out_features, in_features) and `bias`
 /// (out_features), as in PyTorch; the input is (*, in_features).
@@ -16,9 +16,9 @@ pub struct Linear {
 
 impl Linear {
     /// This layer's architecture, for model files.
-    pub fn spec(&self) -> crate::LayerSpec {
+    pub fn spec(&self) -> crate::layers::spec::LayerSpec {
         let (out_features, in_features) = self.weight.dims2().unwrap_or((0, 0));
-        crate::LayerSpec::Linear {
+        crate::layers::spec::LayerSpec::Linear {
             in_features,
             out_features,
             bias: self.bias.is_some(),
@@ -38,7 +38,11 @@ impl Linear {
     /// assert_eq!(y.dims(), &[32, 10]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new(in_features: usize, out_features: usize, store: &ParamStore) -> crate::Result<Self> {
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        store: &ParamStore,
+    ) -> crate::error::Result<Self> {
         Self::build(in_features, out_features, true, store)
     }
 
@@ -47,11 +51,11 @@ impl Linear {
         in_features: usize,
         out_features: usize,
         store: &ParamStore,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         Self::build(in_features, out_features, false, store)
     }
 
-    fn build(i: usize, o: usize, bias: bool, store: &ParamStore) -> crate::Result<Self> {
+    fn build(i: usize, o: usize, bias: bool, store: &ParamStore) -> crate::error::Result<Self> {
         let weight = store.parameter("weight", (o, i), Init::pytorch_default_weight().init_fn())?;
         let bias = if bias {
             Some(store.parameter("bias", o, Init::pytorch_default_bias(i).init_fn())?)

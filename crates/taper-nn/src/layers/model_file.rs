@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use taper_tensor::{write_atomic, DType, Device, LoadMode, ParamStore};
 
-use crate::{Error, LayerSpec, Sequential};
+use crate::{error::Error, layers::sequential::Sequential, layers::spec::LayerSpec};
 
 /// The format tag of `model.json`.
 pub const MODEL_FORMAT: &str = "taper-model/1";
@@ -54,7 +54,7 @@ fn locate(v: &Value, at: &str, err: serde_json::Error) -> String {
 impl Sequential {
     /// The architecture: each child's spec. A child that is not one of Taper's layers (a
     /// custom module) has none, and this is an error naming its index and type.
-    pub fn spec(&self) -> crate::Result<LayerSpec> {
+    pub fn spec(&self) -> crate::error::Result<LayerSpec> {
         let layers = self
             .specs
             .iter()
@@ -67,12 +67,12 @@ impl Sequential {
                     expected: "one of Taper's layers (only those can be saved as a model file)",
                 })
             })
-            .collect::<crate::Result<_>>()?;
+            .collect::<crate::error::Result<_>>()?;
         Ok(LayerSpec::Sequential { layers })
     }
 
     /// A `Sequential` built from specs, its children registered under `store` as 0, 1, 2….
-    pub fn from_specs(specs: &[LayerSpec], store: &ParamStore) -> crate::Result<Self> {
+    pub fn from_specs(specs: &[LayerSpec], store: &ParamStore) -> crate::error::Result<Self> {
         let mut model = Sequential::new(store);
         for spec in specs {
             let layer = spec.build(&store.sub(model.layers.len()))?;
@@ -118,7 +118,7 @@ impl Sequential {
     /// # std::fs::remove_dir_all(&dir)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn save_model(&self, path: impl AsRef<Path>) -> crate::Result<()> {
+    pub fn save_model(&self, path: impl AsRef<Path>) -> crate::error::Result<()> {
         let path = path.as_ref();
         let spec = self.spec()?;
         self.store.save(path)?;
@@ -142,7 +142,7 @@ impl Sequential {
         path: impl AsRef<Path>,
         device: &Device,
         dtype: DType,
-    ) -> crate::Result<(Sequential, ParamStore)> {
+    ) -> crate::error::Result<(Sequential, ParamStore)> {
         let path = path.as_ref();
         let jpath = json_path(path);
         let text = std::fs::read(&jpath).map_err(|e| file_error(&jpath, e))?;

@@ -16,7 +16,7 @@ use candle_core::{DType, Result, Tensor};
 use taper_tensor::Module;
 
 use crate::cpu::pool::{pool2d, Reduce};
-use crate::Error;
+use crate::error::Error;
 
 fn pool(
     x: &Tensor,

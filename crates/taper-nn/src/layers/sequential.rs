@@ -25,7 +25,7 @@ pub struct Sequential {
     /// Each layer's type name (`Linear`), for `summary`.
     pub(crate) kinds: Vec<&'static str>,
     /// Each layer's architecture, when it is one of Taper's layers (for model files).
-    pub(crate) specs: Vec<Option<crate::LayerSpec>>,
+    pub(crate) specs: Vec<Option<crate::layers::spec::LayerSpec>>,
 }
 
 /// The last path segment of a type's name, without generics (`Linear`).
@@ -64,7 +64,7 @@ impl Sequential {
         M: ModuleT + Send + Sync + 'static,
     {
         let layer = build(&self.store.sub(self.layers.len()))?;
-        self.specs.push(crate::LayerSpec::of(&layer));
+        self.specs.push(crate::layers::spec::LayerSpec::of(&layer));
         self.layers.push(Box::new(layer));
         self.kinds.push(short_type_name::<M>());
         Ok(self)
@@ -73,7 +73,7 @@ impl Sequential {
     /// Appends a layer that has no parameters (an activation, dropout, flatten); it still
     /// takes an index, as in PyTorch.
     pub fn append<M: ModuleT + Send + Sync + 'static>(mut self, layer: M) -> Self {
-        self.specs.push(crate::LayerSpec::of(&layer));
+        self.specs.push(crate::layers::spec::LayerSpec::of(&layer));
         self.layers.push(Box::new(layer));
         self.kinds.push(short_type_name::<M>());
         self
@@ -99,7 +99,7 @@ impl Sequential {
     /// assert!(summary.contains("Total params: 203,530"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn summary(&self, input: &[usize]) -> crate::Result<String> {
+    pub fn summary(&self, input: &[usize]) -> crate::error::Result<String> {
         use std::fmt::Write as _;
         let mut dims = vec![1];
         dims.extend(input);

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 use taper_tensor::{ModuleT, ParamStore};
 
 use crate::{
-    Activation, AvgPool2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Dropout, Embedding,
-    Flatten, LayerNorm, Linear, MaxPool2d, Sequential,
+    layers::activation::Activation, layers::batch_norm::BatchNorm,
+    layers::batch_norm::BatchNormConfig, layers::conv::Conv2d, layers::conv::Conv2dConfig,
+    layers::dropout::Dropout, layers::embedding::Embedding, layers::flatten::Flatten,
+    layers::layer_norm::LayerNorm, layers::linear::Linear, layers::pool::AvgPool2d,
+    layers::pool::MaxPool2d, layers::sequential::Sequential,
 };
 
 /// One layer's kind and constructor arguments, as PyTorch names them.
@@ -121,7 +124,7 @@ pub type BoxedLayer = Box<dyn ModuleT + Send + Sync>;
 impl LayerSpec {
     /// Builds the layer under `store` (its parameters initialised as the constructor does;
     /// load weights afterwards).
-    pub fn build(&self, store: &ParamStore) -> crate::Result<BoxedLayer> {
+    pub fn build(&self, store: &ParamStore) -> crate::error::Result<BoxedLayer> {
         Ok(match self.clone() {
             LayerSpec::Linear {
                 in_features,
@@ -170,7 +173,7 @@ impl LayerSpec {
                     1 => BatchNorm::new_1d(num_features, config, store)?,
                     2 => BatchNorm::new_2d(num_features, config, store)?,
                     r => {
-                        return Err(crate::Error::InvalidValue {
+                        return Err(crate::error::Error::InvalidValue {
                             field: "rank",
                             value: r.to_string(),
                             expected: "1 (BatchNorm1d) or 2 (BatchNorm2d)",

@@ -9,10 +9,10 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::activation::log_softmax;
 use crate::error::check;
-use crate::loss::{reduce, same_shape, Reduction};
-use crate::{Error, Result};
+use crate::layers::activation::log_softmax;
+use crate::losses::loss::{reduce, same_shape, Reduction};
+use crate::{error::Error, error::Result};
 
 /// The targets of [`CrossEntropyLoss`].
 #[derive(Debug, Clone, Copy)]

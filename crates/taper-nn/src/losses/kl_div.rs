@@ -2,8 +2,8 @@
 
 use candle_core::Tensor;
 
-use crate::loss::same_shape;
-use crate::Result;
+use crate::error::Result;
+use crate::losses::loss::same_shape;
 
 /// Reductions of [`kl_div`]; `BatchMean` (sum / batch size) is the mathematically correct
 /// KL. PyTorch's default is `Mean`, over all elements.

@@ -6,7 +6,7 @@
 use candle_core::Tensor;
 
 use crate::error::check;
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// How per-element losses are combined (PyTorch's `reduction`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,7 +8,7 @@
 use candle_core::Tensor;
 use taper_tensor::ParamStore;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Selects every trainable parameter.
 pub fn all(_name: &str, _t: &Tensor) -> bool {

@@ -6,12 +6,12 @@
 //! PyTorch counterpart: `torch.optim.Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0,
 //! maximize=False)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check;
 use crate::error::check_eps;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
+use crate::error::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Adadelta`], as torch.optim names it.
@@ -75,7 +75,7 @@ impl Rule for Adadelta {
     type Slot = AdadeltaSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_eps("Adadelta", self.eps)?;

@@ -22,11 +22,11 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule, TensorNorms};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule, TensorNorms};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::Result;
+use crate::error::Result;
 
 /// The per-parameter state of [`Adafactor`], as torch.optim names it. A matrix keeps
 /// `[RowVar, ColVar]`, a vector `[Variance]`.
@@ -146,7 +146,7 @@ impl Rule for Adafactor {
     type Slot = AdafactorSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         let n = "Adafactor";
@@ -282,7 +282,8 @@ impl Rule for Adafactor {
             state[Variance].clone()
         };
         let update = (g / var.maximum(eps1 * eps1)?.sqrt()?)?;
-        let sum_sq = crate::fused::sum_squares(&update).map_err(candle_core::Error::wrap)?;
+        let sum_sq =
+            crate::backends::fused::sum_squares(&update).map_err(candle_core::Error::wrap)?;
         let rms = sum_sq.sqrt() / ((update.elem_count().max(1) as f64).sqrt() * self.d);
         let denom = rms.max(1.0);
         p - update.affine(s.alpha / denom, 0.0)?

@@ -9,12 +9,12 @@
 //! PyTorch counterpart: `torch.optim.Adagrad(lr=1e-2, lr_decay=0, weight_decay=0,
 //! initial_accumulator_value=0, eps=1e-10, maximize=False)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, EpsPlacement, Rule};
+use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check;
 use crate::error::check_eps;
-use crate::lane::Lane;
-use crate::rule::{Common, EpsPlacement, Rule};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
+use crate::error::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Adagrad`], as torch.optim names it.
@@ -101,7 +101,7 @@ impl Rule for Adagrad {
     type Slot = AdagradSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_eps("Adagrad", self.eps)?;

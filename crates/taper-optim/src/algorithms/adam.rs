@@ -11,11 +11,11 @@
 //! PyTorch counterparts: `torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, amsgrad=False, maximize=False)` and `torch.optim.AdamW(..., weight_decay=1e-2)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, EpsPlacement, Rule, WeightDecay};
+use crate::engine::slot::{NoSlot, Slots};
+use crate::error::Result;
 use crate::error::{check_betas, check_eps};
-use crate::lane::Lane;
-use crate::rule::{Common, EpsPlacement, Rule, WeightDecay};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Adam`], as torch.optim names it.
@@ -93,8 +93,8 @@ impl Adam {
         }
     }
 
-    crate::rule::betas_builder!();
-    crate::rule::eps_builder!();
+    crate::engine::rule::betas_builder!();
+    crate::engine::rule::eps_builder!();
 
     /// Builder: AMSGrad.
     pub fn amsgrad(mut self, amsgrad: bool) -> Self {
@@ -123,13 +123,13 @@ impl Rule for Adam {
     type Slot = AdamSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("Adam", self.beta1, self.beta2)?;
         check_eps("Adam", self.eps)?;
         if let (true, WeightDecay::L2(wd)) = (self.adamw, self.common.weight_decay) {
-            return Err(crate::Error::InvalidHyperparameter {
+            return Err(crate::error::Error::InvalidHyperparameter {
                 optimizer: "AdamW",
                 field: "weight_decay",
                 value: format!("L2({wd})"),

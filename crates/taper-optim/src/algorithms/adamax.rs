@@ -6,11 +6,11 @@
 //! PyTorch counterpart: `torch.optim.Adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, maximize=False)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots};
+use crate::error::Result;
 use crate::error::{check_betas, check_eps};
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Adamax`], as torch.optim names it.
@@ -52,8 +52,8 @@ impl Adamax {
         }
     }
 
-    crate::rule::betas_builder!();
-    crate::rule::eps_builder!();
+    crate::engine::rule::betas_builder!();
+    crate::engine::rule::eps_builder!();
 }
 
 /// Per-step scalars of [`Adamax`].
@@ -68,7 +68,7 @@ impl Rule for Adamax {
     type Slot = AdamaxSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("Adamax", self.beta1, self.beta2)?;

@@ -16,11 +16,11 @@
 
 use candle_core::Tensor;
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{Slots, StateSlot};
 use crate::error::check;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{Slots, StateSlot};
-use crate::{Optimizer, Result};
+use crate::{engine::optimizer::Optimizer, error::Result};
 
 crate::slots! {
     /// The per-parameter state tensor of [`Asgd`], as torch.optim names it.
@@ -102,7 +102,7 @@ impl Rule for Asgd {
     type Slot = AsgdSlot;
     type Scalar = AsgdScalar;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         let n = "ASGD";

@@ -18,11 +18,11 @@
 //! ([`Rule::needs_norms`]): the moments are computed into registers, reduced and dropped,
 //! then the update pass recomputes them and writes. Both passes are element-wise and fused.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule, TensorNorms};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
+use crate::error::Result;
 use crate::error::{check, check_betas, check_eps};
-use crate::lane::Lane;
-use crate::rule::{Common, Rule, TensorNorms};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Lamb`] (optax's `mu` and `nu`, named as torch names
@@ -74,8 +74,8 @@ impl Lamb {
         }
     }
 
-    crate::rule::betas_builder!();
-    crate::rule::eps_builder!();
+    crate::engine::rule::betas_builder!();
+    crate::engine::rule::eps_builder!();
 
     /// Builder: ε_root, added inside the root.
     pub fn eps_root(mut self, eps_root: f64) -> Self {
@@ -83,7 +83,7 @@ impl Lamb {
         self
     }
 
-    crate::rule::trust_ratio_builders!();
+    crate::engine::rule::trust_ratio_builders!();
 
     #[inline(always)]
     fn adam<L: Lane>(
@@ -118,7 +118,7 @@ impl Rule for Lamb {
     type Slot = LambSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("LAMB", self.beta1, self.beta2)?;

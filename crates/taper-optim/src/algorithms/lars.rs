@@ -17,11 +17,11 @@
 //! The ratio needs ‖g + λθ‖ before the update, so each step makes one read-only pass over
 //! θ and g first ([`Rule::needs_norms`]); both passes are element-wise and fused.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule, TensorNorms};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule, TensorNorms};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::Result;
+use crate::error::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Lars`].
@@ -70,7 +70,7 @@ impl Lars {
         }
     }
 
-    crate::rule::trust_ratio_builders!();
+    crate::engine::rule::trust_ratio_builders!();
 
     /// Builder: φ, the trust coefficient.
     pub fn trust_coefficient(mut self, phi: f64) -> Self {
@@ -109,7 +109,7 @@ impl Rule for Lars {
     type Slot = LarsSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         let n = "LARS";

@@ -41,9 +41,9 @@ use std::collections::VecDeque;
 use candle_core::{DType, Tensor, Var};
 use taper_tensor::{checked_counter, Gradients, ParamStore};
 
+use crate::engine::state::OptimizerState;
 use crate::error::check;
-use crate::state::OptimizerState;
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// The line search of [`Lbfgs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

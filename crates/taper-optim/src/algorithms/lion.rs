@@ -5,11 +5,11 @@
 //! paper, is decoupled: use `WeightDecay::Decoupled(λ)` (θ ← θ(1 − ηλ) first). The paper
 //! recommends a learning rate 3–10× smaller than AdamW's.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check_betas;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
+use crate::error::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Lion`], as torch.optim names it.
@@ -46,7 +46,7 @@ impl Lion {
         }
     }
 
-    crate::rule::betas_builder!();
+    crate::engine::rule::betas_builder!();
 }
 
 /// Per-step scalars of [`Lion`].
@@ -61,7 +61,7 @@ impl Rule for Lion {
     type Slot = LionSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("Lion", self.beta1, self.beta2)

@@ -17,12 +17,12 @@
 use candle_core::Tensor;
 use taper_tensor::Gradients;
 
-use crate::control::LrTarget;
+use crate::engine::optimizer::{Optimizer, StepReport};
+use crate::engine::rule::Rule;
+use crate::engine::state::OptimizerState;
 use crate::error::check;
-use crate::optimizer::{Optimizer, StepReport};
-use crate::rule::Rule;
-use crate::state::OptimizerState;
-use crate::{AnyOptimizer, Error, Result};
+use crate::lr::control::LrTarget;
+use crate::{engine::any::AnyOptimizer, error::Error, error::Result};
 
 /// Lookahead around an optimizer.
 ///

@@ -40,11 +40,11 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule, WeightDecay};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule, WeightDecay};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 crate::slots! {
     /// The per-parameter state of [`Muon`], as torch.optim names it.
@@ -200,7 +200,7 @@ impl Muon {
         }
         // ‖X‖ as PyTorch takes it: of X in the iteration's dtype, accumulated wide, rounded
         // to that dtype.
-        let norm = crate::fused::sum_squares(&x)
+        let norm = crate::backends::fused::sum_squares(&x)
             .map_err(candle_core::Error::wrap)?
             .sqrt();
         let norm = round(Tensor::new(norm.max(self.eps), x.device())?.to_dtype(dtype)?)?;
@@ -223,7 +223,7 @@ impl Rule for Muon {
     type Slot = MuonSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         let n = "Muon";

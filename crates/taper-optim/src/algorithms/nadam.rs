@@ -8,12 +8,12 @@
 //! PyTorch counterpart: `torch.optim.NAdam(lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::Slots;
 use crate::error::check;
+use crate::error::Result;
 use crate::error::{check_betas, check_eps};
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::Slots;
-use crate::Result;
 
 crate::slots! {
     /// The per-parameter scalar state of [`NAdam`], as torch.optim names it.
@@ -66,8 +66,8 @@ impl NAdam {
         }
     }
 
-    crate::rule::betas_builder!();
-    crate::rule::eps_builder!();
+    crate::engine::rule::betas_builder!();
+    crate::engine::rule::eps_builder!();
 
     /// Builder: ψ.
     pub fn momentum_decay(mut self, psi: f64) -> Self {
@@ -90,7 +90,7 @@ impl Rule for NAdam {
     type Slot = NAdamSlot;
     type Scalar = NAdamScalar;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("NAdam", self.beta1, self.beta2)?;

@@ -8,11 +8,11 @@
 //! PyTorch counterpart: `torch.optim.RAdam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
 //! weight_decay=0, decoupled_weight_decay=False, maximize=False)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots};
+use crate::error::Result;
 use crate::error::{check_betas, check_eps};
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
 
 crate::slots! {
     /// The per-parameter state of [`RAdam`], as torch.optim names it.
@@ -54,8 +54,8 @@ impl RAdam {
         }
     }
 
-    crate::rule::betas_builder!();
-    crate::rule::eps_builder!();
+    crate::engine::rule::betas_builder!();
+    crate::engine::rule::eps_builder!();
 }
 
 /// Per-step scalars of [`RAdam`].
@@ -72,7 +72,7 @@ impl Rule for RAdam {
     type Slot = RAdamSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("RAdam", self.beta1, self.beta2)?;

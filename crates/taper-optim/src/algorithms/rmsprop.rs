@@ -10,12 +10,12 @@
 //! PyTorch counterpart: `torch.optim.RMSprop(lr=1e-2, alpha=0.99, eps=1e-8,
 //! weight_decay=0, momentum=0, centered=False, maximize=False)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, EpsPlacement, Rule};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
 use crate::error::check_eps;
-use crate::lane::Lane;
-use crate::rule::{Common, EpsPlacement, Rule};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::Result;
+use crate::error::Result;
 
 /// The per-parameter state of [`RmsProp`], as torch.optim names it. Each of `grad_avg` and
 /// `momentum_buffer` is optional, so their positions cannot both be fixed: `square_avg` is
@@ -139,7 +139,7 @@ impl Rule for RmsProp {
     type Slot = RmsPropSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_eps("RMSprop", self.eps)?;

@@ -12,11 +12,11 @@
 //! shared `WeightDecay` still applies if set. Written with `Lane`'s arithmetic (indicators
 //! from `sign`), so it runs on the fused path and in generated kernels.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::Result;
+use crate::error::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Rprop`], as torch.optim names it.
@@ -82,7 +82,7 @@ impl Rule for Rprop {
     type Slot = RpropSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         let n = "Rprop";

@@ -10,11 +10,11 @@
 //!
 //! PyTorch counterpart: `torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov, maximize)`.
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check;
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots};
-use crate::Result;
+use crate::error::Result;
 
 crate::slots! {
     /// The per-parameter state of [`Sgd`], as torch.optim names it.
@@ -116,7 +116,7 @@ impl Rule for Sgd {
     type Slot = SgdSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         match self.momentum {

@@ -28,11 +28,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::engine::lane::Lane;
+use crate::engine::rule::{Common, Rule};
+use crate::engine::slot::{NoSlot, Slots, StateSlot};
+use crate::error::Result;
 use crate::error::{check_betas, check_eps};
-use crate::lane::Lane;
-use crate::rule::{Common, Rule};
-use crate::slot::{NoSlot, Slots, StateSlot};
-use crate::Result;
 
 crate::slots! {
     /// The per-parameter state of [`SparseAdam`], as torch.optim names it.
@@ -74,8 +74,8 @@ impl SparseAdam {
         }
     }
 
-    crate::rule::betas_builder!();
-    crate::rule::eps_builder!();
+    crate::engine::rule::betas_builder!();
+    crate::engine::rule::eps_builder!();
 }
 
 impl Rule for SparseAdam {
@@ -85,7 +85,7 @@ impl Rule for SparseAdam {
     type Slot = SparseAdamSlot;
     type Scalar = NoSlot;
 
-    crate::rule::common_field!();
+    crate::engine::rule::common_field!();
 
     fn validate(&self) -> Result<()> {
         check_betas("SparseAdam", self.beta1, self.beta2)?;

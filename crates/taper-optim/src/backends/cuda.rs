@@ -25,9 +25,9 @@ use candle_core::cuda::cudarc::driver::{
 use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 
-use crate::kernel_source::{KernelSource, MAX_KERNEL_CONSTANTS};
-use crate::rule::Rule;
-use crate::{fused, nvrtc, Result};
+use crate::backends::kernel_source::{KernelSource, MAX_KERNEL_CONSTANTS};
+use crate::engine::rule::Rule;
+use crate::{backends::fused, backends::nvrtc, error::Result};
 
 /// Threads per block.
 const BLOCK: u32 = 256;
@@ -57,9 +57,9 @@ pub(crate) fn step<R: Rule>(
         DType::F32 => run::<f32>(&k, "float", |c| c as f32, p, g, state)?,
         DType::F64 => run::<f64>(&k, "double", |c| c, p, g, state)?,
         dt => {
-            return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
-                "fused CUDA step: unsupported dtype {dt:?}"
-            ))))
+            return Err(crate::error::Error::Candle(candle_core::Error::Msg(
+                format!("fused CUDA step: unsupported dtype {dt:?}"),
+            )))
         }
     }
     Ok(true)

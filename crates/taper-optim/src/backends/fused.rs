@@ -12,12 +12,12 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::lane::{Block, Lane};
+use crate::engine::lane::{Block, Lane};
 
 /// Elements per block of the vectorized loop.
 const LANES: usize = 8;
-use crate::rule::{normed, update, Rule, TensorNorms};
-use crate::{Error, Result};
+use crate::engine::rule::{normed, update, Rule, TensorNorms};
+use crate::{error::Error, error::Result};
 
 /// One thread's share: parameter, gradient and state slices of the same range.
 type Chunk<'a, T, const K: usize> = (&'a mut [T], &'a [T], [&'a mut [T]; K]);

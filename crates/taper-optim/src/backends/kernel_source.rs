@@ -21,8 +21,8 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use crate::lane::Lane;
-use crate::rule::{normed, update, Rule};
+use crate::engine::lane::Lane;
+use crate::engine::rule::{normed, update, Rule};
 
 /// The statements and constants recorded so far.
 #[derive(Debug, Default)]
@@ -252,18 +252,20 @@ impl KernelSource {
     /// life of the process (see [`compiled_kernels`](crate::compiled_kernels)). Feature
     /// `nvrtc` or `cuda`.
     #[cfg(any(feature = "nvrtc", feature = "cuda"))]
-    pub fn ptx(&self, ty: &str, arch: &'static str) -> crate::Result<String> {
+    pub fn ptx(&self, ty: &str, arch: &'static str) -> crate::error::Result<String> {
         self.check_constants(ty)?;
-        Ok(crate::nvrtc::compiled(&self.cuda(ty), ty, Some(arch))?
-            .ptx
-            .clone())
+        Ok(
+            crate::backends::nvrtc::compiled(&self.cuda(ty), ty, Some(arch))?
+                .ptx
+                .clone(),
+        )
     }
 
     /// An error when the step's constants do not fit the CUDA kernel's argument struct.
     #[cfg(any(feature = "nvrtc", feature = "cuda"))]
-    fn check_constants(&self, ty: &str) -> crate::Result<()> {
+    fn check_constants(&self, ty: &str) -> crate::error::Result<()> {
         if self.constants.len() > MAX_KERNEL_CONSTANTS {
-            return Err(crate::Error::KernelCompile {
+            return Err(crate::error::Error::KernelCompile {
                 ty: ty.to_string(),
                 reason: format!(
                     "the update uses {} constants, more than MAX_KERNEL_CONSTANTS = \

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::cuda::cudarc;
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// One compiled kernel: its PTX and the module name it is loaded under.
 #[derive(Debug)]

@@ -3,11 +3,11 @@
 
 use taper_tensor::Gradients;
 
-use crate::control::LrTarget;
-use crate::optimizer::{Optimizer, StepReport};
-use crate::rule::Rule;
-use crate::state::OptimizerState;
-use crate::Result;
+use crate::engine::optimizer::{Optimizer, StepReport};
+use crate::engine::rule::Rule;
+use crate::engine::state::OptimizerState;
+use crate::error::Result;
+use crate::lr::control::LrTarget;
 
 /// What every optimizer can do, whatever its rule. Learning-rate controllers act on it
 /// through its [`LrTarget`] side (`&mut *boxed` coerces to `&mut dyn LrTarget`).

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor, Var};
 use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
-use crate::rule::{update, update_tensor, Rule, TensorNorms};
-use crate::slot::Slots;
-use crate::{fused, Error, Result};
+use crate::engine::rule::{update, update_tensor, Rule, TensorNorms};
+use crate::engine::slot::Slots;
+use crate::{backends::fused, error::Error, error::Result};
 
 /// Which implementation runs the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -446,8 +446,8 @@ impl<R: Rule> Optimizer<R> {
 fn validate<R: Rule>(rule: &R) -> Result<()> {
     rule.common().validate(R::NAME)?;
     rule.validate()?;
-    crate::slot::check_layout(R::NAME, rule.slots())?;
-    crate::slot::check_layout(R::NAME, rule.scalars())
+    crate::engine::slot::check_layout(R::NAME, rule.slots())?;
+    crate::engine::slot::check_layout(R::NAME, rule.scalars())
 }
 
 pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
@@ -479,7 +479,7 @@ fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamSta
     let whole = rule.whole_tensor(p.dims());
     let fused = !whole && path == Path::Auto && fused::eligible(p, g, &st.tensors);
     #[cfg(feature = "cuda")]
-    let on_gpu = !whole && path == Path::Auto && crate::cuda::eligible(p, g, &st.tensors);
+    let on_gpu = !whole && path == Path::Auto && crate::backends::cuda::eligible(p, g, &st.tensors);
     if rule.needs_norms() {
         let norms = if fused {
             fused::norms(rule, &s, p, g, &st.tensors)?
@@ -492,7 +492,7 @@ fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamSta
         return fused::step(rule, &s, p, g, &st.tensors);
     }
     #[cfg(feature = "cuda")]
-    if on_gpu && crate::cuda::step(rule, &s, p, g, &st.tensors)? {
+    if on_gpu && crate::backends::cuda::step(rule, &s, p, g, &st.tensors)? {
         return Ok(());
     }
     let g = g.to_dtype(p.dtype())?.detach();
@@ -517,7 +517,7 @@ fn tensor_norms<R: Rule>(
     let p = p.detach();
     let g = g.to_dtype(p.dtype())?.detach();
     let mut scratch = state.to_vec();
-    let u = crate::rule::normed(rule, s, &p, &g, &mut scratch)?;
+    let u = crate::engine::rule::normed(rule, s, &p, &g, &mut scratch)?;
     let norm = |t: &Tensor| -> Result<f64> { Ok(fused::sum_squares(t)?.sqrt()) };
     Ok(TensorNorms {
         param: norm(&p)?,

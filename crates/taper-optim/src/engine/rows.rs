@@ -12,10 +12,10 @@
 use candle_core::Tensor;
 use taper_tensor::RowSparse;
 
-use crate::optimizer::{init_state, Optimizer, StepReport};
-use crate::rule::{update, Rule};
-use crate::slot::Slots;
-use crate::{Error, Result};
+use crate::engine::optimizer::{init_state, Optimizer, StepReport};
+use crate::engine::rule::{update, Rule};
+use crate::engine::slot::Slots;
+use crate::{error::Error, error::Result};
 
 impl<R: Rule> Optimizer<R> {
     /// Updates the present rows of each named parameter from its row-sparse gradient.

@@ -10,9 +10,9 @@ use std::fmt::Debug;
 
 use candle_core::Tensor;
 
-use crate::lane::Lane;
-use crate::slot::{Slots, StateSlot};
-use crate::Result;
+use crate::engine::lane::Lane;
+use crate::engine::slot::{Slots, StateSlot};
+use crate::error::Result;
 
 /// How weight decay enters the update.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -365,11 +365,11 @@ fn shared_options<R: Rule, L: Lane>(rule: &R, p: &L, g: &L) -> std::result::Resu
 /// [`Common`] hyperparameters in a field named `common`.
 macro_rules! common_field {
     () => {
-        fn common(&self) -> &$crate::rule::Common {
+        fn common(&self) -> &$crate::engine::rule::Common {
             &self.common
         }
 
-        fn common_mut(&mut self) -> &mut $crate::rule::Common {
+        fn common_mut(&mut self) -> &mut $crate::engine::rule::Common {
             &mut self.common
         }
     };

@@ -36,7 +36,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
 
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// One named slot of per-parameter state (a tensor, or a scalar for scalar state).
 ///
@@ -181,7 +181,7 @@ macro_rules! slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AdamSlot, RmsPropSlot};
+    use crate::{algorithms::adam::AdamSlot, algorithms::rmsprop::RmsPropSlot};
 
     #[test]
     fn layouts_in_storage_order_pass_and_mix_ups_are_named() {

@@ -14,10 +14,10 @@ use std::path::Path;
 use candle_core::Tensor;
 use taper_tensor::{checked_counter, StateDict};
 
-use crate::optimizer::{init_state, Optimizer, ParamState};
-use crate::rule::{Rule, WeightDecay};
-use crate::slot::StateSlot;
-use crate::{Error, Result};
+use crate::engine::optimizer::{init_state, Optimizer, ParamState};
+use crate::engine::rule::{Rule, WeightDecay};
+use crate::engine::slot::StateSlot;
+use crate::{error::Error, error::Result};
 
 /// Format tag stored in every state file.
 pub const STATE_FORMAT: &str = "taper-optim-state/1";

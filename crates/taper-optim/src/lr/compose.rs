@@ -1,8 +1,8 @@
 //! Composing schedules: one after another (`SequentialLR`, e.g. warmup then cosine) and
 //! multiplied together (`ChainedScheduler`).
 
-use crate::schedule::Schedule;
-use crate::{Error, Result};
+use crate::lr::schedule::Schedule;
+use crate::{error::Error, error::Result};
 
 /// `SequentialLR`: schedule i runs from milestone i−1 (its own step 0) to milestone i.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl SequentialLr {
 
     /// Linear warmup from `start_factor` over `warmup` steps, then `then`.
     pub fn warmup(warmup: u64, start_factor: f64, then: Box<dyn Schedule>) -> Result<Self> {
-        let up = crate::schedule::LinearLr::new(start_factor, 1.0, warmup)?;
+        let up = crate::lr::schedule::LinearLr::new(start_factor, 1.0, warmup)?;
         Self::new(vec![Box::new(up), then], vec![warmup])
     }
 }

@@ -36,9 +36,9 @@
 
 use taper_tensor::{Gradients, Stateful};
 
-use crate::optimizer::Optimizer;
-use crate::rule::Rule;
-use crate::{Error, Result};
+use crate::engine::optimizer::Optimizer;
+use crate::engine::rule::Rule;
+use crate::{error::Error, error::Result};
 
 /// What a controller may read when it steps.
 #[derive(Debug, Clone, Copy, Default)]

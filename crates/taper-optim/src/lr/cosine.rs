@@ -4,8 +4,8 @@
 use std::f64::consts::PI;
 
 use crate::error::check;
-use crate::schedule::Schedule;
-use crate::Result;
+use crate::error::Result;
+use crate::lr::schedule::Schedule;
 
 /// `CosineAnnealingLR`: η_min + (base − η_min)·(1 + cos(πt/T_max))/2. Past T_max the cosine
 /// continues (rising again), as in PyTorch.

@@ -15,8 +15,8 @@
 //! compose a [`LambdaLr`](crate::LambdaLr) instead.
 
 use crate::error::check;
-use crate::schedule::Schedule;
-use crate::Result;
+use crate::error::Result;
+use crate::lr::schedule::Schedule;
 
 /// How the cycle's amplitude changes over time.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

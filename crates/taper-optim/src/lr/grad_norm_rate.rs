@@ -7,9 +7,9 @@
 
 use taper_tensor::{Gradients, Norm, StateDict, Stateful};
 
-use crate::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
 use crate::error::check;
-use crate::Result;
+use crate::error::Result;
+use crate::lr::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
 
 /// The gradient-norm-ratio rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,7 +109,7 @@ impl LrControl for GradNormRatio {
         let lr = self.rate(n * n)?;
         if !lr.is_finite() {
             self.previous = before;
-            return Err(crate::Error::InvalidHyperparameter {
+            return Err(crate::error::Error::InvalidHyperparameter {
                 optimizer: "GradNormRatio",
                 field: "lr",
                 value: lr.to_string(),

@@ -7,8 +7,8 @@
 use std::fmt::Debug;
 use std::sync::Mutex;
 
-use crate::schedule::{finite_factor, Schedule};
-use crate::Result;
+use crate::error::Result;
+use crate::lr::schedule::{finite_factor, Schedule};
 
 /// `MultiplicativeLR`: base·∏ f(k) for k = 1..=t.
 pub struct MultiplicativeLr {

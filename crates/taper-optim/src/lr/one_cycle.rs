@@ -6,8 +6,8 @@
 use std::f64::consts::PI;
 
 use crate::error::check;
-use crate::schedule::Schedule;
-use crate::{Error, Result};
+use crate::lr::schedule::Schedule;
+use crate::{error::Error, error::Result};
 
 /// How OneCycle interpolates within a phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,9 +4,9 @@
 //! relative or absolute), every rate is multiplied by `factor` (not below `min_lr`, and only
 //! if it changes by more than `eps`); then `cooldown` steps pass before counting again.
 
-use crate::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
 use crate::error::check;
-use crate::{Error, Result};
+use crate::lr::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
+use crate::{error::Error, error::Result};
 use taper_tensor::{StateDict, Stateful};
 
 /// Whether the metric should go down (a loss) or up (an accuracy).

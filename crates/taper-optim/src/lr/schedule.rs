@@ -8,7 +8,7 @@
 use std::fmt::Debug;
 
 use crate::error::check;
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// A learning rate as a function of the base rate and the step.
 pub trait Schedule: Debug + Send + Sync {

@@ -1,11 +1,11 @@
 //! `LrScheduler`: applies a [`Schedule`] to an optimizer's groups, step by step, and saves
 //! its position through [`Stateful`]; the time-driven [`LrControl`].
 
-use crate::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
-use crate::schedule::Schedule;
+use crate::lr::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
+use crate::lr::schedule::Schedule;
 use taper_tensor::{StateDict, Stateful};
 
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// A schedule attached to all groups of an optimizer, or to one.
 ///

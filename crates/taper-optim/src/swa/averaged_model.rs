@@ -25,7 +25,7 @@ use candle_core::{DType, Tensor};
 use taper_tensor::{ParamKind, ParamStore, StateDict, Stateful};
 
 use crate::error::check;
-use crate::{Error, Result};
+use crate::{error::Error, error::Result};
 
 /// How [`AveragedModel`] averages.
 #[derive(Debug, Clone, Copy, PartialEq)]

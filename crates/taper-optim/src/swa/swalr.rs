@@ -13,9 +13,9 @@
 //! [`AveragedModel`](crate::AveragedModel).
 
 use crate::error::check;
-use crate::one_cycle::Anneal;
-use crate::schedule::Schedule;
-use crate::Result;
+use crate::error::Result;
+use crate::lr::one_cycle::Anneal;
+use crate::lr::schedule::Schedule;
 
 /// `SWALR`'s configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
