@@ -22,8 +22,7 @@ use peers::{best, peak_mib};
 use taper::data::mnist::{self, MnistKind};
 use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
 use taper::nn::{
-    cross_entropy, Activation, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Flatten, Linear,
-    MaxPool2d, Sequential,
+    cross_entropy, Activation, BatchNorm, Conv2dConfig, Flatten, Linear, MaxPool2d, Sequential,
 };
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
@@ -38,15 +37,11 @@ struct Epoch {
 
 /// The benchmark CNN in Taper, with BatchNorm2d after each convolution when `bn`.
 fn taper_cnn(store: &ParamStore, bn: bool) -> anyhow::Result<Sequential> {
-    let pad = Conv2dConfig {
-        padding: 2,
-        ..Default::default()
-    };
     let mut m = Sequential::new(store);
     for (cin, cout) in [(1, 16), (16, 32)] {
-        m = m.append_with(|s| Conv2d::new(cin, cout, (5, 5), pad, s))?;
+        m = m.append_with(|s| Conv2dConfig::new(cin, cout, (5, 5)).padding(2).build(s))?;
         if bn {
-            m = m.append_with(|s| BatchNorm::new_2d(cout, BatchNormConfig::default(), s))?;
+            m = m.append_with(|s| BatchNorm::new_2d(cout, s))?;
         }
         m = m.append(Activation::Relu).append(MaxPool2d::new(2));
     }

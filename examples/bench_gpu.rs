@@ -29,7 +29,7 @@ mod peers;
 use taper::data::mnist;
 use taper::data::{Batching, DataLoader, Dataset};
 use taper::nn::cross_entropy;
-use taper::optim::{Adam, Optimizer, Path};
+use taper::optim::{Adam, Optimizer, UpdatePath};
 use taper::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -81,12 +81,17 @@ fn time_per_call(
 }
 
 /// Seconds per Adam step over `n` parameters along `path`, and how the optimizer ran.
-fn adam_step(dev: &Device, n: usize, path: Path, steps: usize) -> anyhow::Result<(f64, String)> {
+fn adam_step(
+    dev: &Device,
+    n: usize,
+    path: UpdatePath,
+    steps: usize,
+) -> anyhow::Result<(f64, String)> {
     let store = ParamStore::new(dev, DType::F32);
     store.parameter("w", n, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
     let mut grads = Gradients::default();
     grads.insert("w", Tensor::full(0.01f32, n, dev)?);
-    let mut opt = Optimizer::new(Adam::new(1e-3), &store)?.with_path(path);
+    let mut opt = Optimizer::new(Adam::new(1e-3), &store)?.update_path(path);
     let t = time_per_call(dev, steps, || {
         opt.step(&grads)?;
         Ok(())
@@ -167,8 +172,8 @@ fn main() -> anyhow::Result<()> {
     for &m in &args.sizes {
         let n = m * 1_000_000;
         let c = copy(&dev, n, args.steps)?;
-        let (f, how) = adam_step(&dev, n, Path::Auto, args.steps)?;
-        let (g, _) = adam_step(&dev, n, Path::Generic, args.steps)?;
+        let (f, how) = adam_step(&dev, n, UpdatePath::Auto, args.steps)?;
+        let (g, _) = adam_step(&dev, n, UpdatePath::Generic, args.steps)?;
         let (bw_c, bw_f) = (8.0 * n as f64 / c / 1e9, 28.0 * n as f64 / f / 1e9);
         println!(
             "{:>5}M {:>12.3} {:>10.0} {:>12.3} {:>10.0} {:>11.0}% {:>10.3} {:>11.2}x",

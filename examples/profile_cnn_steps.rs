@@ -12,10 +12,7 @@
 
 use taper::data::mnist;
 use taper::data::{Batching, DataLoader};
-use taper::nn::{
-    cross_entropy, Activation, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Flatten, Linear,
-    MaxPool2d,
-};
+use taper::nn::{cross_entropy, Activation, BatchNorm, Conv2dConfig, Flatten, Linear, MaxPool2d};
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 use taper::tensor::{fast_kernels_enabled, with_generic_kernels};
@@ -33,20 +30,14 @@ fn main() -> anyhow::Result<()> {
 type Layer = (String, Box<dyn ModuleT>);
 
 fn layers(store: &ParamStore, bn: bool) -> anyhow::Result<Vec<Layer>> {
-    let pad = Conv2dConfig {
-        padding: 2,
-        ..Default::default()
-    };
     let mut v: Vec<Layer> = Vec::new();
     for (i, (cin, cout)) in [(1, 16), (16, 32)].into_iter().enumerate() {
-        let conv = Conv2d::new(cin, cout, (5, 5), pad, &store.sub(format!("conv{i}")))?;
+        let conv = Conv2dConfig::new(cin, cout, (5, 5))
+            .padding(2)
+            .build(&store.sub(format!("conv{i}")))?;
         v.push((format!("conv{i} {cin}->{cout}"), Box::new(conv)));
         if bn {
-            let b = BatchNorm::new_2d(
-                cout,
-                BatchNormConfig::default(),
-                &store.sub(format!("bn{i}")),
-            )?;
+            let b = BatchNorm::new_2d(cout, &store.sub(format!("bn{i}")))?;
             v.push((format!("batchnorm{i}"), Box::new(b)));
         }
         v.push((format!("relu{i}"), Box::new(Activation::Relu)));

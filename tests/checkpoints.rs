@@ -43,7 +43,7 @@ fn new_run(init_seed: u64) -> Run {
         .append_with(|s| Linear::new(32, 10, s))
         .unwrap();
     let mut opt = Optimizer::new(Adam::new(1e-2), &store).unwrap();
-    let sched = LrScheduler::new(CosineAnnealingLr::new(40, 0.0).unwrap(), &mut opt).unwrap();
+    let sched = LrScheduler::new(CosineAnnealingLr::new(40), &mut opt).unwrap();
     let data = mnist::builtin().unwrap().train.take(200).unwrap();
     let loader = DataLoader::new(data, Batching::MiniBatch(32))
         .unwrap()
@@ -89,7 +89,7 @@ fn resuming_from_a_checkpoint_is_bit_identical() {
     advance(&mut first, N / 2);
     let ckpt = Checkpoint::capture(&first.store, &first.opt, first.state.clone())
         .unwrap()
-        .with_state("lr", &first.sched)
+        .add_state("lr", &first.sched)
         .unwrap();
     let root = tmp("resume");
     let dir = root.join("ckpt");
@@ -130,7 +130,7 @@ fn torch_like_model(store: &ParamStore) -> Sequential {
     Sequential::new(store)
         .append_with(|s| Linear::new(4, 8, s))
         .unwrap()
-        .append_with(|s| BatchNorm::new_1d(8, Default::default(), s))
+        .append_with(|s| BatchNorm::new_1d(8, s))
         .unwrap()
         .append(Activation::Relu)
         .append_with(|s| Linear::new(8, 3, s))

@@ -61,7 +61,7 @@ fn pieces(seed: u64) -> Pieces {
         .append_with(|s| Linear::new(3, 4, s))
         .unwrap();
     let mut opt = Optimizer::new(Adam::new(0.1), &store).unwrap();
-    let sched = LrScheduler::new(CosineAnnealingLr::new(20, 0.0).unwrap(), &mut opt).unwrap();
+    let sched = LrScheduler::new(CosineAnnealingLr::new(20), &mut opt).unwrap();
     let early = EarlyStopping::new(5, 0.0, Direction::Minimize, true).unwrap();
     Pieces {
         store,
@@ -85,7 +85,7 @@ fn snapshot(p: &Pieces) -> String {
     p.sched.save_state("s", &mut sd).unwrap();
     p.early.save_state("e", &mut sd).unwrap();
     let weights = weight_bits(&p.store);
-    let st = p.opt.state_dict();
+    let st = p.opt.state_dict().unwrap();
     format!(
         "{weights:?} {:?} {:?} {:?} {:?}",
         st.scalars,
@@ -108,9 +108,9 @@ fn good_checkpoint(dir: &Path) {
     st.metadata = json!({"note": "fuzz", "best_metric": 0.5});
     Checkpoint::capture(&p.store, &p.opt, st)
         .unwrap()
-        .with_state("sched", &p.sched)
+        .add_state("sched", &p.sched)
         .unwrap()
-        .with_state("early", &p.early)
+        .add_state("early", &p.early)
         .unwrap()
         .save(dir)
         .unwrap();

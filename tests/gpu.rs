@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use candle_core::{ModuleT, Var};
 use clap::Parser;
-use taper::optim::Path;
+use taper::optim::UpdatePath;
 use taper::prelude::*;
 
 /// The first CUDA device and a lock held for the rest of the test, or `None` after printing
@@ -67,7 +67,7 @@ fn grad(step: u64, dev: &Device) -> Tensor {
 
 /// 25 steps of `rule` on `dev` along `path`: the parameter, then each state tensor, and
 /// how the optimizer said it ran ([`Optimizer::execution`]).
-fn run<R: Rule>(rule: &R, dev: &Device, path: Path) -> (Vec<Vec<f32>>, String) {
+fn run<R: Rule>(rule: &R, dev: &Device, path: UpdatePath) -> (Vec<Vec<f32>>, String) {
     let store = ParamStore::new(dev, DType::F32);
     let p0: Vec<f32> = (0..N).map(|i| (i as f32 * 0.11).cos()).collect();
     store
@@ -75,7 +75,7 @@ fn run<R: Rule>(rule: &R, dev: &Device, path: Path) -> (Vec<Vec<f32>>, String) {
         .unwrap();
     let mut opt = Optimizer::new(rule.clone(), &store)
         .unwrap()
-        .with_path(path);
+        .update_path(path);
     for step in 1..=STEPS {
         let mut g = Gradients::default();
         g.insert("w", grad(step, dev));
@@ -98,9 +98,9 @@ fn every_optimizer_on_cuda_matches_the_cpu_over_25_steps() {
     }
     impl taper::optim::Visitor for Each<'_> {
         fn visit<R: Rule>(&mut self, entry: &taper::optim::Entry, rule: R) {
-            let (cpu, _) = run(&rule, &Device::Cpu, Path::Auto);
-            let (fused, how) = run(&rule, self.dev, Path::Auto);
-            let (generic, _) = run(&rule, self.dev, Path::Generic);
+            let (cpu, _) = run(&rule, &Device::Cpu, UpdatePath::Auto);
+            let (fused, how) = run(&rule, self.dev, UpdatePath::Auto);
+            let (generic, _) = run(&rule, self.dev, UpdatePath::Generic);
             if rule.whole_tensor(&[N]) {
                 assert!(how.contains("tensor ops"), "{}: {how}", entry.key);
             } else {
@@ -223,12 +223,8 @@ fn every_layer_forward_and_backward_on_cuda_matches_the_cpu() {
         (
             "Conv2d",
             |s| {
-                let cfg = Conv2dConfig {
-                    padding: 1,
-                    stride: 2,
-                    ..Default::default()
-                };
-                Ok(boxed(Conv2d::new(3, 4, (3, 3), cfg, s)?))
+                let conv = Conv2dConfig::new(3, 4, (3, 3)).padding(1).stride(2);
+                Ok(boxed(conv.build(s)?))
             },
             &[2, 3, 9, 9],
         ),
@@ -236,7 +232,7 @@ fn every_layer_forward_and_backward_on_cuda_matches_the_cpu() {
         ("AvgPool2d", |_| Ok(boxed(AvgPool2d::new(2))), &[2, 3, 8, 8]),
         (
             "BatchNorm2d",
-            |s| Ok(boxed(BatchNorm::new_2d(3, BatchNormConfig::default(), s)?)),
+            |s| Ok(boxed(BatchNorm::new_2d(3, s)?)),
             &[4, 3, 5, 5],
         ),
         (

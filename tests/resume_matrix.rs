@@ -86,7 +86,7 @@ fn build<R: Rule>(rule: R, control: Control, init_seed: u64) -> Run<R> {
         .unwrap();
     let mut opt = Optimizer::new(rule, &store)
         .unwrap()
-        .with_clip(Clip::Norm {
+        .clip(Clip::Norm {
             max_norm: 0.5,
             norm: Norm::L2,
         })
@@ -96,10 +96,13 @@ fn build<R: Rule>(rule: R, control: Control, init_seed: u64) -> Run<R> {
         .shuffle(true)
         .seed(5);
     let time = matches!(control, Control::InverseTime)
-        .then(|| LrScheduler::new(InverseTime::new(0.05).unwrap(), &mut opt).unwrap());
+        .then(|| LrScheduler::new(InverseTime::new(0.05), &mut opt).unwrap());
     let cycle = matches!(control, Control::OneCycle).then(|| {
         let max_lr = opt.lr() * 3.0;
-        LrScheduler::new(OneCycleLr::new(max_lr, STEPS + 5).unwrap(), &mut opt).unwrap()
+        // Momentum cycles where the algorithm has one (PyTorch refuses it elsewhere).
+        let cycle =
+            OneCycleLr::new(max_lr, STEPS + 5).cycle_momentum(opt.group_momentum(0).is_some());
+        LrScheduler::new(cycle, &mut opt).unwrap()
     });
     let plateau = matches!(control, Control::Plateau).then(|| {
         ReduceLrOnPlateau::new(PlateauConfig {
@@ -162,21 +165,18 @@ fn train<R: Rule>(run: &mut Run<R>, until: u64) {
 fn save<R: Rule>(run: &Run<R>, dir: &Path) {
     let mut c = Checkpoint::capture(&run.store, &run.opt, run.state.clone()).unwrap();
     if let Some(s) = &run.time {
-        c = c.with_state("time", s).unwrap();
+        c = c.add_state("time", s).unwrap();
     }
     if let Some(s) = &run.cycle {
-        c = c.with_state("cycle", s).unwrap();
+        c = c.add_state("cycle", s).unwrap();
     }
     if let Some(p) = &run.plateau {
-        c = c.with_state("plateau", p).unwrap();
+        c = c.add_state("plateau", p).unwrap();
     }
     if let Some(r) = &run.ratio {
-        c = c.with_state("ratio", r).unwrap();
+        c = c.add_state("ratio", r).unwrap();
     }
-    c.with_state("early", &run.early)
-        .unwrap()
-        .save(dir)
-        .unwrap();
+    c.add_state("early", &run.early).unwrap().save(dir).unwrap();
 }
 
 fn resume<R: Rule>(run: &mut Run<R>, dir: &Path) {
@@ -208,7 +208,7 @@ fn fingerprint<R: Rule>(run: &Run<R>) -> Vec<u64> {
     }
     let r = &run.opt.groups()[0].rule;
     out.push(r.common().lr.to_bits());
-    out.push(r.momentum().unwrap_or(-1.0).to_bits());
+    out.push(r.momentum_coefficient().unwrap_or(-1.0).to_bits());
     out.push(run.early.best().unwrap_or(-1.0).to_bits());
     out.push(run.opt.steps());
     // Early stopping's best weights, written into a copy of the model.

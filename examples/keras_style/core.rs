@@ -39,21 +39,14 @@ pub fn run(snippet: Snippet, epochs: u64, quiet: bool) -> anyhow::Result<History
     } else {
         Verbosity::EpochLines
     };
-    let history = match snippet {
-        Snippet::Sgd => {
-            let mut opt = Optimizer::new(Sgd::new(0.01), &store)?;
-            Fit::new(&model, &store, &mut opt, mse)
-                .epochs(epochs)
-                .verbosity(verbosity)
-                .run_tensors(&x_train, &y_train)?
-        }
-        Snippet::Adam => {
-            let mut opt = Optimizer::new(Adam::new(0.001), &store)?;
-            Fit::new(&model, &store, &mut opt, mse)
-                .epochs(epochs)
-                .verbosity(verbosity)
-                .run_tensors(&x_train, &y_train)?
-        }
+    // Keras: model.compile(optimizer=SGD(0.01) | Adam(0.001), loss="mse")
+    let mut opt: Box<dyn AnyOptimizer> = match snippet {
+        Snippet::Sgd => Box::new(Optimizer::new(Sgd::new(0.01), &store)?),
+        Snippet::Adam => Box::new(Optimizer::new(Adam::new(0.001), &store)?),
     };
+    let history = Fit::new(&model, &store, &mut *opt, mse)
+        .epochs(epochs)
+        .verbosity(verbosity)
+        .run_tensors(&x_train, &y_train)?;
     Ok(history)
 }

@@ -68,13 +68,15 @@ fn fit<R: Rule>(
     mut rate: Rate,
 ) -> anyhow::Result<Row> {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    store.parameter("weight", (1, 1), |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
-    store.parameter("bias", 1, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
-    let model = Linear::new(1, 1, &store)?; // reuses the zero-initialized entries
+    let model = Linear::new(1, 1, &store)?;
+    // The documents start from w = b = 0 (PyTorch: `nn.init.zeros_`).
+    for (_, var) in store.trainable() {
+        var.set(&var.zeros_like()?)?;
+    }
     let mut opt = Optimizer::new(rule, &store)?;
     let mut sched = match &mut rate {
         Rate::Schedule(s) => Some(LrScheduler::new(
-            std::mem::replace(s, Box::new(ConstantLr::new(1.0, 0)?)),
+            std::mem::replace(s, Box::new(ConstantLr::new().factor(1.0).total_iters(0))),
             &mut opt,
         )?),
         _ => None,
@@ -163,7 +165,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         row!("batch GD, lr 0.1", Sgd::new(0.1), full, Rate::Fixed),
         row!(
             "momentum (EMA, β 0.9), lr 0.1",
-            Sgd::new(0.1).with_momentum(Momentum::Ema { beta: 0.9 }),
+            Sgd::new(0.1).momentum(Momentum::Ema { beta: 0.9 }),
             full,
             Rate::Fixed,
         ),
@@ -190,13 +192,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             "GD, inverse-time α/(1+βt), α 0.2",
             Sgd::new(0.2),
             full,
-            sched(Box::new(InverseTime::new(0.01)?)),
+            sched(Box::new(InverseTime::new(0.01))),
         ),
         row!(
             "GD, inverse-sqrt α/√(1+βt), α 0.2",
             Sgd::new(0.2),
             full,
-            sched(Box::new(InverseSqrt::new(0.01)?)),
+            sched(Box::new(InverseSqrt::new(0.01))),
         ),
         row!(
             "GD, loss-driven (plateau), α 0.2",

@@ -9,8 +9,7 @@ use taper::data::mnist::{self, MnistKind};
 use taper::data::transforms::RandomTranslate;
 use taper::data::{Batch, Batching, DataLoader, Dataset, Prefetcher, TensorDataset};
 use taper::nn::{
-    cross_entropy, Activation, Conv2d, Conv2dConfig, Dropout, Flatten, Linear, MaxPool2d,
-    Sequential,
+    cross_entropy, Activation, Conv2dConfig, Dropout, Flatten, Linear, MaxPool2d, Sequential,
 };
 use taper::optim::*;
 use taper::prelude::*;
@@ -189,15 +188,11 @@ fn build_model(args: &Args, store: &ParamStore) -> anyhow::Result<Sequential> {
             m = m.append_with(|s| Linear::new(width, 10, s))?;
         }
         ModelArg::Cnn => {
-            let pad = Conv2dConfig {
-                padding: 2,
-                ..Default::default()
-            };
             m = m
-                .append_with(|s| Conv2d::new(1, 16, (5, 5), pad, s))?
+                .append_with(|s| Conv2dConfig::new(1, 16, (5, 5)).padding(2).build(s))?
                 .append(Activation::Relu)
                 .append(MaxPool2d::new(2))
-                .append_with(|s| Conv2d::new(16, 32, (5, 5), pad, s))?
+                .append_with(|s| Conv2dConfig::new(16, 32, (5, 5)).padding(2).build(s))?
                 .append(Activation::Relu)
                 .append(MaxPool2d::new(2))
                 .append(Flatten::default())
@@ -273,11 +268,12 @@ impl Visitor for Pick<'_> {
 
 /// The registered `rule` with `--lr`, `--momentum` and `--weight-decay` applied.
 fn configure<R: Rule>(args: &Args, entry: &Entry, mut rule: R) -> anyhow::Result<R> {
+    // Generic over the algorithm, so the shared options go through `common_mut`.
     if let Some(lr) = args.lr {
-        rule = rule.with_lr(lr);
+        rule.common_mut().lr = lr;
     }
     if let Some(m) = args.momentum {
-        if !rule.set_momentum(m) {
+        if !rule.set_momentum_coefficient(m) {
             bail!(
                 "--momentum: `{}` has no momentum coefficient; choose momentum, nesterov, \
                  ema-momentum, rmsprop-centered, the Adam family (β₁) or lion",
@@ -288,11 +284,11 @@ fn configure<R: Rule>(args: &Args, entry: &Entry, mut rule: R) -> anyhow::Result
     if args.weight_decay != 0.0 {
         let decoupled =
             args.decoupled || matches!(rule.common().weight_decay, WeightDecay::Decoupled(_));
-        rule = rule.with_weight_decay(if decoupled {
+        rule.common_mut().weight_decay = if decoupled {
             WeightDecay::Decoupled(args.weight_decay)
         } else {
             WeightDecay::L2(args.weight_decay)
-        });
+        };
     }
     Ok(rule)
 }
@@ -332,12 +328,12 @@ fn train_with<R: Rule>(
     );
     let mut opt = Optimizer::new(rule, &store)?;
     if let Some(c) = args.clip_norm {
-        opt = opt.with_clip(Clip::Norm {
+        opt = opt.clip(Clip::Norm {
             max_norm: c,
             norm: Norm::L2,
         })?;
     } else if let Some(c) = args.clip_value {
-        opt = opt.with_clip(Clip::Value(c))?;
+        opt = opt.clip(Clip::Value(c))?;
     }
     let batching = match args.batching {
         BatchingArg::Mini => Batching::MiniBatch(args.batch_size),
@@ -394,25 +390,22 @@ fn train_with<R: Rule>(
             patience: 0,
             ..Default::default()
         })?)),
-        ScheduleArg::Cosine => Some(scheduler(
-            CosineAnnealingLr::new(total.max(1), 0.0)?,
-            &mut opt,
-        )?),
+        ScheduleArg::Cosine => Some(scheduler(CosineAnnealingLr::new(total.max(1)), &mut opt)?),
         ScheduleArg::Step => Some(scheduler(
-            StepLr::new(2 * steps_per_epoch.max(1), 0.5)?,
+            StepLr::new(2 * steps_per_epoch.max(1)).gamma(0.5),
             &mut opt,
         )?),
         ScheduleArg::Onecycle => {
             let max_lr = opt.lr() * 10.0;
-            Some(scheduler(OneCycleLr::new(max_lr, total.max(2))?, &mut opt)?)
+            Some(scheduler(OneCycleLr::new(max_lr, total.max(2)), &mut opt)?)
         }
         ScheduleArg::Cyclic => {
             let lr = opt.lr();
-            let cyclic = CyclicLr::new(lr / 10.0, lr, steps_per_epoch.max(1))?;
+            let cyclic = CyclicLr::new(lr / 10.0, lr).step_size_up(steps_per_epoch.max(1));
             Some(scheduler(cyclic, &mut opt)?)
         }
-        ScheduleArg::InverseTime => Some(scheduler(InverseTime::new(1e-3)?, &mut opt)?),
-        ScheduleArg::InverseSqrt => Some(scheduler(InverseSqrt::new(1e-3)?, &mut opt)?),
+        ScheduleArg::InverseTime => Some(scheduler(InverseTime::new(1e-3), &mut opt)?),
+        ScheduleArg::InverseSqrt => Some(scheduler(InverseSqrt::new(1e-3), &mut opt)?),
     };
 
     std::fs::create_dir_all(&args.out)
@@ -491,8 +484,8 @@ fn train_with<R: Rule>(
             let grad_norm = tb.is_some().then(|| grads.norm(Norm::L2)).transpose()?;
             opt.step(&grads)?;
             state.finish_batch();
-            if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == Drive::Time) {
-                c.step(Signal::at(state.step), &mut opt)?;
+            if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == LrDrive::Time) {
+                c.step_with(Signal::at(state.step), &mut opt)?;
             }
             let n = b.indices.len();
             let (l, a) = (
@@ -541,8 +534,8 @@ fn train_with<R: Rule>(
         bar.finish();
         state.finish_epoch();
         let (test_loss, test_acc) = evaluate(&model, &test, dev)?;
-        if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == Drive::Metric) {
-            c.step(Signal::at(state.epoch).with_metric(test_loss), &mut opt)?;
+        if let Some(c) = lr_control.as_mut().filter(|c| c.drive() == LrDrive::Metric) {
+            c.step_with(Signal::at(state.epoch).metric(test_loss), &mut opt)?;
         }
         println!(
             "epoch {:>3}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.0} samples/s",
@@ -578,7 +571,7 @@ fn train_with<R: Rule>(
         });
         let mut ckpt = Checkpoint::capture(&store, &opt, state.clone())?;
         if let Some(c) = &lr_control {
-            ckpt = ckpt.with_state(&c.state_name(), &**c)?;
+            ckpt = ckpt.add_state(&c.state_name(), &**c)?;
         }
         manager.save(&ckpt, Some(test_acc))?;
     }

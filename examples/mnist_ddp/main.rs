@@ -75,7 +75,7 @@ impl<R: Rule> Opt<'_, R> {
     /// The whole state, on rank 0 (every rank must call it).
     fn state(&self) -> anyhow::Result<Option<OptimizerState>> {
         Ok(match self {
-            Opt::Plain(o) => Some(o.state_dict()),
+            Opt::Plain(o) => Some(o.state_dict()?),
             Opt::Zero(o) => o.consolidated_state()?,
         })
     }
@@ -114,7 +114,7 @@ fn main() {
         }
     };
     let result = match args.optimizer.as_str() {
-        "sgd" => run(&args, &comm, Sgd::new(0.05).with_momentum(0.9)),
+        "sgd" => run(&args, &comm, Sgd::new(0.05).momentum(0.9)),
         _ => run(&args, &comm, Adam::new(1e-3)),
     };
     if let Err(e) = result {

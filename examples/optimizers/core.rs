@@ -95,7 +95,9 @@ type MakeMnist<'a> = dyn Fn(&ParamStore) -> anyhow::Result<Box<dyn Stepper>> + '
 /// A registered rule (or any rule) as a [`Make`].
 fn plain<R: Rule>(rule: R) -> impl Fn(&ParamStore, f64) -> anyhow::Result<Box<dyn Stepper>> {
     move |store, lr| {
-        let opt = Optimizer::new(rule.clone().with_lr(lr), store)?;
+        let mut rule = rule.clone();
+        rule.common_mut().lr = lr;
+        let opt = Optimizer::new(rule, store)?;
         Ok(Box::new(Gradient(opt, store.clone())))
     }
 }

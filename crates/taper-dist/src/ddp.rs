@@ -133,28 +133,31 @@ pub(crate) fn check_same<C: Communicator>(
     Err(Error::Mismatch { what, rank, detail })
 }
 
+/// The bucket plan of `params` at `cap_bytes`, agreed over the ranks.
+fn plan_buckets<C: Communicator>(
+    comm: &C,
+    params: &[(String, Var)],
+    cap_bytes: usize,
+) -> Result<BucketPlan> {
+    let entries: Vec<(String, Vec<usize>, DType)> = params
+        .iter()
+        .map(|(n, v)| (n.clone(), v.dims().to_vec(), v.dtype()))
+        .collect();
+    comm.agree(
+        "planning gradient buckets",
+        BucketPlan::new(&entries, cap_bytes),
+    )
+}
+
 impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
     /// Wraps `store`'s model: checks that every rank holds the same model, copies rank 0's
     /// parameters and buffers to all, and plans 25 MiB gradient buckets. Every rank must
     /// call it; on a mismatch every rank gets [`Error::Mismatch`] naming the first
     /// differing entry.
     pub fn new(comm: &'c C, store: &ParamStore) -> Result<Self> {
-        Self::with_bucket_bytes(comm, store, DEFAULT_BUCKET_BYTES)
-    }
-
-    /// [`DistributedDataParallel::new`] with a bucket capacity in bytes (PyTorch's
-    /// `bucket_cap_mb`).
-    pub fn with_bucket_bytes(comm: &'c C, store: &ParamStore, cap_bytes: usize) -> Result<Self> {
         check_same(comm, "parameters and buffers", &describe(store))?;
         let params = store.trainable();
-        let entries: Vec<(String, Vec<usize>, DType)> = params
-            .iter()
-            .map(|(n, v)| (n.clone(), v.dims().to_vec(), v.dtype()))
-            .collect();
-        let plan = comm.agree(
-            "planning gradient buckets",
-            BucketPlan::new(&entries, cap_bytes),
-        )?;
+        let plan = plan_buckets(comm, &params, DEFAULT_BUCKET_BYTES)?;
         let device_buckets = params.first().is_some_and(|(_, v)| !v.device().is_cpu());
         let ddp = Self {
             comm,
@@ -170,6 +173,14 @@ impl<'c, C: Communicator> DistributedDataParallel<'c, C> {
         };
         ddp.broadcast_entries(|_| true)?;
         Ok(ddp)
+    }
+
+    /// Builder: the bucket capacity in bytes (PyTorch's `bucket_cap_mb`; default
+    /// [`DEFAULT_BUCKET_BYTES`]). Every rank must call it with the same capacity (the plan
+    /// is agreed over the ranks, as at construction).
+    pub fn bucket_bytes(mut self, cap_bytes: usize) -> Result<Self> {
+        self.plan = plan_buckets(self.comm, &self.params, cap_bytes)?;
+        Ok(self)
     }
 
     /// Reduce buckets as device tensors ([`Communicator::all_reduce_sum_tensor`]: on the

@@ -153,9 +153,9 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
     /// Clips the gradients before every step ([`Clip`]). Each rank's shard optimizer sees
     /// every averaged gradient, so `Clip::Norm` takes the global norm, as unsharded
     /// training does. Every rank must call it.
-    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
+    pub fn clip(mut self, clip: Clip) -> Result<Self> {
         let local = match self.inner.take() {
-            Some(o) => o.with_clip(clip).map(Some).map_err(Error::from),
+            Some(o) => o.clip(clip).map(Some).map_err(Error::from),
             None => Ok(None),
         };
         self.inner = self.comm.agree("configuring gradient clipping", local)?;
@@ -254,13 +254,15 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
     /// Optimizer-state memory on this rank and without sharding, as allocated (state is
     /// created at a parameter's first step). Every rank must call it.
     pub fn memory(&self) -> Result<ZeroMemory> {
-        let local: usize = self.inner.as_ref().map_or(0, |o| {
-            o.state_dict()
+        let local: usize = match &self.inner {
+            Some(o) => o
+                .state_dict()?
                 .tensors
                 .values()
                 .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-                .sum()
-        });
+                .sum(),
+            None => 0,
+        };
         let mut total = [local as f64];
         self.comm.all_reduce_sum_f64(&mut total)?;
         Ok(ZeroMemory {
@@ -275,7 +277,10 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
     pub fn consolidated_state(&self) -> Result<Option<OptimizerState>> {
         let origin = std::path::Path::new("rank shard");
         let local = match &self.inner {
-            Some(o) => o.state_dict().to_bytes(origin).map_err(Error::from),
+            Some(o) => o
+                .state_dict()
+                .and_then(|s| s.to_bytes(origin))
+                .map_err(Error::from),
             None => Ok(Vec::new()),
         };
         let bytes = self.comm.agree("encoding the optimizer shard", local)?;
@@ -358,7 +363,9 @@ impl<R: Rule, C: Communicator> LrTarget for ZeroOptimizer<'_, R, C> {
     }
 
     fn group_momentum(&self, group: usize) -> Option<f64> {
-        (group == 0).then(|| self.rule.momentum()).flatten()
+        (group == 0)
+            .then(|| self.rule.momentum_coefficient())
+            .flatten()
     }
 
     fn set_group_momentum(&mut self, group: usize, momentum: f64) -> taper_optim::Result<bool> {
@@ -367,7 +374,7 @@ impl<R: Rule, C: Communicator> LrTarget for ZeroOptimizer<'_, R, C> {
             None => Optimizer::from_vars(self.rule.clone(), self.params.clone())?
                 .set_group_momentum(group, momentum)?,
         };
-        self.rule.set_momentum(momentum);
+        self.rule.set_momentum_coefficient(momentum);
         Ok(had)
     }
 }

@@ -169,10 +169,8 @@ fn worker() -> Res<()> {
             let model = common::model(&store, 32)?;
             // Buckets as tensors: the path CUDA models take, here on the CPU.
             let mut ddp = DistributedDataParallel::new(&comm, &store)?.device_buckets(true);
-            let mut opt = taper_optim::Optimizer::new(
-                taper_optim::Sgd::new(0.05).with_momentum(0.9),
-                &store,
-            )?;
+            let mut opt =
+                taper_optim::Optimizer::new(taper_optim::Sgd::new(0.05).momentum(0.9), &store)?;
             let loader = common::loader(r, 2, 16)?;
             let mut batches = loader.epoch(0);
             for _ in 0..ACCUMULATE_STEPS {

@@ -167,8 +167,8 @@ fn zero_clips_by_the_global_norm_like_the_plain_optimizer() -> Res<()> {
         norm: Norm::L2,
     };
     let (s1, s2) = (make()?, make()?);
-    let mut plain = Optimizer::new(Sgd::new(0.5), &s1)?.with_clip(clip)?;
-    let mut zero = ZeroOptimizer::new(Sgd::new(0.5), &s2, &comm)?.with_clip(clip)?;
+    let mut plain = Optimizer::new(Sgd::new(0.5), &s1)?.clip(clip)?;
+    let mut zero = ZeroOptimizer::new(Sgd::new(0.5), &s2, &comm)?.clip(clip)?;
     plain.step(&grads(&s1)?)?;
     let report = zero.step(&grads(&s2)?)?;
     assert_eq!(report.grad_norm, Some(6.0)); // √(4 × 9), over both parameters
@@ -187,11 +187,11 @@ fn schedules_drive_a_sharded_optimizer_as_they_drive_a_plain_one() -> Res<()> {
         Ok(store)
     };
     let (s1, s2) = (make()?, make()?);
-    let rule = Sgd::new(0.1).with_momentum(0.9);
+    let rule = Sgd::new(0.1).momentum(0.9);
     let mut plain = Optimizer::new(rule, &s1)?;
     let mut zero = ZeroOptimizer::new(rule, &s2, &comm)?;
-    let mut a = LrScheduler::new(CosineAnnealingLr::new(5, 0.0)?, &mut plain)?;
-    let mut b = LrScheduler::new(CosineAnnealingLr::new(5, 0.0)?, &mut zero)?;
+    let mut a = LrScheduler::new(CosineAnnealingLr::new(5), &mut plain)?;
+    let mut b = LrScheduler::new(CosineAnnealingLr::new(5), &mut zero)?;
     for _ in 0..4 {
         let g = Gradients::compute(&s1.var("w")?.as_tensor().sqr()?.sum_all()?, &s1)?;
         plain.step(&g)?;
@@ -203,11 +203,13 @@ fn schedules_drive_a_sharded_optimizer_as_they_drive_a_plain_one() -> Res<()> {
     }
     assert_eq!(common::max_diff(&s1, &s2)?, 0.0);
     // OneCycle cycles the momentum too; an invalid rate is refused and changes nothing.
-    let mut c = LrScheduler::new(OneCycleLr::new(1.0, 10)?, &mut zero)?;
+    let mut c = LrScheduler::new(OneCycleLr::new(1.0, 10), &mut zero)?;
     c.step(&mut zero)?;
     assert_eq!(
         zero.group_momentum(0),
-        zero.local().unwrap().groups()[0].rule.momentum()
+        zero.local().unwrap().groups()[0]
+            .rule
+            .momentum_coefficient()
     );
     let before = zero.lr();
     assert!(zero.set_lr(-1.0).is_err());

@@ -21,14 +21,13 @@ fn module(m: impl Module + 'static) -> anyhow::Result<Fwd> {
 /// The layer of each convolution and pooling fixture case.
 fn layer(case: &str) -> Box<Build> {
     let conv = |cin, cout, k, stride, padding, dilation, groups, bias| -> Box<Build> {
-        let cfg = Conv2dConfig {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-        };
-        Box::new(move |s: &ParamStore| module(Conv2d::new(cin, cout, k, cfg, s)?))
+        let cfg = Conv2dConfig::new(cin, cout, k)
+            .stride(stride)
+            .padding(padding)
+            .dilation(dilation)
+            .groups(groups)
+            .bias(bias);
+        Box::new(move |s: &ParamStore| module(cfg.build(s)?))
     };
     match case {
         "conv2d" => conv(2, 3, (3, 3), 1, 1, 1, 1, true),
@@ -43,11 +42,11 @@ fn layer(case: &str) -> Box<Build> {
         "maxpool2d" => Box::new(|_: &ParamStore| module(MaxPool2d::new(2))),
         "maxpool2d_k2_odd" => Box::new(|_: &ParamStore| module(MaxPool2d::new(2))),
         "maxpool2d_k3s2" | "maxpool2d_k3s2_odd" => {
-            Box::new(|_: &ParamStore| module(MaxPool2d::with_stride(3, 2)))
+            Box::new(|_: &ParamStore| module(MaxPool2d::new(3).stride(2)))
         }
-        "maxpool2d_k3s1" => Box::new(|_: &ParamStore| module(MaxPool2d::with_stride(3, 1))),
+        "maxpool2d_k3s1" => Box::new(|_: &ParamStore| module(MaxPool2d::new(3).stride(1))),
         "avgpool2d" | "avgpool2d_k2_odd" => Box::new(|_: &ParamStore| module(AvgPool2d::new(2))),
-        "avgpool2d_k3s2_odd" => Box::new(|_: &ParamStore| module(AvgPool2d::with_stride(3, 2))),
+        "avgpool2d_k3s2_odd" => Box::new(|_: &ParamStore| module(AvgPool2d::new(3).stride(2))),
         "batchnorm1d_train" | "batchnorm1d_eval" | "batchnorm1d_3d_train" => {
             let (c, train) = match case {
                 "batchnorm1d_train" => (5, true),
@@ -55,14 +54,14 @@ fn layer(case: &str) -> Box<Build> {
                 _ => (3, true),
             };
             Box::new(move |s: &ParamStore| {
-                let bn = BatchNorm::new_1d(c, BatchNormConfig::default(), s)?;
+                let bn = BatchNorm::new_1d(c, s)?;
                 Ok(Box::new(move |i: &Inputs| Ok(bn.forward_t(&i["x"], train)?)) as Fwd)
             })
         }
         "batchnorm2d_train" | "batchnorm2d_eval" => {
             let train = case == "batchnorm2d_train";
             Box::new(move |s: &ParamStore| {
-                let bn = BatchNorm::new_2d(3, BatchNormConfig::default(), s)?;
+                let bn = BatchNorm::new_2d(3, s)?;
                 Ok(Box::new(move |i: &Inputs| Ok(bn.forward_t(&i["x"], train)?)) as Fwd)
             })
         }
@@ -147,10 +146,17 @@ fn same_on_both_paths(
     // Tolerances relative to the largest element of each tensor: a weight gradient sums
     // thousands of products, and f32 rounds them differently in a different order.
     for (dt, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
-        manual_seed(7);
-        let store = ParamStore::new(&Device::Cpu, dt);
-        let x = randn(shape, 0.0, 1.0, dt, &Device::Cpu).unwrap();
+        // The same seed for both: the same input and the same initial weights, each layer
+        // in a store of its own.
+        let fresh = || {
+            manual_seed(7);
+            let store = ParamStore::new(&Device::Cpu, dt);
+            let x = randn(shape, 0.0, 1.0, dt, &Device::Cpu).unwrap();
+            (store, x)
+        };
+        let (store, x) = fresh();
         let fast = run(f, &x, &store);
+        let (store, x) = fresh();
         let generic = with_generic_kernels(|| run(f, &x, &store));
         for (k, (a, b)) in fast.iter().zip(&generic).enumerate() {
             assert_eq!(a.len(), b.len(), "{what} {dt:?} tensor {k}");
@@ -190,15 +196,14 @@ fn the_kernels_equal_candles_generic_ops_on_random_configurations() {
         (&[2, 2, 3, 3], 2, (3, 3), 1, 0, 1, 1, true),
     ];
     for (shape, out, k, stride, padding, dilation, groups, bias) in convs {
-        let cfg = Conv2dConfig {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-        };
+        let cfg = Conv2dConfig::new(shape[1], out, k)
+            .stride(stride)
+            .padding(padding)
+            .dilation(dilation)
+            .groups(groups)
+            .bias(bias);
         same_on_both_paths(&format!("conv {shape:?} {cfg:?}"), shape, &|x, s| {
-            Ok(Conv2d::new(shape[1], out, k, cfg, s)?.forward(x)?)
+            Ok(cfg.build(s)?.forward(x)?)
         });
     }
     for (shape, train) in [
@@ -210,10 +215,9 @@ fn the_kernels_equal_candles_generic_ops_on_random_configurations() {
             &format!("batch norm {shape:?} train {train}"),
             shape,
             &|x, s| {
-                let cfg = BatchNormConfig::default();
                 let bn = match shape.len() {
-                    4 => BatchNorm::new_2d(shape[1], cfg, s)?,
-                    _ => BatchNorm::new_1d(shape[1], cfg, s)?,
+                    4 => BatchNorm::new_2d(shape[1], s)?,
+                    _ => BatchNorm::new_1d(shape[1], s)?,
                 };
                 // Non-trivial scale, shift and running statistics.
                 for (name, v) in [
@@ -237,10 +241,10 @@ fn the_kernels_equal_candles_generic_ops_on_random_configurations() {
         (&[1, 2, 5, 5], 5, 5),
     ] {
         same_on_both_paths(&format!("maxpool {shape:?} {k}/{s}"), shape, &|x, _| {
-            Ok(MaxPool2d::with_stride(k, s).forward(x)?)
+            Ok(MaxPool2d::new(k).stride(s).forward(x)?)
         });
         same_on_both_paths(&format!("avgpool {shape:?} {k}/{s}"), shape, &|x, _| {
-            Ok(AvgPool2d::with_stride(k, s).forward(x)?)
+            Ok(AvgPool2d::new(k).stride(s).forward(x)?)
         });
     }
 }
@@ -249,7 +253,7 @@ fn the_kernels_equal_candles_generic_ops_on_random_configurations() {
 fn evaluation_takes_the_kernel_too_and_builds_no_graph() {
     manual_seed(3);
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let conv = Conv2d::new(3, 5, (3, 3), Conv2dConfig::default(), &store).unwrap();
+    let conv = Conv2d::new(3, 5, (3, 3), &store).unwrap();
     let x = randn((2, 3, 8, 8), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
     let eval = no_grad(|| conv.forward(&x)).unwrap();
     assert!(!eval.track_op());
@@ -266,7 +270,7 @@ fn evaluation_takes_the_kernel_too_and_builds_no_graph() {
 #[test]
 fn the_constant_data_batch_gets_no_gradient() {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let conv = Conv2d::new(1, 4, (3, 3), Conv2dConfig::default(), &store).unwrap();
+    let conv = Conv2d::new(1, 4, (3, 3), &store).unwrap();
     let x = Tensor::ones((2, 1, 6, 6), DType::F32, &Device::Cpu).unwrap();
     let y = MaxPool2d::new(2)
         .forward(&conv.forward(&x).unwrap())
@@ -298,17 +302,16 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum_as_pytorch_does() {
 #[test]
 fn windows_that_do_not_fit_are_errors_not_panics_on_both_paths() {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let conv = |k: usize, cfg: Conv2dConfig, name: &str| {
-        Conv2d::new(1, 2, (k, k), cfg, &store.sub(name)).unwrap()
-    };
-    let dilated = Conv2dConfig {
-        dilation: 4,
-        ..Default::default()
+    let conv = |k: usize, dilation: usize, name: &str| {
+        Conv2dConfig::new(1, 2, (k, k))
+            .dilation(dilation)
+            .build(&store.sub(name))
+            .unwrap()
     };
     let cases = [
-        (conv(5, Conv2dConfig::default(), "a"), (1, 1, 4, 8)),
-        (conv(1, Conv2dConfig::default(), "b"), (1, 1, 0, 8)),
-        (conv(3, dilated, "c"), (1, 1, 8, 8)),
+        (conv(5, 1, "a"), (1, 1, 4, 8)),
+        (conv(1, 1, "b"), (1, 1, 0, 8)),
+        (conv(3, 4, "c"), (1, 1, 8, 8)),
     ];
     for generic in [false, true] {
         for (layer, shape) in &cases {
@@ -327,21 +330,21 @@ fn windows_that_do_not_fit_are_errors_not_panics_on_both_paths() {
             );
         }
         let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
-        for pool in [MaxPool2d::new(0), MaxPool2d::with_stride(2, 0)] {
+        for pool in [MaxPool2d::new(0), MaxPool2d::new(2).stride(0)] {
             let e = pool.forward(&x).expect_err("a zero window").to_string();
             assert!(e.contains("positive window sizes and strides"), "{e}");
         }
         let e = AvgPool2d::new(0).forward(&x).unwrap_err().to_string();
         assert!(e.contains("positive window sizes"), "{e}");
     }
-    let e = Conv2d::new(1, 2, (0, 3), Conv2dConfig::default(), &store.sub("d")).unwrap_err();
+    let e = Conv2d::new(1, 2, (0, 3), &store.sub("d")).unwrap_err();
     assert!(e.to_string().contains("kernel height"), "{e}");
 }
 
 #[test]
 fn an_empty_batch_gives_an_empty_output_and_zero_parameter_gradients() {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let conv = Conv2d::new(2, 3, (3, 3), Conv2dConfig::default(), &store).unwrap();
+    let conv = Conv2d::new(2, 3, (3, 3), &store).unwrap();
     let x =
         Var::from_tensor(&Tensor::zeros((0, 2, 5, 5), DType::F32, &Device::Cpu).unwrap()).unwrap();
     let y = MaxPool2d::new(2)
@@ -367,7 +370,7 @@ fn an_empty_batch_gives_an_empty_output_and_zero_parameter_gradients() {
 fn other_dtypes_and_strided_inputs_take_a_working_path() {
     manual_seed(5);
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let conv = Conv2d::new(3, 4, (3, 3), Conv2dConfig::default(), &store).unwrap();
+    let conv = Conv2d::new(3, 4, (3, 3), &store).unwrap();
     // A non-contiguous input (a transposed view) gives the same result as its copy.
     let x = randn((2, 3, 7, 9), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
     let xt = x.transpose(2, 3).unwrap();
@@ -377,7 +380,7 @@ fn other_dtypes_and_strided_inputs_take_a_working_path() {
     assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
     // f16 runs on candle's generic ops (the kernels take f32 and f64).
     let s16 = ParamStore::new(&Device::Cpu, DType::F16);
-    let c16 = Conv2d::new(3, 4, (3, 3), Conv2dConfig::default(), &s16).unwrap();
+    let c16 = Conv2d::new(3, 4, (3, 3), &s16).unwrap();
     let y = c16.forward(&x.to_dtype(DType::F16).unwrap()).unwrap();
     assert_eq!((y.dtype(), y.dims()), (DType::F16, &[2, 4, 5, 7][..]));
     let p = MaxPool2d::new(2).forward(&y).unwrap();

@@ -35,7 +35,10 @@ fn linear_wrt_input_weight_and_bias() {
         "linear 3-d input",
         |xs| {
             let s = store_with(&["weight"], xs);
-            Ok(Linear::no_bias(4, 2, &s)?.forward(&xs[0])?)
+            Ok(LinearConfig::new(4, 2)
+                .bias(false)
+                .build(&s)?
+                .forward(&xs[0])?)
         },
         &[r(&[2, 3, 4], 1), r(&[2, 4], 2)],
     );
@@ -48,7 +51,7 @@ fn normalization_layers() {
             "batchnorm1d",
             |xs| {
                 let s = store_with(&["weight", "bias"], xs);
-                Ok(BatchNorm::new_1d(3, Default::default(), &s)?.forward_t(&xs[0], train)?)
+                Ok(BatchNorm::new_1d(3, &s)?.forward_t(&xs[0], train)?)
             },
             &[r(&[5, 3], 1), r(&[3], 2), r(&[3], 3)],
         );
@@ -57,7 +60,7 @@ fn normalization_layers() {
         "batchnorm2d",
         |xs| {
             let s = store_with(&["weight", "bias"], xs);
-            Ok(BatchNorm::new_2d(2, Default::default(), &s)?.forward_t(&xs[0], true)?)
+            Ok(BatchNorm::new_2d(2, &s)?.forward_t(&xs[0], true)?)
         },
         &[r(&[2, 2, 3, 3], 1), r(&[2], 2), r(&[2], 3)],
     );
@@ -77,12 +80,8 @@ fn conv_pool_embedding_flatten_dropout() {
         "conv2d",
         |xs| {
             let s = store_with(&["weight", "bias"], xs);
-            let cfg = Conv2dConfig {
-                padding: 1,
-                stride: 2,
-                ..Default::default()
-            };
-            Ok(Conv2d::new(2, 3, (3, 3), cfg, &s)?.forward(&xs[0])?)
+            let conv = Conv2dConfig::new(2, 3, (3, 3)).padding(1).stride(2);
+            Ok(conv.build(&s)?.forward(&xs[0])?)
         },
         &[r(&[1, 2, 5, 5], 1), r(&[3, 2, 3, 3], 2), r(&[3], 3)],
     );
@@ -109,17 +108,15 @@ fn conv_pool_embedding_flatten_dropout() {
             ("conv2d 1x1", 3, 2, (1, 1), (1, 0, 1, 1), [2, 3, 3, 4]),
         ] {
             let (stride, padding, dilation, groups) = cfg;
-            let conv = Conv2dConfig {
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias: true,
-            };
+            let conv = Conv2dConfig::new(cin, cout, k)
+                .stride(stride)
+                .padding(padding)
+                .dilation(dilation)
+                .groups(groups);
             let w = [cout, cin / groups, k.0, k.1];
             let f = |xs: &[Tensor]| -> anyhow::Result<Tensor> {
                 let s = store_with(&["weight", "bias"], xs);
-                Ok(Conv2d::new(cin, cout, k, conv, &s)?.forward(&xs[0])?)
+                Ok(conv.build(&s)?.forward(&xs[0])?)
             };
             let inputs = [r(&shape, 11), r(&w, 12), r(&[cout], 13)];
             if generic {
@@ -136,7 +133,7 @@ fn conv_pool_embedding_flatten_dropout() {
     );
     check(
         "maxpool 3/2",
-        |xs| Ok(MaxPool2d::with_stride(3, 2).forward(&xs[0])?),
+        |xs| Ok(MaxPool2d::new(3).stride(2).forward(&xs[0])?),
         &[r(&[1, 1, 7, 6], 5)],
     );
     check(
@@ -146,7 +143,7 @@ fn conv_pool_embedding_flatten_dropout() {
     );
     check(
         "avgpool 3/1",
-        |xs| Ok(AvgPool2d::with_stride(3, 1).forward(&xs[0])?),
+        |xs| Ok(AvgPool2d::new(3).stride(1).forward(&xs[0])?),
         &[r(&[1, 1, 5, 4], 7)],
     );
     let ids = Tensor::new(&[[1u32, 4], [4, 0]], &Device::Cpu).unwrap();

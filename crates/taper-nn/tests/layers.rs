@@ -44,28 +44,26 @@ fn wrong_input_shapes_name_the_layer_and_both_shapes() -> anyhow::Result<()> {
         e.contains("Linear(784 -> 256)") && e.contains("(*, 784)") && e.contains("[8, 100]"),
         "{e}"
     );
-    let e = err_text(Conv2d::new(1, 4, (3, 3), Default::default(), &s.sub("c"))?.forward(&x));
+    let e = err_text(Conv2d::new(1, 4, (3, 3), &s.sub("c"))?.forward(&x));
     assert!(
         e.contains("Conv2d(1 -> 4") && e.contains("(N, 1, H, W)") && e.contains("[8, 100]"),
         "{e}"
     );
-    let e = err_text(BatchNorm::new_2d(3, Default::default(), &s.sub("bn"))?.forward_t(&x, true));
+    let e = err_text(BatchNorm::new_2d(3, &s.sub("bn"))?.forward_t(&x, true));
     assert!(
         e.contains("BatchNorm2d(3)") && e.contains("(N, 3, H, W)"),
         "{e}"
     );
-    let e = err_text(BatchNorm::new_1d(3, Default::default(), &s.sub("bn1"))?.forward_t(&x, true));
+    let e = err_text(BatchNorm::new_1d(3, &s.sub("bn1"))?.forward_t(&x, true));
     assert!(
         e.contains("BatchNorm1d(3)") && e.contains("(N, 3) or (N, 3, L)"),
         "{e}"
     );
     // An infinite eps would normalize everything to the bias: refused when built.
     for eps in [f64::INFINITY, f64::NAN, 0.0] {
-        let cfg = taper_nn::BatchNormConfig {
-            eps,
-            ..Default::default()
-        };
-        let e = BatchNorm::new_1d(3, cfg, &s.sub("bn_eps"))
+        let e = taper_nn::BatchNormConfig::new_1d(3)
+            .eps(eps)
+            .build(&s.sub("bn_eps"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("eps"), "eps = {eps}: {e}");
@@ -87,8 +85,7 @@ fn wrong_input_shapes_name_the_layer_and_both_shapes() -> anyhow::Result<()> {
     assert!(e.contains("integer ids"), "{e}");
     // BatchNorm refuses one value per channel in training, as PyTorch does.
     let one = Tensor::zeros((1, 3), DType::F32, &Device::Cpu)?;
-    let e =
-        err_text(BatchNorm::new_1d(3, Default::default(), &s.sub("bn3"))?.forward_t(&one, true));
+    let e = err_text(BatchNorm::new_1d(3, &s.sub("bn3"))?.forward_t(&one, true));
     assert!(e.contains("more than 1 value per channel"), "{e}");
     // Losses.
     let e = mse_loss(&x, &x.narrow(1, 0, 5)?, Reduction::Mean)
@@ -115,33 +112,25 @@ fn invalid_hyperparameters_are_rejected_by_name() -> anyhow::Result<()> {
     for (e, field) in [
         (Dropout::new(1.5).unwrap_err(), "`p`"),
         (
-            BatchNorm::new_1d(
-                3,
-                BatchNormConfig {
-                    momentum: 2.0,
-                    ..Default::default()
-                },
-                &s,
-            )
-            .unwrap_err(),
+            BatchNormConfig::new_1d(3)
+                .momentum(2.0)
+                .build(&s)
+                .unwrap_err(),
             "`momentum`",
         ),
         (
-            LayerNorm::with_options(&[3], 0.0, true, &s).unwrap_err(),
+            LayerNormConfig::new(&[3])
+                .eps(0.0)
+                .elementwise_affine(true)
+                .build(&s)
+                .unwrap_err(),
             "`eps`",
         ),
         (
-            Conv2d::new(
-                3,
-                4,
-                (3, 3),
-                Conv2dConfig {
-                    groups: 2,
-                    ..Default::default()
-                },
-                &s,
-            )
-            .unwrap_err(),
+            Conv2dConfig::new(3, 4, (3, 3))
+                .groups(2)
+                .build(&s)
+                .unwrap_err(),
             "`groups`",
         ),
     ] {
@@ -196,7 +185,7 @@ fn dropout_train_and_eval() -> anyhow::Result<()> {
 #[test]
 fn batch_norm_buffers_are_not_trainable_and_eval_uses_them() -> anyhow::Result<()> {
     let s = store();
-    let bn = BatchNorm::new_1d(2, Default::default(), &s)?;
+    let bn = BatchNorm::new_1d(2, &s)?;
     assert_eq!(s.trainable().len(), 2);
     assert_eq!(
         s.buffers()
@@ -262,7 +251,7 @@ fn default_initialization_statistics() -> anyhow::Result<()> {
     );
     let (_, _, bmax) = stats(fc.bias().unwrap());
     assert!(bmax <= bound && bmax > 0.9 * bound);
-    let conv = Conv2d::new(16, 32, (5, 5), Default::default(), &s.sub("conv"))?;
+    let conv = Conv2d::new(16, 32, (5, 5), &s.sub("conv"))?;
     let cb = 1.0 / (16.0 * 25.0f64).sqrt();
     assert!(stats(&s.var("conv.weight")?.as_tensor().clone()).2 <= cb);
     assert!(stats(&s.var("conv.bias")?.as_tensor().clone()).2 <= cb);
@@ -404,7 +393,7 @@ fn a_one_dimensional_linear_input_works_in_training_and_evaluation() -> anyhow::
 #[test]
 fn batch_norm_on_an_integer_batch_is_an_error_naming_the_dtype() -> anyhow::Result<()> {
     let s = store();
-    let bn = BatchNorm::new_1d(3, BatchNormConfig::default(), &s)?;
+    let bn = BatchNorm::new_1d(3, &s)?;
     let x = Tensor::zeros((4, 3), DType::U8, &Device::Cpu)?;
     for train in [true, false] {
         let e = bn.forward_t(&x, train).unwrap_err().to_string();
@@ -435,9 +424,9 @@ fn float_class_targets_name_their_dtype() {
 fn summary_lists_output_shapes_and_counts() {
     let store = ParamStore::new(&Device::Cpu, DType::F32);
     let model = Sequential::new(&store)
-        .append_with(|s| Conv2d::new(1, 4, (3, 3), Conv2dConfig::default(), s))
+        .append_with(|s| Conv2d::new(1, 4, (3, 3), s))
         .unwrap()
-        .append_with(|s| BatchNorm::new_2d(4, BatchNormConfig::default(), s))
+        .append_with(|s| BatchNorm::new_2d(4, s))
         .unwrap()
         .append(MaxPool2d::new(2))
         .append(Flatten::default())
@@ -450,14 +439,45 @@ fn summary_lists_output_shapes_and_counts() {
         line(" 0 (Conv2d)").contains("(None, 4, 26, 26)") && line(" 0 (Conv2d)").ends_with(" 40"),
         "{s}"
     );
-    assert!(line(" 1 (BatchNorm)").ends_with(" 8"), "{s}");
+    // Keras counts BatchNorm's moving statistics: 4 scales, 4 shifts, 4 means, 4 variances.
+    assert!(line(" 1 (BatchNorm)").ends_with(" 16"), "{s}");
     assert!(line(" 2 (MaxPool2d)").contains("(None, 4, 13, 13)"), "{s}");
     assert!(
         line(" 4 (Linear)").contains("(None, 10)") && line(" 4 (Linear)").ends_with("6,770"),
         "{s}"
     );
     assert!(
-        s.contains("Total params: 6,818\nTrainable params: 6,782\nNon-trainable params: 36"),
+        s.contains(
+            "Total params: 6,826\nTrainable params: 6,782\nNon-trainable params: 44\n  \
+             of which buffers (running statistics): 8"
+        ),
         "{s}"
     );
+}
+
+/// Issue: two layers built on the same store view silently shared their weights (3 layers,
+/// 20 parameters). Now the second layer is an error that says to give it its own prefix.
+#[test]
+fn two_layers_on_one_store_view_are_an_error_not_shared_weights() {
+    let st = ParamStore::new(&Device::Cpu, DType::F32);
+    let first = Linear::new(4, 4, &st).unwrap();
+    let e = Linear::new(4, 4, &st).unwrap_err().to_string();
+    assert!(e.contains("`weight`") && e.contains("store.sub("), "{e}");
+    // The same in a custom struct whose fields share a view; a different shape used to
+    // say only "shape mismatch for weight: expected [2, 8], got [8, 4]".
+    let e = Linear::new(8, 2, &st).unwrap_err().to_string();
+    assert!(
+        e.contains("already belongs to a layer") && e.contains("[4, 4]"),
+        "{e}"
+    );
+    // Each layer under its own prefix, as Sequential::append_with does: 2 layers, 40.
+    let st = ParamStore::new(&Device::Cpu, DType::F32);
+    let model = Sequential::new(&st)
+        .append_with(|s| Linear::new(4, 4, s))
+        .unwrap()
+        .append(Activation::Relu)
+        .append_with(|s| Linear::new(4, 4, s))
+        .unwrap();
+    assert_eq!((model.len(), st.num_parameters()), (3, 40));
+    drop(first);
 }

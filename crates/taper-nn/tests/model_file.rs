@@ -12,24 +12,29 @@ fn dir(name: &str) -> std::path::PathBuf {
 }
 
 fn cnn(store: &ParamStore) -> Sequential {
-    let pad = Conv2dConfig {
-        padding: 1,
-        bias: false,
-        ..Default::default()
-    };
     Sequential::new(store)
-        .append_with(|s| Conv2d::new(1, 4, (3, 3), pad, s))
+        .append_with(|s| {
+            Conv2dConfig::new(1, 4, (3, 3))
+                .padding(1)
+                .bias(false)
+                .build(s)
+        })
         .unwrap()
-        .append_with(|s| BatchNorm::new_2d(4, BatchNormConfig::default(), s))
+        .append_with(|s| BatchNorm::new_2d(4, s))
         .unwrap()
         .append(Activation::LeakyRelu(0.1))
         .append(MaxPool2d::new(2))
-        .append(AvgPool2d::with_stride(2, 1))
+        .append(AvgPool2d::new(2).stride(1))
         .append(Flatten::default())
         .append_with(|s| {
             Sequential::new(s)
-                .append_with(|s| Linear::no_bias(4 * 3 * 3, 6, s))?
-                .append_with(|s| LayerNorm::with_options(&[6], 1e-3, true, s))?
+                .append_with(|s| LinearConfig::new(4 * 3 * 3, 6).bias(false).build(s))?
+                .append_with(|s| {
+                    LayerNormConfig::new(&[6])
+                        .eps(1e-3)
+                        .elementwise_affine(true)
+                        .build(s)
+                })?
                 .append(Activation::Softmax(-1))
                 .append(Dropout::new(0.3)?)
                 .append_with(|s| Linear::new(6, 3, s))

@@ -26,26 +26,27 @@ fn func(
 #[test]
 fn linear() {
     check_case("linear", |s| module(Linear::new(5, 3, s)?));
-    check_case("linear_no_bias", |s| module(Linear::no_bias(5, 3, s)?));
+    check_case("linear_no_bias", |s| {
+        module(LinearConfig::new(5, 3).bias(false).build(s)?)
+    });
 }
 
 #[test]
 fn batch_norm_train_and_eval_with_running_statistics() {
-    let cfg = BatchNormConfig::default();
     check_case("batchnorm1d_train", |s| {
-        module_t(BatchNorm::new_1d(5, cfg, s)?, true)
+        module_t(BatchNorm::new_1d(5, s)?, true)
     });
     check_case("batchnorm1d_eval", |s| {
-        module_t(BatchNorm::new_1d(5, cfg, s)?, false)
+        module_t(BatchNorm::new_1d(5, s)?, false)
     });
     check_case("batchnorm1d_3d_train", |s| {
-        module_t(BatchNorm::new_1d(3, cfg, s)?, true)
+        module_t(BatchNorm::new_1d(3, s)?, true)
     });
     check_case("batchnorm2d_train", |s| {
-        module_t(BatchNorm::new_2d(3, cfg, s)?, true)
+        module_t(BatchNorm::new_2d(3, s)?, true)
     });
     check_case("batchnorm2d_eval", |s| {
-        module_t(BatchNorm::new_2d(3, cfg, s)?, false)
+        module_t(BatchNorm::new_2d(3, s)?, false)
     });
 }
 
@@ -57,22 +58,18 @@ fn layer_norm() {
 #[test]
 fn conv_and_pooling() {
     check_case("conv2d", |s| {
-        let cfg = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        module(Conv2d::new(2, 3, (3, 3), cfg, s)?)
+        module(Conv2dConfig::new(2, 3, (3, 3)).padding(1).build(s)?)
     });
     check_case("conv2d_stride2_nobias", |s| {
-        let cfg = Conv2dConfig {
-            stride: 2,
-            bias: false,
-            ..Default::default()
-        };
-        module(Conv2d::new(2, 4, (3, 2), cfg, s)?)
+        module(
+            Conv2dConfig::new(2, 4, (3, 2))
+                .stride(2)
+                .bias(false)
+                .build(s)?,
+        )
     });
     check_case("maxpool2d", |_| module(MaxPool2d::new(2)));
-    check_case("maxpool2d_k3s2", |_| module(MaxPool2d::with_stride(3, 2)));
+    check_case("maxpool2d_k3s2", |_| module(MaxPool2d::new(3).stride(2)));
     check_case("avgpool2d", |_| module(AvgPool2d::new(2)));
 }
 

@@ -14,10 +14,11 @@ pub enum Error {
 
     /// A hyperparameter is out of range; raised when an optimizer or schedule is built or
     /// changed.
-    #[error("{optimizer}: invalid `{field}` = {value} ({expected})")]
+    #[error("{owner}: invalid value for `{field}`: {value} ({expected})")]
     InvalidHyperparameter {
-        /// The optimizer or schedule (e.g. `Adam`, `StepLR`).
-        optimizer: &'static str,
+        /// Whose hyperparameter it is: the optimizer, schedule or controller, as PyTorch
+        /// names it (`Adam`, `StepLR`, `ReduceLROnPlateau`).
+        owner: &'static str,
         /// The hyperparameter's name, as torch.optim names it.
         field: &'static str,
         /// The value given.
@@ -55,6 +56,17 @@ pub enum Error {
         expected: Vec<usize>,
         /// The gradient's shape.
         actual: Vec<usize>,
+    },
+
+    /// An optimizer that re-evaluates the loss inside a step (L-BFGS) was stepped from
+    /// gradients alone.
+    #[error(
+        "{optimizer} re-evaluates the loss inside a step: step it with a closure \
+         (`step_closure` / `step_with`), not from gradients"
+    )]
+    NeedsClosure {
+        /// The algorithm.
+        optimizer: &'static str,
     },
 
     /// A parameter group selected no parameters.
@@ -129,7 +141,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Checks a hyperparameter, else [`Error::InvalidHyperparameter`].
 pub(crate) fn check(
-    optimizer: &'static str,
+    owner: &'static str,
     field: &'static str,
     value: f64,
     ok: bool,
@@ -139,7 +151,7 @@ pub(crate) fn check(
         Ok(())
     } else {
         Err(Error::InvalidHyperparameter {
-            optimizer,
+            owner,
             field,
             value: value.to_string(),
             expected,

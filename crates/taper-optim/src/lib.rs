@@ -10,7 +10,7 @@
 //! let store = ParamStore::new(&Device::Cpu, DType::F32);
 //! let w = store.parameter("w", 2, |_, _, d| Ok(Tensor::new(&[3f32, -2.], d)?))?;
 //! let mut opt = Optimizer::new(Adam::new(0.1), &store)?;
-//! let mut schedule = LrScheduler::new(CosineAnnealingLr::new(200, 0.0)?, &mut opt)?;
+//! let mut schedule = LrScheduler::new(CosineAnnealingLr::new(200), &mut opt)?;
 //! for _ in 0..200 {
 //!     let loss = w.sqr()?.sum_all()?;
 //!     opt.step(&Gradients::compute(&loss, &store)?)?; // or opt.backward_step(&loss)?
@@ -124,14 +124,16 @@ pub use backends::kernel_source::{Expr, KernelSource, MAX_KERNEL_CONSTANTS};
 #[cfg(any(feature = "nvrtc", feature = "cuda"))]
 pub use backends::nvrtc::compiled_kernels;
 pub use engine::any::AnyOptimizer;
+pub use engine::execution::{Execution, TensorOpsReason, UpdatePath};
 pub use engine::lane::Lane;
-pub use engine::optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, Path, StepReport};
-pub use engine::rule::{update, Common, EpsPlacement, Rule, TensorNorms, WeightDecay};
+pub use engine::optimizer::{Clip, Group, NonFiniteGrads, Optimizer, ParamState, StepReport};
+pub use engine::optimizer_set::OptimizerSet;
+pub use engine::rule::{update, EpsPlacement, Rule, SharedOptions, TensorNorms, WeightDecay};
 pub use engine::slot::{NoSlot, Slots, StateSlot};
 pub use engine::state::{OptimizerState, StagedState, STATE_FORMAT};
 pub use error::{Error, Result};
 pub use lr::compose::{ChainedLr, SequentialLr};
-pub use lr::control::{Drive, Groups, LrControl, LrTarget, Signal};
+pub use lr::control::{LrControl, LrDrive, LrGroups, LrTarget, Signal};
 pub use lr::cosine::{CosineAnnealingLr, CosineAnnealingWarmRestarts};
 pub use lr::cyclic::{CyclicLr, CyclicMode};
 pub use lr::grad_norm_rate::GradNormRatio;

@@ -67,7 +67,7 @@ pub struct Entry {
 /// Receives each registered configuration with its concrete rule type.
 pub trait Visitor {
     /// Called once per entry, in registry order. `rule` has the entry's options and a
-    /// learning rate that trains Taper's MNIST MLP; change it with [`Rule::with_lr`].
+    /// learning rate that trains Taper's MNIST MLP; change it with the configuration's `.lr(x)` builder (generic code: `rule.common_mut().lr = x`).
     fn visit<R: Rule>(&mut self, entry: &Entry, rule: R);
 }
 
@@ -114,7 +114,7 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Some("SGD(lr, momentum=0.9)"),
             Descent,
         ),
-        Sgd::new(0.05).with_momentum(classic),
+        Sgd::new(0.05).momentum(classic),
     );
     v.visit(
         &entry(
@@ -123,7 +123,7 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Some("SGD(lr, momentum=0.9, nesterov=True)"),
             Descent,
         ),
-        Sgd::new(0.05).with_momentum(Momentum::Nesterov { momentum: 0.9 }),
+        Sgd::new(0.05).momentum(Momentum::Nesterov { momentum: 0.9 }),
     );
     v.visit(
         &entry(
@@ -132,7 +132,7 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             None,
             Descent,
         ),
-        Sgd::new(0.3).with_momentum(Momentum::Ema { beta: 0.9 }),
+        Sgd::new(0.3).momentum(Momentum::Ema { beta: 0.9 }),
     );
     v.visit(
         &entry(
@@ -195,7 +195,7 @@ pub fn visit_optimizers(v: &mut impl Visitor) {
             Some("RMSprop(lr, momentum=0.9, centered=True)"),
             Adaptive,
         ),
-        RmsProp::new(1e-3).centered(true).with_momentum(0.9),
+        RmsProp::new(1e-3).centered(true).momentum(0.9),
     );
     v.visit(
         &entry("adam", "Adam", Some("Adam(lr)"), Adaptive),

@@ -69,11 +69,11 @@ fn averages_match_torch_swa_utils() {
         ("swa", AveragedModel::swa(&m).unwrap()),
         (
             "swa_buffers",
-            AveragedModel::swa(&m).unwrap().with_buffers(true),
+            AveragedModel::swa(&m).unwrap().use_buffers(true),
         ),
         (
             "ema_buffers",
-            AveragedModel::ema(&m, 0.9).unwrap().with_buffers(true),
+            AveragedModel::ema(&m, 0.9).unwrap().use_buffers(true),
         ),
     ];
     for (step, rec) in fx["steps"].as_array().unwrap().iter().enumerate() {
@@ -113,7 +113,7 @@ fn averages_match_torch_swa_utils() {
 fn state_round_trips_and_bad_states_change_nothing() {
     let fx = fixture("torch_swa.json");
     let m = model(&fx["init"]);
-    let mut ema = AveragedModel::ema(&m, 0.5).unwrap().with_buffers(true);
+    let mut ema = AveragedModel::ema(&m, 0.5).unwrap().use_buffers(true);
     for rec in fx["steps"].as_array().unwrap().iter().take(3) {
         set(&m, &rec["model"]);
         ema.update_parameters(&m).unwrap();
@@ -127,7 +127,7 @@ fn state_round_trips_and_bad_states_change_nothing() {
 
     let mut fresh = AveragedModel::ema(&model(&fx["init"]), 0.5)
         .unwrap()
-        .with_buffers(true);
+        .use_buffers(true);
     fresh.load_state("ema", &back).unwrap();
     assert_eq!(fresh.n_averaged(), 3);
     for (name, _) in SHAPES {

@@ -60,7 +60,8 @@ fn tuned<R: Rule>(rule: R, problem: &str) -> R {
         (_, "bowl") => 0.05,
         _ => 0.01,
     };
-    let mut r = rule.with_lr(lr);
+    let mut r = rule;
+    r.common_mut().lr = lr;
     r.common_mut().weight_decay = WeightDecay::None;
     r.common_mut().maximize = false;
     r

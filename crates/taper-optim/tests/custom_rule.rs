@@ -22,7 +22,7 @@ slots! {
 /// Steps along the mean of four running averages of g; `used` of them are kept.
 #[derive(Debug, Clone, Copy)]
 struct Four {
-    common: Common,
+    common: SharedOptions,
     used: usize,
     /// Lists its slots out of storage order, to check that the optimizer refuses it.
     mislisted: bool,
@@ -34,10 +34,10 @@ impl Rule for Four {
     type Slot = FourSlot;
     type Scalar = NoSlot;
 
-    fn common(&self) -> &Common {
+    fn common(&self) -> &SharedOptions {
         &self.common
     }
-    fn common_mut(&mut self) -> &mut Common {
+    fn common_mut(&mut self) -> &mut SharedOptions {
         &mut self.common
     }
     fn validate(&self) -> Result<()> {
@@ -79,9 +79,9 @@ fn store() -> ParamStore {
     s
 }
 
-fn run(rule: Four, path: Path) -> (Vec<f32>, Optimizer<Four>) {
+fn run(rule: Four, path: UpdatePath) -> (Vec<f32>, Optimizer<Four>) {
     let s = store();
-    let mut opt = Optimizer::new(rule, &s).unwrap().with_path(path);
+    let mut opt = Optimizer::new(rule, &s).unwrap().update_path(path);
     for k in 0..5 {
         let mut g = Gradients::default();
         let v: Vec<f32> = (0..37).map(|i| ((i * 7 + k) % 11) as f32 - 5.0).collect();
@@ -95,33 +95,38 @@ fn run(rule: Four, path: Path) -> (Vec<f32>, Optimizer<Four>) {
 #[test]
 fn a_rule_over_the_fused_state_limit_says_so_and_still_trains() {
     let four = Four {
-        common: Common::new(0.1),
+        common: SharedOptions::new(0.1),
         used: 4,
         mislisted: false,
     };
     assert!(four.slots().len() > MAX_FUSED_STATE);
-    let (auto, opt) = run(four, Path::Auto);
+    let (auto, opt) = run(four, UpdatePath::Auto);
     let why = format!(
         "default: tensor ops: Four keeps 4 state tensors, more than the fused loop's \
          MAX_FUSED_STATE = {MAX_FUSED_STATE}"
     );
     assert_eq!(opt.execution(), std::slice::from_ref(&why));
     assert!(format!("{opt:?}").contains(&why));
-    let (generic, _) = run(four, Path::Generic);
+    let (generic, _) = run(four, UpdatePath::Generic);
     assert_eq!(auto, generic);
     assert_eq!(
-        opt.state_dict().tensors.keys().cloned().collect::<Vec<_>>(),
+        opt.state_dict()
+            .unwrap()
+            .tensors
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
         ["w.a", "w.b", "w.c", "w.d"]
     );
 
     // Three slots fit: the fused loop runs, and agrees with tensor ops.
     let three = Four { used: 3, ..four };
-    let (fused, opt) = run(three, Path::Auto);
+    let (fused, opt) = run(three, UpdatePath::Auto);
     assert_eq!(
         opt.execution(),
         ["default: fused CPU loop (3 state tensors)"]
     );
-    let (generic, _) = run(three, Path::Generic);
+    let (generic, _) = run(three, UpdatePath::Generic);
     for (&a, &b) in fused.iter().zip(&generic) {
         let (a, b): (f32, f32) = (a, b);
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
@@ -131,7 +136,7 @@ fn a_rule_over_the_fused_state_limit_says_so_and_still_trains() {
 #[test]
 fn a_slot_listed_out_of_storage_order_is_refused_by_name() {
     let bad = Four {
-        common: Common::new(0.1),
+        common: SharedOptions::new(0.1),
         used: 3,
         mislisted: true,
     };

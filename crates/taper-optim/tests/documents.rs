@@ -40,7 +40,7 @@ fn compare<R: Rule>(what: &str, rule: R, reference: &Reference<'_>) {
         }
         trajectory.push(want.clone());
     }
-    for path in [Path::Auto, Path::Generic] {
+    for path in [UpdatePath::Auto, UpdatePath::Generic] {
         let store = two_params(&p1, &p2, DType::F64);
         let mut opt = optimizer(rule.clone(), &store, path);
         for (t, want) in trajectory.iter().enumerate() {
@@ -72,7 +72,7 @@ fn momentum_as_an_exponential_average() {
     let (lr, beta) = (0.05, 0.9);
     compare(
         "EMA momentum",
-        Sgd::new(lr).with_momentum(Momentum::Ema { beta }),
+        Sgd::new(lr).momentum(Momentum::Ema { beta }),
         &move |p, g, s, _| {
             s[0] = beta * s[0] + (1.0 - beta) * g;
             p - lr * s[0]
@@ -150,7 +150,7 @@ fn lion_against_the_paper() {
     let (lr, b1, b2, wd) = (0.01, 0.9, 0.99, 0.1);
     compare(
         "Lion",
-        Lion::new(lr).with_weight_decay(WeightDecay::Decoupled(wd)),
+        Lion::new(lr).weight_decay(WeightDecay::Decoupled(wd)),
         &move |p, g, s, _| {
             let c = b1 * s[0] + (1.0 - b1) * g;
             let sign = if c > 0.0 {
@@ -170,18 +170,18 @@ fn lion_against_the_paper() {
 fn pytorch_momentum_differs_from_the_documents_on_the_first_step() {
     let (p1, p2) = start();
     let store = two_params(&p1, &p2, DType::F64);
-    let torch = Sgd::new(0.1).with_momentum(Momentum::Classic {
+    let torch = Sgd::new(0.1).momentum(Momentum::Classic {
         momentum: 0.9,
         dampening: 0.9,
     });
-    let docs = Sgd::new(0.1).with_momentum(Momentum::Ema { beta: 0.9 });
+    let docs = Sgd::new(0.1).momentum(Momentum::Ema { beta: 0.9 });
     let g = grads(&[1.0; 12], &[1.0; 5], DType::F64);
-    let mut a = optimizer(torch, &store, Path::Auto);
+    let mut a = optimizer(torch, &store, UpdatePath::Auto);
     a.step(&g).unwrap();
     // PyTorch: b₁ = g, so the first step is lr·g = 0.1; the documents: v₁ = 0.1·g, step 0.01.
     assert!((values(store.var("p2").unwrap().as_tensor())[0] - (p2[0] - 0.1)).abs() < 1e-15);
     let store = two_params(&p1, &p2, DType::F64);
-    let mut b = optimizer(docs, &store, Path::Auto);
+    let mut b = optimizer(docs, &store, UpdatePath::Auto);
     b.step(&g).unwrap();
     assert!((values(store.var("p2").unwrap().as_tensor())[0] - (p2[0] - 0.01)).abs() < 1e-15);
 }

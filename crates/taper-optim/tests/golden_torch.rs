@@ -16,7 +16,7 @@ use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
 fn run<R: Rule>(fx: &Value, name: &str, rule: R) {
     let case = &fx["cases"][name];
     assert!(case.is_object(), "no fixture for {name}");
-    for path in [Path::Auto, Path::Generic] {
+    for path in [UpdatePath::Auto, UpdatePath::Generic] {
         let store = match case["p2_init"].as_object() {
             None => two_params(
                 &floats(&fx["init"]["p1"]),
@@ -99,7 +99,7 @@ fn sgd_matches_torch() {
     run(
         &fx,
         "sgd_momentum",
-        Sgd::new(0.05).with_momentum(Momentum::Classic {
+        Sgd::new(0.05).momentum(Momentum::Classic {
             momentum: 0.9,
             dampening: 0.0,
         }),
@@ -107,7 +107,7 @@ fn sgd_matches_torch() {
     run(
         &fx,
         "sgd_dampening",
-        Sgd::new(0.05).with_momentum(Momentum::Classic {
+        Sgd::new(0.05).momentum(Momentum::Classic {
             momentum: 0.9,
             dampening: 0.3,
         }),
@@ -115,18 +115,18 @@ fn sgd_matches_torch() {
     run(
         &fx,
         "sgd_nesterov",
-        Sgd::new(0.05).with_momentum(Momentum::Nesterov { momentum: 0.9 }),
+        Sgd::new(0.05).momentum(Momentum::Nesterov { momentum: 0.9 }),
     );
     run(
         &fx,
         "sgd_wd_maximize",
         Sgd::new(0.05)
-            .with_momentum(Momentum::Classic {
+            .momentum(Momentum::Classic {
                 momentum: 0.5,
                 dampening: 0.0,
             })
-            .with_weight_decay(WeightDecay::L2(0.1))
-            .with_maximize(true),
+            .weight_decay(WeightDecay::L2(0.1))
+            .maximize(true),
     );
 }
 
@@ -141,13 +141,9 @@ fn adagrad_matches_torch() {
             .lr_decay(0.05)
             .initial_accumulator_value(0.2)
             .eps(1e-6)
-            .with_weight_decay(WeightDecay::L2(0.1)),
+            .weight_decay(WeightDecay::L2(0.1)),
     );
-    run(
-        &fx,
-        "adagrad_maximize",
-        Adagrad::new(0.1).with_maximize(true),
-    );
+    run(&fx, "adagrad_maximize", Adagrad::new(0.1).maximize(true));
 }
 
 #[test]
@@ -155,11 +151,7 @@ fn rmsprop_matches_torch() {
     let fx = fixture("torch_optim.json");
     run(&fx, "rmsprop", RmsProp::new(0.01));
     run(&fx, "rmsprop_centered", RmsProp::new(0.01).centered(true));
-    run(
-        &fx,
-        "rmsprop_momentum",
-        RmsProp::new(0.01).with_momentum(0.9),
-    );
+    run(&fx, "rmsprop_momentum", RmsProp::new(0.01).momentum(0.9));
     run(
         &fx,
         "rmsprop_full",
@@ -167,8 +159,8 @@ fn rmsprop_matches_torch() {
             .alpha(0.9)
             .eps(1e-6)
             .centered(true)
-            .with_momentum(0.5)
-            .with_weight_decay(WeightDecay::L2(0.1)),
+            .momentum(0.5)
+            .weight_decay(WeightDecay::L2(0.1)),
     );
 }
 
@@ -180,27 +172,24 @@ fn adam_and_adamw_match_torch() {
     run(
         &fx,
         "adam_wd",
-        Adam::new(0.01).with_weight_decay(WeightDecay::L2(0.1)),
+        Adam::new(0.01).weight_decay(WeightDecay::L2(0.1)),
     );
     run(
         &fx,
         "adam_decoupled",
-        Adam::new(0.01).with_weight_decay(WeightDecay::Decoupled(0.1)),
+        Adam::new(0.01).weight_decay(WeightDecay::Decoupled(0.1)),
     );
     run(
         &fx,
         "adam_maximize",
-        Adam::new(0.01)
-            .betas(0.8, 0.99)
-            .eps(1e-6)
-            .with_maximize(true),
+        Adam::new(0.01).betas(0.8, 0.99).eps(1e-6).maximize(true),
     );
     run(&fx, "adamw", Adam::adamw(0.01));
     run(
         &fx,
         "adamw_amsgrad",
         Adam::adamw(0.01)
-            .with_weight_decay(WeightDecay::Decoupled(0.05))
+            .weight_decay(WeightDecay::Decoupled(0.05))
             .amsgrad(true),
     );
 }
@@ -214,32 +203,32 @@ fn adamax_nadam_radam_adadelta_match_torch() {
         "adamax_wd_maximize",
         Adamax::new(0.01)
             .betas(0.8, 0.99)
-            .with_weight_decay(WeightDecay::L2(0.1))
-            .with_maximize(true),
+            .weight_decay(WeightDecay::L2(0.1))
+            .maximize(true),
     );
     run(&fx, "nadam", NAdam::new(0.01));
     run(
         &fx,
         "nadam_wd",
-        NAdam::new(0.01).with_weight_decay(WeightDecay::L2(0.1)),
+        NAdam::new(0.01).weight_decay(WeightDecay::L2(0.1)),
     );
     run(
         &fx,
         "nadam_decoupled",
         NAdam::new(0.01)
             .momentum_decay(0.01)
-            .with_weight_decay(WeightDecay::Decoupled(0.1)),
+            .weight_decay(WeightDecay::Decoupled(0.1)),
     );
     run(&fx, "radam", RAdam::new(0.01));
     run(
         &fx,
         "radam_wd",
-        RAdam::new(0.01).with_weight_decay(WeightDecay::L2(0.1)),
+        RAdam::new(0.01).weight_decay(WeightDecay::L2(0.1)),
     );
     run(
         &fx,
         "radam_decoupled",
-        RAdam::new(0.01).with_weight_decay(WeightDecay::Decoupled(0.1)),
+        RAdam::new(0.01).weight_decay(WeightDecay::Decoupled(0.1)),
     );
     run(&fx, "adadelta", Adadelta::default());
     run(
@@ -248,8 +237,8 @@ fn adamax_nadam_radam_adadelta_match_torch() {
         Adadelta::new(0.5)
             .rho(0.8)
             .eps(1e-5)
-            .with_weight_decay(WeightDecay::L2(0.1))
-            .with_maximize(true),
+            .weight_decay(WeightDecay::L2(0.1))
+            .maximize(true),
     );
 }
 
@@ -263,7 +252,7 @@ fn rprop_matches_torch() {
         Rprop::new(0.05)
             .etas(0.3, 1.5)
             .step_sizes(1e-3, 0.2)
-            .with_maximize(true),
+            .maximize(true),
     );
 }
 
@@ -278,8 +267,8 @@ fn asgd_matches_torch_with_its_averaged_parameters() {
             .lambd(0.01)
             .alpha(0.5)
             .t0(5.0)
-            .with_weight_decay(WeightDecay::L2(0.1))
-            .with_maximize(true),
+            .weight_decay(WeightDecay::L2(0.1))
+            .maximize(true),
     );
     assert_eq!(
         fx["cases"]["asgd_full"]["state"].as_array().unwrap().len(),
@@ -298,8 +287,8 @@ fn adafactor_matches_torch_with_its_factored_state() {
             .beta2_decay(-0.6)
             .eps(Some(1e-6), 1e-2)
             .d(1.5)
-            .with_weight_decay(WeightDecay::Decoupled(0.1))
-            .with_maximize(true),
+            .weight_decay(WeightDecay::Decoupled(0.1))
+            .maximize(true),
     );
 }
 
@@ -312,8 +301,8 @@ fn muon_matches_torch() {
         &fx,
         "muon_f32_full",
         f32(Muon::new(0.05)
-            .with_weight_decay(WeightDecay::Decoupled(0.05))
-            .with_momentum(0.9)
+            .weight_decay(WeightDecay::Decoupled(0.05))
+            .momentum(0.9)
             .nesterov(false)
             .newton_schulz((3.4445, -4.7750, 2.0315), 3)
             .eps(1e-6)

@@ -245,13 +245,14 @@ fn generated_c_matches_the_fused_cpu_path_for_every_rule() {
         count: usize,
     }
     impl Visitor for Each<'_> {
-        fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
+        fn visit<R: Rule>(&mut self, entry: &Entry, mut rule: R) {
             let lr = match entry.family {
                 Family::Sign => 1e-3,
                 _ => 0.01,
             };
             let lr = if R::NAME == "Adadelta" { 1.0 } else { lr };
-            self.worst = self.worst.max(check(entry.key, rule.with_lr(lr), self.cc));
+            rule.common_mut().lr = lr;
+            self.worst = self.worst.max(check(entry.key, rule, self.cc));
             self.count += 1;
         }
     }
@@ -271,17 +272,17 @@ fn generated_c_matches_the_fused_cpu_path_for_every_rule() {
     case!(
         "sgd_dampened_l2",
         Sgd::new(0.1)
-            .with_momentum(Momentum::Classic {
+            .momentum(Momentum::Classic {
                 momentum: 0.9,
                 dampening: 0.1,
             })
-            .with_weight_decay(WeightDecay::L2(0.01))
+            .weight_decay(WeightDecay::L2(0.01))
     );
     case!(
         "sgd_ema_maximize",
         Sgd::new(0.1)
-            .with_momentum(Momentum::Ema { beta: 0.9 })
-            .with_maximize(true)
+            .momentum(Momentum::Ema { beta: 0.9 })
+            .maximize(true)
     );
     case!(
         "adagrad_lr_decay",
@@ -291,17 +292,20 @@ fn generated_c_matches_the_fused_cpu_path_for_every_rule() {
     );
     case!(
         "adadelta_l2",
-        Adadelta::default().with_weight_decay(WeightDecay::L2(0.01))
+        Adadelta::default().weight_decay(WeightDecay::L2(0.01))
     );
     case!(
         "lion_decoupled",
-        Lion::new(1e-3).with_weight_decay(WeightDecay::Decoupled(0.1))
+        Lion::new(1e-3).weight_decay(WeightDecay::Decoupled(0.1))
     );
     case!("asgd_averaging", Asgd::new(0.05).lambd(0.01).t0(2.0));
-    case!("lamb_decay", Lamb::new(0.01).decay(0.1).eps_root(1e-8));
+    case!(
+        "lamb_decay",
+        Lamb::new(0.01).weight_decay(0.1).eps_root(1e-8)
+    );
     case!(
         "lars_nesterov_decay",
-        Lars::new(1.0).nesterov(true).decay(0.01).eps(1e-8)
+        Lars::new(1.0).nesterov(true).weight_decay(0.01).eps(1e-8)
     );
     println!("{count} rule configurations; largest relative difference {worst:e}");
 }

@@ -90,7 +90,7 @@ fn compare<R: Rule>(
         reference(&mut want, &g, step);
         wants.push(want.clone());
     }
-    for path in [Path::Auto, Path::Generic] {
+    for path in [UpdatePath::Auto, UpdatePath::Generic] {
         let store = two_params(&p1, &p2, DType::F64);
         let mut opt = optimizer(rule.clone(), &store, path);
         if let Some(b) = &bias {
@@ -153,16 +153,19 @@ fn lars_reference(
 fn lamb_matches_its_formula() {
     for (name, c) in [
         ("lamb", Lamb::new(0.05)),
-        ("lamb_decay", Lamb::new(0.05).decay(0.1).betas(0.8, 0.99)),
+        (
+            "lamb_decay",
+            Lamb::new(0.05).weight_decay(0.1).betas(0.8, 0.99),
+        ),
         ("lamb_eps_root", Lamb::new(0.02).eps(1e-8).eps_root(1e-6)),
         (
             "lamb_no_trust",
-            Lamb::new(0.02).decay(0.01).trust_ratio(false),
+            Lamb::new(0.02).weight_decay(0.01).trust_ratio(false),
         ),
     ] {
         compare(name, c, None, lamb_reference(c, None));
     }
-    let c = Lamb::new(0.05).decay(0.1);
+    let c = Lamb::new(0.05).weight_decay(0.1);
     compare(
         "lamb_excluded",
         c,
@@ -175,19 +178,19 @@ fn lamb_matches_its_formula() {
 fn lars_matches_its_formula() {
     for (name, c) in [
         ("lars", Lars::new(5.0)),
-        ("lars_decay", Lars::new(5.0).decay(0.01).eps(1e-6)),
+        ("lars_decay", Lars::new(5.0).weight_decay(0.01).eps(1e-6)),
         (
             "lars_nesterov",
             Lars::new(3.0)
                 .nesterov(true)
-                .with_momentum(0.8)
+                .momentum(0.8)
                 .trust_coefficient(0.01),
         ),
         ("lars_no_trust", Lars::new(0.01).trust_ratio(false)),
     ] {
         compare(name, c, None, lars_reference(c, None));
     }
-    let c = Lars::new(5.0).decay(0.01);
+    let c = Lars::new(5.0).weight_decay(0.01);
     compare(
         "lars_excluded",
         c,
@@ -199,9 +202,9 @@ fn lars_matches_its_formula() {
 #[test]
 fn a_zero_parameter_takes_the_plain_step() {
     // ‖θ‖ = 0 (e.g. a bias initialised to zero): the ratio is 1, as in optax, not 0.
-    for path in [Path::Auto, Path::Generic] {
+    for path in [UpdatePath::Auto, UpdatePath::Generic] {
         let store = two_params(&[0.0; 12], &[0.0; 5], DType::F64);
-        let mut opt = optimizer(Lars::new(0.1).with_momentum(0.0), &store, path);
+        let mut opt = optimizer(Lars::new(0.1).momentum(0.0), &store, path);
         let g: Vec<f64> = (0..12).map(|i| i as f64 - 5.0).collect();
         opt.step(&grads(&g, &[1.0; 5], DType::F64)).unwrap();
         let got = values(store.var("p1").unwrap().as_tensor());
@@ -214,7 +217,7 @@ fn a_zero_parameter_takes_the_plain_step() {
 fn the_norm_pass_changes_no_state() {
     // One LAMB step: the moments must be those of one update, not two (the read-only norm
     // pass computes them in registers and drops them).
-    for path in [Path::Auto, Path::Generic] {
+    for path in [UpdatePath::Auto, UpdatePath::Generic] {
         let (p1, p2) = formula_init();
         let store = two_params(&p1, &p2, DType::F64);
         let mut opt = optimizer(Lamb::new(0.01), &store, path);

@@ -94,7 +94,8 @@ fn lbfgs_matches_torch() {
             .line_search(LineSearch::StrongWolfe)
             .max_iter(6)
             .max_eval(7)
-            .tolerances(1e-5, 1e-7)
+            .tolerance_grad(1e-5)
+            .tolerance_change(1e-7)
             .history_size(3),
     );
     check(&fx, "maximize", Lbfgs::new(1.0).max_iter(3).maximize(true));

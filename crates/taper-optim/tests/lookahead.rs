@@ -50,7 +50,7 @@ fn reference(
 }
 
 fn compare<R: Rule>(name: &str, rule: R, k: u64, alpha: f64, want: &[[Vec<f64>; 2]]) {
-    for path in [Path::Auto, Path::Generic] {
+    for path in [UpdatePath::Auto, UpdatePath::Generic] {
         let (p1, p2) = formula_init();
         let store = two_params(&p1, &p2, DType::F64);
         let mut opt = Lookahead::new(optimizer(rule.clone(), &store, path), k, alpha).unwrap();
@@ -74,7 +74,7 @@ fn lookahead_matches_the_paper_around_sgd_and_adam() {
             p[i] -= 0.05 * m[j][i];
         }
     });
-    let sgd = Sgd::new(0.05).with_momentum(0.9);
+    let sgd = Sgd::new(0.05).momentum(0.9);
     compare("sgd_momentum", sgd, 3, 0.5, &want);
 
     let (mut m, mut v) = ([vec![0.0; 12], vec![0.0; 5]], [vec![0.0; 12], vec![0.0; 5]]);
@@ -110,7 +110,7 @@ fn a_resumed_lookahead_continues_bit_for_bit() {
     let dir = std::env::temp_dir().join(format!("taper-lookahead-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("opt.safetensors");
-    b.state_dict().save(&file).unwrap();
+    b.state_dict().unwrap().save(&file).unwrap();
     // A fresh process: the model from the checkpoint's weights, the optimizer from its file.
     let at7 = pair_values(&first);
     let resumed = two_params(&at7[0], &at7[1], DType::F64);
@@ -131,7 +131,7 @@ fn bad_states_and_settings_are_refused_and_change_nothing() {
     let store = two_params(&p1, &p2, DType::F64);
     let mut opt = Lookahead::new(Optimizer::new(Sgd::new(0.1), &store).unwrap(), 2, 0.5).unwrap();
     opt.step(&step_grads(&pair_values(&store), 1)).unwrap();
-    let good = opt.state_dict();
+    let good = opt.state_dict().unwrap();
     assert_eq!(good.optimizer, "Lookahead(SGD)");
     let before = (
         opt.slow_weights()[0].1.to_vec2::<f64>().unwrap(),

@@ -18,8 +18,8 @@ fn two_groups() -> Optimizer<Sgd> {
         momentum: 0.9,
         dampening: 0.0,
     };
-    let mut opt = Optimizer::new(Sgd::new(0.1).with_momentum(classic), &store).unwrap();
-    opt.add_group("bias", |n| n == "b", Sgd::new(0.01).with_momentum(classic))
+    let mut opt = Optimizer::new(Sgd::new(0.1).momentum(classic), &store).unwrap();
+    opt.add_group("bias", |n| n == "b", Sgd::new(0.01).momentum(classic))
         .unwrap();
     opt
 }
@@ -39,11 +39,11 @@ fn grads(scale: f32) -> Gradients {
 fn the_trait_step_and_the_shorthands_agree_for_every_kind_of_controller() {
     // Schedule: Signal::at(t) sets the rate of step t, as t shorthand steps do.
     let (mut a, mut b) = (two_groups(), two_groups());
-    let mut sa = LrScheduler::new(StepLr::new(2, 0.5).unwrap(), &mut a).unwrap();
-    let mut sb = LrScheduler::new(StepLr::new(2, 0.5).unwrap(), &mut b).unwrap();
+    let mut sa = LrScheduler::new(StepLr::new(2).gamma(0.5), &mut a).unwrap();
+    let mut sb = LrScheduler::new(StepLr::new(2).gamma(0.5), &mut b).unwrap();
     for t in 1..=5 {
         sa.step(&mut a).unwrap();
-        LrControl::step(&mut sb, Signal::at(t), &mut b).unwrap();
+        LrControl::step_with(&mut sb, Signal::at(t), &mut b).unwrap();
         assert_eq!(lrs(&a), lrs(&b), "step {t}");
     }
     assert_eq!(lrs(&a), [0.1 * 0.25, 0.01 * 0.25]);
@@ -59,7 +59,7 @@ fn the_trait_step_and_the_shorthands_agree_for_every_kind_of_controller() {
     let mut pb = ReduceLrOnPlateau::new(config).unwrap();
     for (t, m) in [1.0, 1.0, 1.0, 0.5, 0.5, 0.5].into_iter().enumerate() {
         pa.step(m, &mut a).unwrap();
-        LrControl::step(&mut pb, Signal::at(t as u64 + 1).with_metric(m), &mut b).unwrap();
+        LrControl::step_with(&mut pb, Signal::at(t as u64 + 1).metric(m), &mut b).unwrap();
         assert_eq!(lrs(&a), lrs(&b));
     }
     assert_eq!(pa.reductions(), 2);
@@ -72,7 +72,7 @@ fn the_trait_step_and_the_shorthands_agree_for_every_kind_of_controller() {
     for (t, s) in [1.0f32, 2.0, 0.5].into_iter().enumerate() {
         let g = grads(s);
         let lr = ga.step(&g, &mut a).unwrap();
-        LrControl::step(&mut gb, Signal::at(t as u64 + 1).with_grads(&g), &mut b).unwrap();
+        LrControl::step_with(&mut gb, Signal::at(t as u64 + 1).grads(&g), &mut b).unwrap();
         assert_eq!(lrs(&a), lrs(&b));
         assert_eq!(lrs(&a), [lr, lr]);
     }
@@ -84,24 +84,26 @@ fn the_trait_step_and_the_shorthands_agree_for_every_kind_of_controller() {
 fn a_list_of_boxed_controllers_drives_one_optimizer_and_saves_under_owned_names() {
     let mut opt = two_groups();
     let mut controls: Vec<Box<dyn LrControl>> = vec![
-        Box::new(LrScheduler::for_group(ExponentialLr::new(0.5).unwrap(), &mut opt, 0).unwrap()),
+        Box::new(
+            LrScheduler::for_groups(ExponentialLr::new(0.5), &mut opt, LrGroups::One(0)).unwrap(),
+        ),
         Box::new(
             ReduceLrOnPlateau::new(PlateauConfig {
                 patience: 0,
                 ..PlateauConfig::default()
             })
             .unwrap()
-            .for_group(1),
+            .groups(LrGroups::One(1)),
         ),
     ];
     for t in 1..=2 {
         for c in &mut controls {
             let s = match c.drive() {
-                Drive::Time => Signal::at(t),
-                Drive::Metric => Signal::at(t).with_metric(1.0),
-                Drive::Gradients => unreachable!(),
+                LrDrive::Time => Signal::at(t),
+                LrDrive::Metric => Signal::at(t).metric(1.0),
+                LrDrive::Gradients => unreachable!(),
             };
-            c.step(s, &mut opt).unwrap();
+            c.step_with(s, &mut opt).unwrap();
         }
     }
     // Group 0 followed the schedule only; group 1 the plateau only (1.0 then no change:
@@ -130,17 +132,17 @@ fn a_list_of_boxed_controllers_drives_one_optimizer_and_saves_under_owned_names(
 fn a_missing_signal_or_a_failing_step_names_the_controller_and_changes_nothing() {
     let mut opt = two_groups();
     let mut plateau = ReduceLrOnPlateau::new(PlateauConfig::default()).unwrap();
-    let err = LrControl::step(&mut plateau, Signal::at(1), &mut opt).unwrap_err();
+    let err = LrControl::step_with(&mut plateau, Signal::at(1), &mut opt).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "ReduceLROnPlateau: stepped without a metric (Signal::with_metric)"
+        "ReduceLROnPlateau: stepped without a metric (Signal::metric)"
     );
     let mut ratio = GradNormRatio::new(0.1, 1e-12).unwrap();
     ratio.step(&grads(1.0), &mut opt).unwrap();
     let mut before = StateDict::default();
     ratio.save_state("r", &mut before).unwrap();
     let lr_before = lrs(&opt);
-    let err = LrControl::step(&mut ratio, Signal::at(2).with_metric(1.0), &mut opt).unwrap_err();
+    let err = LrControl::step_with(&mut ratio, Signal::at(2).metric(1.0), &mut opt).unwrap_err();
     assert!(matches!(
         err,
         Error::MissingSignal {
@@ -154,18 +156,18 @@ fn a_missing_signal_or_a_failing_step_names_the_controller_and_changes_nothing()
     assert_eq!(lrs(&opt), lr_before);
 
     // OneCycle past its end: the error names the schedule; rates and momentum unchanged.
-    let mut cycle = LrScheduler::new(OneCycleLr::new(1.0, 10).unwrap(), &mut opt).unwrap();
-    let (lr0, m0) = (lrs(&opt), opt.groups()[0].rule.momentum());
-    let err = LrControl::step(&mut cycle, Signal::at(11), &mut opt).unwrap_err();
+    let mut cycle = LrScheduler::new(OneCycleLr::new(1.0, 10), &mut opt).unwrap();
+    let (lr0, m0) = (lrs(&opt), opt.groups()[0].rule.momentum);
+    let err = LrControl::step_with(&mut cycle, Signal::at(11), &mut opt).unwrap_err();
     assert!(err.to_string().starts_with("OneCycleLR"), "{err}");
     assert_eq!(lrs(&opt), lr0);
-    assert_eq!(opt.groups()[0].rule.momentum(), m0);
+    assert_eq!(opt.groups()[0].rule.momentum, m0);
     assert_eq!(cycle.steps(), 0);
 
     // A group that does not exist.
     let err = ReduceLrOnPlateau::new(PlateauConfig::default())
         .unwrap()
-        .for_group(5)
+        .groups(LrGroups::One(5))
         .step(1.0, &mut opt)
         .unwrap_err();
     assert!(
@@ -181,9 +183,95 @@ fn controllers_drive_an_optimizer_chosen_at_run_time() {
         .parameter("w", 3, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
         .unwrap();
     let mut opt: Box<dyn AnyOptimizer> = Box::new(Optimizer::new(Adam::new(0.1), &store).unwrap());
-    let mut sched = LrScheduler::new(CosineAnnealingLr::new(4, 0.0).unwrap(), &mut *opt).unwrap();
+    let mut sched = LrScheduler::new(CosineAnnealingLr::new(4), &mut *opt).unwrap();
     for t in 1..=4 {
-        LrControl::step(&mut sched, Signal::at(t), &mut *opt).unwrap();
+        LrControl::step_with(&mut sched, Signal::at(t), &mut *opt).unwrap();
     }
     assert!(opt.lr().abs() < 1e-12);
+}
+
+/// PyTorch's OneCycleLR and CyclicLR write the momentum into the group: plain SGD and
+/// RMSprop gain momentum (Taper kept SGD plain: p = 0.8888 where PyTorch has 0.7952 after
+/// two OneCycle steps), and an optimizer with neither momentum nor β₁ is refused.
+#[test]
+fn cycling_momentum_matches_pytorch_value_or_error() {
+    let fx: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_cycle_momentum.json"
+    )))
+    .unwrap();
+    fn run<R: Rule>(rule: R, attach: impl Fn(&mut Optimizer<R>) -> Box<dyn LrControl>) -> Vec<f64> {
+        let store = ParamStore::new(&Device::Cpu, DType::F64);
+        let p = store
+            .parameter("p", 1, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+            .unwrap();
+        let mut opt = Optimizer::new(rule, &store).unwrap();
+        let mut sched = attach(&mut opt);
+        (1..=5)
+            .map(|t| {
+                let loss = p.sqr().unwrap().sum_all().unwrap();
+                opt.step(&Gradients::compute(&loss, &store).unwrap())
+                    .unwrap();
+                sched.step_with(Signal::at(t), &mut opt).unwrap();
+                p.to_vec1::<f64>().unwrap()[0]
+            })
+            .collect()
+    }
+    let cases: [(&str, Vec<f64>); 3] = [
+        (
+            "onecycle_sgd",
+            run(Sgd::new(0.1), |o| {
+                Box::new(LrScheduler::new(OneCycleLr::new(0.1, 10), o).unwrap())
+            }),
+        ),
+        (
+            "onecycle_rmsprop",
+            run(RmsProp::new(0.01), |o| {
+                Box::new(LrScheduler::new(OneCycleLr::new(0.01, 10), o).unwrap())
+            }),
+        ),
+        (
+            "cyclic_sgd",
+            run(Sgd::new(0.1), |o| {
+                let c = CyclicLr::new(0.01, 0.1).step_size_up(4);
+                Box::new(LrScheduler::new(c, o).unwrap())
+            }),
+        ),
+    ];
+    for (name, got) in cases {
+        let want: Vec<f64> = fx["params"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() < 1e-12,
+                "{name} step {}: {g} vs PyTorch {w}",
+                t + 1
+            );
+        }
+    }
+    // Adagrad has neither: refused, with PyTorch's reason, unless cycling is off.
+    let store = ParamStore::new(&Device::Cpu, DType::F64);
+    store
+        .parameter("p", 1, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))
+        .unwrap();
+    let mut opt = Optimizer::new(Adagrad::new(0.1), &store).unwrap();
+    let torch_says = fx["errors"]["onecycle_adagrad"].as_str().unwrap();
+    assert!(torch_says.contains("must support momentum or beta1"));
+    for e in [
+        LrScheduler::new(OneCycleLr::new(0.1, 10), &mut opt).unwrap_err(),
+        LrScheduler::new(CyclicLr::new(0.01, 0.1), &mut opt).unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains("cycle_momentum") && e.contains("momentum or beta1"),
+            "{e}"
+        );
+    }
+    assert_eq!(opt.lr(), 0.1, "a refused scheduler changes nothing");
+    LrScheduler::new(OneCycleLr::new(0.1, 10).cycle_momentum(false), &mut opt).unwrap();
+    LrScheduler::new(CyclicLr::new(0.01, 0.1).cycle_momentum(false), &mut opt).unwrap();
 }

@@ -30,39 +30,39 @@ fn message<R: Rule>(rule: R) -> String {
 #[test]
 fn invalid_hyperparameters_name_the_field() {
     let cases = [
-        (message(Sgd::new(-0.1)), "SGD: invalid `lr` = -0.1"),
-        (message(Sgd::new(f64::NAN)), "`lr` = NaN"),
+        (message(Sgd::new(-0.1)), "SGD: invalid value for `lr`: -0.1"),
+        (message(Sgd::new(f64::NAN)), "`lr`: NaN"),
         (
-            message(Sgd::new(0.1).with_momentum(Momentum::Nesterov { momentum: 0.0 })),
+            message(Sgd::new(0.1).momentum(Momentum::Nesterov { momentum: 0.0 })),
             "Nesterov momentum requires",
         ),
         (
-            message(Sgd::new(0.1).with_momentum(Momentum::Classic {
+            message(Sgd::new(0.1).momentum(Momentum::Classic {
                 momentum: 0.9,
                 dampening: 1.5,
             })),
             "`dampening`",
         ),
         (
-            message(Sgd::new(0.1).with_momentum(Momentum::Ema { beta: 1.0 })),
+            message(Sgd::new(0.1).momentum(Momentum::Ema { beta: 1.0 })),
             "`beta`",
         ),
         (
             message(Adam::new(1e-3).betas(1.0, 0.999)),
-            "Adam: invalid `beta1` = 1",
+            "Adam: invalid value for `beta1`: 1",
         ),
-        (message(Adam::new(1e-3).betas(0.9, -0.1)), "`beta2` = -0.1"),
-        (message(Adam::new(1e-3).eps(0.0)), "`eps` = 0"),
+        (message(Adam::new(1e-3).betas(0.9, -0.1)), "`beta2`: -0.1"),
+        (message(Adam::new(1e-3).eps(0.0)), "`eps`: 0"),
         (
-            message(Adam::new(1e-3).with_weight_decay(WeightDecay::Decoupled(-1.0))),
-            "`weight_decay` = -1",
+            message(Adam::new(1e-3).weight_decay(WeightDecay::Decoupled(-1.0))),
+            "`weight_decay`: -1",
         ),
         (message(Adagrad::new(0.1).lr_decay(-1.0)), "`lr_decay`"),
         (
             message(RmsProp::new(0.1).alpha(1.0)),
-            "RMSprop: invalid `alpha`",
+            "RMSprop: invalid value for `alpha`",
         ),
-        (message(RmsProp::new(0.1).with_momentum(-0.5)), "`momentum`"),
+        (message(RmsProp::new(0.1).momentum(-0.5)), "`momentum`"),
         (message(Adadelta::default().rho(1.5)), "`rho`"),
         (
             message(NAdam::new(0.1).momentum_decay(-1.0)),
@@ -70,15 +70,15 @@ fn invalid_hyperparameters_name_the_field() {
         ),
         (
             message(Lion::new(0.1).betas(0.9, 1.0)),
-            "Lion: invalid `beta2`",
+            "Lion: invalid value for `beta2`",
         ),
         (
             message(RAdam::new(0.1).betas(-0.1, 0.9)),
-            "RAdam: invalid `beta1`",
+            "RAdam: invalid value for `beta1`",
         ),
         (
             message(Adamax::new(0.1).betas(0.9, 2.0)),
-            "Adamax: invalid `beta2`",
+            "Adamax: invalid value for `beta2`",
         ),
     ];
     for (got, want) in cases {
@@ -99,8 +99,7 @@ fn invalid_hyperparameters_name_the_field() {
 #[test]
 fn parameter_groups_have_their_own_hyperparameters() {
     let s = store();
-    let mut opt =
-        Optimizer::new(Sgd::new(0.1).with_weight_decay(WeightDecay::L2(0.5)), &s).unwrap();
+    let mut opt = Optimizer::new(Sgd::new(0.1).weight_decay(WeightDecay::L2(0.5)), &s).unwrap();
     assert_eq!(
         opt.add_group("no_decay", |n| n.ends_with("bias"), Sgd::new(0.01))
             .unwrap(),
@@ -146,7 +145,7 @@ fn non_finite_gradients_can_be_skipped_and_reported() {
     let s = store();
     let mut opt = Optimizer::new(Adam::new(0.1), &s)
         .unwrap()
-        .with_non_finite(NonFiniteGrads::Skip);
+        .non_finite(NonFiniteGrads::Skip);
     opt.step(&ones(&s)).unwrap();
     let before: Vec<Vec<f32>> = s
         .state_dict()
@@ -270,28 +269,16 @@ fn values_that_would_break_training_later_are_refused_up_front() {
     }
     for (cfg, field) in [
         (
-            OneCycleLr {
-                div_factor: f64::INFINITY,
-                ..OneCycleLr::new(0.1, 10).unwrap()
-            },
+            OneCycleLr::new(0.1, 10).div_factor(f64::INFINITY),
             "div_factor",
         ),
         (
-            OneCycleLr {
-                final_div_factor: f64::INFINITY,
-                ..OneCycleLr::new(0.1, 10).unwrap()
-            },
+            OneCycleLr::new(0.1, 10).final_div_factor(f64::INFINITY),
             "final_div_factor",
         ),
-        (
-            OneCycleLr {
-                div_factor: 1e-310,
-                ..OneCycleLr::new(0.1, 10).unwrap()
-            },
-            "div_factor",
-        ),
+        (OneCycleLr::new(0.1, 10).div_factor(1e-310), "div_factor"),
     ] {
-        let e = cfg.validated().unwrap_err().to_string();
+        let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains(field), "{e}");
     }
     for (cfg, field) in [
@@ -320,14 +307,17 @@ fn values_that_would_break_training_later_are_refused_up_front() {
         let e = ReduceLrOnPlateau::new(cfg).unwrap_err().to_string();
         assert!(e.contains(field), "{e}");
     }
-    assert!(CosineAnnealingWarmRestarts::new(1, 1, f64::INFINITY).is_err());
+    assert!(CosineAnnealingWarmRestarts::new(1)
+        .eta_min(f64::INFINITY)
+        .validate()
+        .is_err());
     assert!(GradNormRatio::new(1.0, f64::INFINITY).is_err());
 
     // A p-norm below 1 is not a norm: refused when clipping is configured.
     for p in [0.5, 0.0, -1.0, f64::NAN, f64::INFINITY] {
         let e = Optimizer::new(Sgd::new(0.1), &store())
             .unwrap()
-            .with_clip(Clip::Norm {
+            .clip(Clip::Norm {
                 max_norm: 1.0,
                 norm: taper_tensor::Norm::P(p),
             })
@@ -340,12 +330,12 @@ fn values_that_would_break_training_later_are_refused_up_front() {
 /// `CosineAnnealingWarmRestarts` with a huge `T_mult` neither overflows nor loops.
 #[test]
 fn warm_restarts_with_huge_periods_step_normally() {
-    let s = CosineAnnealingWarmRestarts::new(1, u64::MAX, 0.0).unwrap();
+    let s = CosineAnnealingWarmRestarts::new(1).t_mult(u64::MAX);
     for t in [0, 1, 2, 1000, u64::MAX - 1, u64::MAX] {
         let lr = s.lr(1.0, t).unwrap();
         assert!((0.0..=1.0).contains(&lr), "t = {t}: {lr}");
     }
-    let s = CosineAnnealingWarmRestarts::new(3, 7, 0.0).unwrap();
+    let s = CosineAnnealingWarmRestarts::new(3).t_mult(7);
     assert_eq!(s.lr(1.0, 3).unwrap(), 1.0, "a restart at T_0");
     assert_eq!(s.lr(1.0, 3 + 21).unwrap(), 1.0, "and at T_0 + T_0·T_mult");
 }
@@ -383,7 +373,7 @@ fn consistent_builders() {
     assert_eq!(Adam::new(1e-3).eps(1e-6).eps, 1e-6);
     assert!(message(Adamax::new(1e-3).eps(0.0)).contains("`eps`"));
 
-    let zero = Sgd::new(0.1).with_momentum(Momentum::Classic {
+    let zero = Sgd::new(0.1).momentum(Momentum::Classic {
         momentum: 0.0,
         dampening: 0.0,
     });
@@ -404,7 +394,7 @@ fn consistent_builders() {
     };
     assert_eq!(w(&s1), w(&s2));
     assert!(
-        a.state_dict().tensors.is_empty(),
+        a.state_dict().unwrap().tensors.is_empty(),
         "no momentum buffer, as in PyTorch"
     );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use taper_optim::{Path, Rule};
+use taper_optim::{Rule, UpdatePath};
 use taper_tensor::{manual_seed, randn, DType, Device, Gradients, ParamStore};
 
 fn random_store(dtype: DType) -> ParamStore {
@@ -34,8 +34,8 @@ fn agree<R: Rule>(name: &str, rule: R) {
         manual_seed(42);
         let fused_store = random_store(dtype);
         let generic_store = fused_store.to_dtype(dtype).unwrap();
-        let mut fused = optimizer(rule.clone(), &fused_store, Path::Auto);
-        let mut generic = optimizer(rule.clone(), &generic_store, Path::Generic);
+        let mut fused = optimizer(rule.clone(), &fused_store, UpdatePath::Auto);
+        let mut generic = optimizer(rule.clone(), &generic_store, UpdatePath::Generic);
         for step in 1..=8 {
             let g = random_grads(&fused_store);
             // The fused path mutates state tensors in place; the generic path replaces them.

@@ -16,7 +16,7 @@ fn sgd() -> (ParamStore, Optimizer<Sgd>) {
     store
         .parameter("w", 1, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))
         .unwrap();
-    let rule = Sgd::new(0.1).with_momentum(Momentum::Classic {
+    let rule = Sgd::new(0.1).momentum(Momentum::Classic {
         momentum: 0.9,
         dampening: 0.0,
     });
@@ -45,7 +45,7 @@ fn check<S: Schedule>(fx: &Value, name: &str, schedule: S) {
             opt.lr(),
             want_lr[t]
         );
-        let m = opt.groups()[0].rule.momentum().unwrap();
+        let m = opt.groups()[0].rule.momentum_coefficient().unwrap();
         assert!(
             close(m, want_m[t]),
             "{name} step {t}: momentum {m} vs torch {}",
@@ -57,38 +57,52 @@ fn check<S: Schedule>(fx: &Value, name: &str, schedule: S) {
 #[test]
 fn pytorch_schedules_match_torch() {
     let fx = fixture("torch_schedules.json");
-    check(&fx, "step", StepLr::new(7, 0.5).unwrap());
+    check(&fx, "step", StepLr::new(7).gamma(0.5));
     check(
         &fx,
         "multistep",
-        MultiStepLr::new(vec![30, 5, 12], 0.3).unwrap(),
+        MultiStepLr::new(vec![30, 5, 12]).gamma(0.3),
     );
-    check(&fx, "exponential", ExponentialLr::new(0.93).unwrap());
-    check(&fx, "constant", ConstantLr::new(0.25, 6).unwrap());
-    check(&fx, "linear", LinearLr::new(0.1, 0.9, 20).unwrap());
-    check(&fx, "polynomial", PolynomialLr::new(30, 2.0).unwrap());
-    check(&fx, "cosine", CosineAnnealingLr::new(20, 0.001).unwrap());
+    check(&fx, "exponential", ExponentialLr::new(0.93));
+    check(
+        &fx,
+        "constant",
+        ConstantLr::new().factor(0.25).total_iters(6),
+    );
+    check(
+        &fx,
+        "linear",
+        LinearLr::new()
+            .start_factor(0.1)
+            .end_factor(0.9)
+            .total_iters(20),
+    );
+    check(
+        &fx,
+        "polynomial",
+        PolynomialLr::new().total_iters(30).power(2.0),
+    );
+    check(&fx, "cosine", CosineAnnealingLr::new(20).eta_min(0.001));
     check(
         &fx,
         "cosine_restarts",
-        CosineAnnealingWarmRestarts::new(5, 2, 0.002).unwrap(),
+        CosineAnnealingWarmRestarts::new(5).t_mult(2).eta_min(0.002),
     );
     check(
         &fx,
         "cosine_restarts_mult1",
-        CosineAnnealingWarmRestarts::new(8, 1, 0.0).unwrap(),
+        CosineAnnealingWarmRestarts::new(8),
     );
-    check(&fx, "onecycle_cos", OneCycleLr::new(1.0, 45).unwrap());
-    let three = OneCycleLr {
-        pct_start: 0.25,
-        anneal: Anneal::Linear,
-        three_phase: true,
-        div_factor: 10.0,
-        final_div_factor: 100.0,
-        momentum: Some((0.8, 0.9)),
-        ..OneCycleLr::new(0.5, 45).unwrap()
-    };
-    check(&fx, "onecycle_linear_3phase", three.validated().unwrap());
+    check(&fx, "onecycle_cos", OneCycleLr::new(1.0, 45));
+    let three = OneCycleLr::new(0.5, 45)
+        .pct_start(0.25)
+        .anneal_strategy(Anneal::Linear)
+        .three_phase(true)
+        .div_factor(10.0)
+        .final_div_factor(100.0)
+        .base_momentum(0.8)
+        .max_momentum(0.9);
+    check(&fx, "onecycle_linear_3phase", three);
     check(
         &fx,
         "lambda",
@@ -102,62 +116,61 @@ fn pytorch_schedules_match_torch() {
     check(
         &fx,
         "cyclic_triangular",
-        CyclicLr::new(0.01, 0.1, 5).unwrap(),
+        CyclicLr::new(0.01, 0.1).step_size_up(5),
     );
-    let triangular2 = CyclicLr {
-        step_size_down: Some(6),
-        mode: CyclicMode::Triangular2,
-        ..CyclicLr::new(0.01, 0.1, 4).unwrap()
-    };
-    check(&fx, "cyclic_triangular2", triangular2.validated().unwrap());
-    let exp_range = CyclicLr {
-        mode: CyclicMode::ExpRange { gamma: 0.97 },
-        momentum: Some((0.85, 0.95)),
-        ..CyclicLr::new(0.02, 0.2, 7).unwrap()
-    };
-    check(&fx, "cyclic_exp_range", exp_range.validated().unwrap());
-    let no_momentum = CyclicLr {
-        step_size_down: Some(9),
-        momentum: None,
-        ..CyclicLr::new(0.001, 0.05, 3).unwrap()
-    };
-    check(&fx, "cyclic_no_momentum", no_momentum.validated().unwrap());
-    check(&fx, "swa_cos", SwaLr::new(0.05).unwrap());
+    let triangular2 = CyclicLr::new(0.01, 0.1)
+        .step_size_up(4)
+        .step_size_down(6)
+        .mode(CyclicMode::Triangular2);
+    check(&fx, "cyclic_triangular2", triangular2);
+    let exp_range = CyclicLr::new(0.02, 0.2)
+        .step_size_up(7)
+        .mode(CyclicMode::ExpRange { gamma: 0.97 })
+        .base_momentum(0.85)
+        .max_momentum(0.95);
+    check(&fx, "cyclic_exp_range", exp_range);
+    let no_momentum = CyclicLr::new(0.001, 0.05)
+        .step_size_up(3)
+        .step_size_down(9)
+        .cycle_momentum(false);
+    check(&fx, "cyclic_no_momentum", no_momentum);
+    check(&fx, "swa_cos", SwaLr::new(0.05));
     check(
         &fx,
         "swa_linear",
         SwaLr::new(0.01)
-            .unwrap()
             .anneal_epochs(5)
-            .anneal(Anneal::Linear),
+            .anneal_strategy(Anneal::Linear),
     );
-    check(
-        &fx,
-        "swa_immediate",
-        SwaLr::new(0.02).unwrap().anneal_epochs(0),
-    );
-    let cosine = Box::new(CosineAnnealingLr::new(40, 0.0).unwrap());
+    check(&fx, "swa_immediate", SwaLr::new(0.02).anneal_epochs(0));
+    let cosine = Box::new(CosineAnnealingLr::new(40));
     check(
         &fx,
         "sequential_warmup_cosine",
-        SequentialLr::warmup(5, 0.01, cosine).unwrap(),
+        SequentialLr::warmup(5, 0.01, cosine),
     );
     let chained = ChainedLr::new(vec![
-        Box::new(ConstantLr::new(0.5, 4).unwrap()),
-        Box::new(ExponentialLr::new(0.95).unwrap()),
+        Box::new(ConstantLr::new().factor(0.5).total_iters(4)),
+        Box::new(ExponentialLr::new(0.95)),
     ]);
     check(&fx, "chained_constant_exponential", chained);
 }
 
 #[test]
 fn cyclic_and_multiplicative_validate_and_jump() {
-    let err = CyclicLr::new(0.1, 0.01, 0).unwrap_err().to_string();
-    assert!(err.starts_with("CyclicLR: invalid `step_size_up`"), "{err}");
-    let bad = CyclicLr {
-        mode: CyclicMode::ExpRange { gamma: 1.5 },
-        ..CyclicLr::new(0.01, 0.1, 5).unwrap()
-    };
-    assert!(bad.validated().unwrap_err().to_string().contains("gamma"));
+    let err = CyclicLr::new(0.1, 0.01)
+        .step_size_up(0)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("CyclicLR: invalid value for `step_size_up`"),
+        "{err}"
+    );
+    let bad = CyclicLr::new(0.01, 0.1)
+        .step_size_up(5)
+        .mode(CyclicMode::ExpRange { gamma: 1.5 });
+    assert!(bad.validate().unwrap_err().to_string().contains("gamma"));
     // A pure function of the step: jumping back and forth gives what stepping gives.
     let m = MultiplicativeLr::new(|t| 1.0 - 0.01 * (t % 5) as f64);
     let forward: Vec<f64> = (0..50).map(|t| m.lr(2.0, t).unwrap()).collect();
@@ -175,8 +188,8 @@ fn cyclic_and_multiplicative_validate_and_jump() {
 #[test]
 fn documents_schedules_match_their_formulas() {
     let (alpha, beta) = (0.5f64, 0.1f64);
-    let inv = InverseTime::new(beta).unwrap();
-    let sqrt = InverseSqrt::new(beta).unwrap();
+    let inv = InverseTime::new(beta);
+    let sqrt = InverseSqrt::new(beta);
     for t in 0..100u64 {
         assert_eq!(inv.lr(alpha, t).unwrap(), alpha / (1.0 + beta * t as f64));
         assert_eq!(
@@ -186,7 +199,7 @@ fn documents_schedules_match_their_formulas() {
     }
     // Applied to an optimizer, step by step.
     let (_, mut opt) = sgd();
-    let mut s = LrScheduler::new(InverseTime::new(beta).unwrap(), &mut opt).unwrap();
+    let mut s = LrScheduler::new(InverseTime::new(beta), &mut opt).unwrap();
     for _ in 0..10 {
         s.step(&mut opt).unwrap();
     }
@@ -243,65 +256,94 @@ fn reduce_on_plateau_matches_torch() {
 fn invalid_schedule_parameters_name_the_field() {
     let cases: Vec<(String, &str)> = vec![
         (
-            StepLr::new(0, 0.1).unwrap_err().to_string(),
-            "StepLR: invalid `step_size` = 0",
-        ),
-        (StepLr::new(3, -1.0).unwrap_err().to_string(), "`gamma`"),
-        (
-            CosineAnnealingLr::new(0, 0.0).unwrap_err().to_string(),
-            "CosineAnnealingLR: invalid `T_max` = 0",
+            StepLr::new(0).validate().unwrap_err().to_string(),
+            "StepLR: invalid value for `step_size`: 0",
         ),
         (
-            CosineAnnealingWarmRestarts::new(0, 1, 0.0)
+            StepLr::new(3)
+                .gamma(-1.0)
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "`gamma`",
+        ),
+        (
+            CosineAnnealingLr::new(0)
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "CosineAnnealingLR: invalid value for `T_max`: 0",
+        ),
+        (
+            CosineAnnealingWarmRestarts::new(0)
+                .validate()
                 .unwrap_err()
                 .to_string(),
             "`T_0`",
         ),
         (
-            CosineAnnealingWarmRestarts::new(5, 0, 0.0)
+            CosineAnnealingWarmRestarts::new(5)
+                .t_mult(0)
+                .validate()
                 .unwrap_err()
                 .to_string(),
             "`T_mult`",
         ),
         (
-            LinearLr::new(0.0, 1.0, 5).unwrap_err().to_string(),
+            LinearLr::new()
+                .start_factor(0.0)
+                .total_iters(5)
+                .validate()
+                .unwrap_err()
+                .to_string(),
             "`start_factor`",
         ),
-        (ConstantLr::new(1.5, 5).unwrap_err().to_string(), "`factor`"),
         (
-            PolynomialLr::new(0, 1.0).unwrap_err().to_string(),
+            ConstantLr::new()
+                .factor(1.5)
+                .total_iters(5)
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "`factor`",
+        ),
+        (
+            PolynomialLr::new()
+                .total_iters(0)
+                .validate()
+                .unwrap_err()
+                .to_string(),
             "`total_iters`",
         ),
         (
-            OneCycleLr::new(1.0, 0).unwrap_err().to_string(),
+            OneCycleLr::new(1.0, 0).validate().unwrap_err().to_string(),
             "`total_steps`",
         ),
         (
-            OneCycleLr {
-                pct_start: 1.5,
-                ..OneCycleLr::new(1.0, 10).unwrap()
-            }
-            .validated()
-            .unwrap_err()
-            .to_string(),
+            OneCycleLr::new(1.0, 10)
+                .pct_start(1.5)
+                .validate()
+                .unwrap_err()
+                .to_string(),
             "`pct_start`",
         ),
         (
-            ReduceLrOnPlateau::new(PlateauConfig {
-                factor: 1.0,
-                ..Default::default()
-            })
-            .unwrap_err()
-            .to_string(),
-            "ReduceLROnPlateau: invalid `factor` = 1",
+            ReduceLrOnPlateau::new(PlateauConfig::default().factor(1.0))
+                .unwrap_err()
+                .to_string(),
+            "ReduceLROnPlateau: invalid value for `factor`: 1",
         ),
-        (InverseTime::new(-0.1).unwrap_err().to_string(), "`beta`"),
+        (
+            InverseTime::new(-0.1).validate().unwrap_err().to_string(),
+            "`beta`",
+        ),
         (
             GradNormRatio::new(0.1, 0.0).unwrap_err().to_string(),
             "`eps`",
         ),
         (
-            SequentialLr::new(vec![Box::new(StepLr::new(1, 0.5).unwrap())], vec![3])
+            SequentialLr::new(vec![Box::new(StepLr::new(1).gamma(0.5))], vec![3])
+                .validate()
                 .unwrap_err()
                 .to_string(),
             "`milestones`",
@@ -312,7 +354,7 @@ fn invalid_schedule_parameters_name_the_field() {
     }
     // OneCycle refuses to run past total_steps.
     let (_, mut opt) = sgd();
-    let mut s = LrScheduler::new(OneCycleLr::new(1.0, 3).unwrap(), &mut opt).unwrap();
+    let mut s = LrScheduler::new(OneCycleLr::new(1.0, 3), &mut opt).unwrap();
     for _ in 0..3 {
         s.step(&mut opt).unwrap();
     }
@@ -328,7 +370,7 @@ fn scheduler_state_resumes_the_same_curve_and_groups_schedule_separately() {
     let dir = std::env::temp_dir().join(format!("taper-sched-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("state.safetensors");
-    let cosine = || CosineAnnealingLr::new(20, 0.0).unwrap();
+    let cosine = || CosineAnnealingLr::new(20);
     let (_, mut a) = sgd();
     let mut sa = LrScheduler::new(cosine(), &mut a).unwrap();
     let mut straight = Vec::new();
@@ -342,7 +384,7 @@ fn scheduler_state_resumes_the_same_curve_and_groups_schedule_separately() {
         sb.step(&mut b).unwrap();
     }
     let sched_file = dir.join("sched.safetensors");
-    b.state_dict().save(&file).unwrap();
+    b.state_dict().unwrap().save(&file).unwrap();
     let mut sd = StateDict::default();
     sb.save_state("main", &mut sd).unwrap();
     sd.save(&sched_file).unwrap();
@@ -370,7 +412,8 @@ fn scheduler_state_resumes_the_same_curve_and_groups_schedule_separately() {
         .unwrap();
     let mut opt = Optimizer::new(Adam::new(0.01), &store).unwrap();
     opt.add_group("b", |n| n == "b", Adam::new(0.5)).unwrap();
-    let mut s = LrScheduler::for_group(StepLr::new(1, 0.5).unwrap(), &mut opt, 1).unwrap();
+    let mut s =
+        LrScheduler::for_groups(StepLr::new(1).gamma(0.5), &mut opt, LrGroups::One(1)).unwrap();
     s.step(&mut opt).unwrap();
     assert_eq!(opt.groups()[0].rule.common.lr, 0.01);
     assert_eq!(opt.groups()[1].rule.common.lr, 0.25);
@@ -410,7 +453,7 @@ fn clipping_option_matches_clip_grad_norm_and_leaves_user_gradients_alone() {
         .unwrap();
     let mut opt = Optimizer::new(Sgd::new(1.0), &store)
         .unwrap()
-        .with_clip(Clip::Norm {
+        .clip(Clip::Norm {
             max_norm: 1.0,
             norm: Norm::L2,
         })
@@ -428,13 +471,13 @@ fn clipping_option_matches_clip_grad_norm_and_leaves_user_gradients_alone() {
     assert_eq!(g.get("w").unwrap().to_vec1::<f32>().unwrap(), [3.0, 4.0]);
     let mut by_value = Optimizer::new(Sgd::new(1.0), &store)
         .unwrap()
-        .with_clip(Clip::Value(0.5))
+        .clip(Clip::Value(0.5))
         .unwrap();
     by_value.step(&g).unwrap();
     let w2 = store.var("w").unwrap().to_vec1::<f32>().unwrap();
     assert!((w2[0] - (w[0] - 0.5)).abs() < 1e-6 && (w2[1] - (w[1] - 0.5)).abs() < 1e-6);
     assert!(Optimizer::new(Sgd::new(1.0), &store)
         .unwrap()
-        .with_clip(Clip::Value(-1.0))
+        .clip(Clip::Value(-1.0))
         .is_err());
 }

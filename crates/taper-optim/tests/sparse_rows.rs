@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use taper_nn::Embedding;
+use taper_nn::{Embedding, EmbeddingConfig};
 use taper_optim::*;
 use taper_tensor::{DType, Device, Gradients, Module, ParamStore, RowSparse, Tensor};
 
@@ -18,13 +18,11 @@ fn table(fx: &Value) -> (ParamStore, Embedding) {
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
-    store
-        .sub("emb")
-        .parameter("weight", (10, 3), |_, _, _| Ok(w0.clone()))
+    let emb = EmbeddingConfig::new(10, 3)
+        .sparse(true)
+        .build(&store.sub("emb"))
         .unwrap();
-    let emb = Embedding::new(10, 3, &store.sub("emb"))
-        .unwrap()
-        .sparse(true);
+    store.var("emb.weight").unwrap().set(&w0).unwrap();
     (store, emb)
 }
 
@@ -94,7 +92,7 @@ fn sparse_adam_on_embedding_rows_matches_torch() {
         SparseAdam::new(0.02)
             .betas(0.8, 0.99)
             .eps(1e-6)
-            .with_maximize(true),
+            .maximize(true),
     );
 }
 
@@ -143,7 +141,7 @@ fn row_steps_equal_dense_steps_on_the_present_rows() {
     }
     check(SparseAdam::new(0.1));
     check(Adam::new(0.1));
-    check(Sgd::new(0.1).with_momentum(0.9));
+    check(Sgd::new(0.1).momentum(0.9));
     check(Asgd::new(0.1).t0(0.0));
 }
 
@@ -180,7 +178,7 @@ fn row_steps_refuse_what_they_cannot_do_and_change_nothing() {
     ));
     assert!(adam.state("w").is_none(), "nothing was stepped");
     assert_eq!(values(store.var("w").unwrap().as_tensor()), vec![1.0; 8]);
-    // An Embedding built without `.sparse(true)` says so.
+    // An Embedding built without `EmbeddingConfig::sparse(true)` says so.
     let emb = Embedding::new(4, 2, &store.sub("e")).unwrap();
     assert!(emb.sparse_grad(&Gradients::default()).is_err());
 }

@@ -45,6 +45,8 @@ fn bits(s: &ParamStore) -> Vec<Vec<u32>> {
 }
 
 fn resume_is_exact<R: Rule>(name: &str, rule: R) {
+    let mut half = rule.clone();
+    half.common_mut().lr *= 0.5;
     const N: usize = 12;
     let dir = std::env::temp_dir().join(format!(
         "taper-optim-state-{}-{}",
@@ -56,12 +58,8 @@ fn resume_is_exact<R: Rule>(name: &str, rule: R) {
     // Straight through.
     let a = store();
     let mut opt = Optimizer::new(rule.clone(), &a).unwrap();
-    opt.add_group(
-        "biases",
-        |n| n.ends_with("bias"),
-        rule.clone().with_lr(rule.common().lr * 0.5),
-    )
-    .unwrap();
+    opt.add_group("biases", |n| n.ends_with("bias"), half.clone())
+        .unwrap();
     for t in 0..N {
         opt.step(&grads_at(&a, t)).unwrap();
     }
@@ -69,11 +67,7 @@ fn resume_is_exact<R: Rule>(name: &str, rule: R) {
     let b = store();
     let mut first = Optimizer::new(rule.clone(), &b).unwrap();
     first
-        .add_group(
-            "biases",
-            |n| n.ends_with("bias"),
-            rule.clone().with_lr(rule.common().lr * 0.5),
-        )
+        .add_group("biases", |n| n.ends_with("bias"), half.clone())
         .unwrap();
     for t in 0..N / 2 {
         first.step(&grads_at(&b, t)).unwrap();
@@ -121,7 +115,7 @@ fn state_is_named_by_parameter_and_field() {
     let s = store();
     let mut opt = Optimizer::new(Adam::new(0.01).amsgrad(true), &s).unwrap();
     opt.step(&grads_at(&s, 0)).unwrap();
-    let st = opt.state_dict();
+    let st = opt.state_dict().unwrap();
     let names: Vec<&str> = st.tensors.keys().map(String::as_str).collect();
     assert_eq!(
         names,
@@ -139,7 +133,7 @@ fn state_is_named_by_parameter_and_field() {
     assert_eq!(st.scalars["group.0.lr"], 0.01);
     let mut nadam = Optimizer::new(NAdam::new(0.01), &s).unwrap();
     nadam.step(&grads_at(&s, 0)).unwrap();
-    let mu = nadam.state_dict().scalars["0.bias.mu_product"];
+    let mu = nadam.state_dict().unwrap().scalars["0.bias.mu_product"];
     assert!((mu - 0.9 * (1.0 - 0.5 * 0.96f64.powf(0.004))).abs() < 1e-15);
 }
 
@@ -148,7 +142,7 @@ fn state_that_does_not_fit_is_rejected_by_name() {
     let s = store();
     let mut opt = Optimizer::new(Adam::new(0.01), &s).unwrap();
     opt.step(&grads_at(&s, 0)).unwrap();
-    let good = opt.state_dict();
+    let good = opt.state_dict().unwrap();
 
     let mut missing = good.clone();
     missing.tensors.remove("0.weight.exp_avg_sq");
@@ -224,7 +218,7 @@ fn counters_scalars_and_group_settings_are_validated_and_a_failure_changes_nothi
     let mut opt = Optimizer::new(NAdam::new(0.01), &s).unwrap();
     opt.step(&grads_at(&s, 0)).unwrap();
     opt.step(&grads_at(&s, 1)).unwrap();
-    let good = opt.state_dict();
+    let good = opt.state_dict().unwrap();
     let before = bits(&s);
     let cases: Vec<(&str, f64, &str)> = vec![
         ("steps", 18446744073709551616.0, "steps"),
@@ -269,23 +263,24 @@ fn counters_scalars_and_group_settings_are_validated_and_a_failure_changes_nothi
 #[test]
 fn group_hyperparameters_travel_with_the_state() {
     let s = store();
-    let mut a =
-        Optimizer::new(Adam::new(0.01).with_weight_decay(WeightDecay::L2(1e-3)), &s).unwrap();
+    let mut a = Optimizer::new(Adam::new(0.01).weight_decay(WeightDecay::L2(1e-3)), &s).unwrap();
     a.update_group(0, |r| {
         r.common_mut().lr = 0.003;
-        r.set_momentum(0.85);
+        r.set_momentum_coefficient(0.85);
         r.common_mut().weight_decay = WeightDecay::L2(2e-3);
     })
     .unwrap();
-    let st = a.state_dict();
+    let st = a.state_dict().unwrap();
     assert_eq!(st.scalars["group.0.lr"], 0.003);
     assert_eq!(st.scalars["group.0.momentum"], 0.85);
     assert_eq!(st.scalars["group.0.weight_decay"], 2e-3);
-    let mut b =
-        Optimizer::new(Adam::new(0.01).with_weight_decay(WeightDecay::L2(1e-3)), &s).unwrap();
+    let mut b = Optimizer::new(Adam::new(0.01).weight_decay(WeightDecay::L2(1e-3)), &s).unwrap();
     b.load_state_dict(&st).unwrap();
     let r = &b.groups()[0].rule;
-    assert_eq!((r.common().lr, r.momentum()), (0.003, Some(0.85)));
+    assert_eq!(
+        (r.common().lr, r.momentum_coefficient()),
+        (0.003, Some(0.85))
+    );
     assert_eq!(r.common().weight_decay, WeightDecay::L2(2e-3));
 }
 
@@ -296,4 +291,76 @@ fn an_optimizer_over_nothing_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("empty parameter list"), "{e}");
+}
+
+/// Counters at the edge of exactness: a step count of 2⁵³ used to load, then save as 2⁵³
+/// after one more step (a step lost) and as 2⁵³ + 4 two steps later. One bound on both
+/// sides now: a count loads only if the next step still saves exactly.
+#[test]
+fn step_counts_at_two_to_the_53_lose_no_step() {
+    let s = store();
+    let mut opt = Optimizer::new(Sgd::new(0.1), &s).unwrap();
+    opt.step(&grads_at(&s, 0)).unwrap();
+    let good = opt.state_dict().unwrap();
+    let max = taper_tensor::MAX_COUNTER as f64;
+    let with_steps = |steps: f64| {
+        let mut st = good.clone();
+        st.scalars.insert("steps".into(), steps);
+        for (k, v) in st.scalars.iter_mut() {
+            if k.ends_with(".step") {
+                *v = steps;
+            }
+        }
+        st
+    };
+    // 2^53 is refused on load, naming the counter...
+    let e = opt
+        .load_state_dict(&with_steps(max))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("steps") && e.contains("2^53 - 1"), "{e}");
+    // ...2^53 − 1 loads, steps once, and saves 2^53 exactly...
+    opt.load_state_dict(&with_steps(max - 1.0)).unwrap();
+    opt.step(&grads_at(&s, 1)).unwrap();
+    let saved = opt.state_dict().unwrap();
+    assert_eq!(saved.scalars["steps"], max);
+    assert_eq!(saved.scalars["0.weight.step"], max);
+    // ...and one step more cannot be saved exactly: an error, not a rounded count.
+    opt.step(&grads_at(&s, 2)).unwrap();
+    let e = opt.state_dict().unwrap_err().to_string();
+    assert!(e.contains("step") && e.contains("2^53"), "{e}");
+}
+
+/// The path is decided once, from the tensors the step sees: an f64 gradient for an f32
+/// parameter takes tensor ops, and the report says so because it asks the same decision.
+#[test]
+fn execution_is_the_decision_the_step_makes() {
+    let s = store();
+    let opt = Optimizer::new(Adam::new(1e-3), &s).unwrap();
+    assert!(opt.execution()[0].ends_with("fused CPU loop (2 state tensors)"));
+    let mut g64 = Gradients::default();
+    for (name, var) in s.trainable() {
+        g64.insert(
+            &name,
+            var.ones_like().unwrap().to_dtype(DType::F64).unwrap(),
+        );
+    }
+    let said = opt.execution_with(&g64);
+    assert!(said[0].contains("tensor ops: the gradient"), "{said:?}");
+    // And the step takes that path: the same update as the generic path gives, bit for
+    // bit (it is the generic path).
+    let other = store();
+    let mut generic = Optimizer::new(Adam::new(1e-3), &other)
+        .unwrap()
+        .update_path(UpdatePath::Generic);
+    let mut opt = opt;
+    opt.step(&g64).unwrap();
+    generic.step(&g64).unwrap();
+    let values = |st: &ParamStore| -> Vec<Vec<f32>> {
+        st.trainable()
+            .iter()
+            .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    assert_eq!(values(&s), values(&other));
 }

@@ -40,6 +40,21 @@ pub enum Error {
         actual: Vec<usize>,
     },
 
+    /// A layer asked for a parameter or buffer another layer already took: two layers built
+    /// on the same store view, which would share their weights silently.
+    #[error(
+        "`{name}` (shape {shape:?}) already belongs to a layer: two layers built on the same \
+         store view would share their weights. Give each layer its own prefix with \
+         `store.sub(\"name\")` (`Sequential::append_with` does this for its children); to \
+         share the weight on purpose, take it with `store.shared(\"{name}\")`"
+    )]
+    AlreadyTaken {
+        /// The full name.
+        name: String,
+        /// The shape of the existing entry.
+        shape: Vec<usize>,
+    },
+
     /// A name is registered twice with incompatible roles (a parameter and a buffer).
     #[error("`{name}` is already registered as a {existing}")]
     Conflict {

@@ -54,6 +54,7 @@ pub use serialize::{
     LoadReport, StagedLoad,
 };
 pub use state_dict::{
-    checked_counter, parse_scalar, StateDict, Stateful, MAX_COUNTER, STATE_DICT_FORMAT,
+    checked_counter, parse_scalar, savable_counter, StateDict, Stateful, MAX_COUNTER,
+    STATE_DICT_FORMAT,
 };
 pub use threads::{on_thread_pool, park_idle_candle_workers};

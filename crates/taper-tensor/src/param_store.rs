@@ -4,6 +4,12 @@
 //! insertion order, so iteration, saving and optimizer state are deterministic (candle-nn's
 //! `VarMap` iterates in HashMap order). A store is a cheap handle: clones and [`ParamStore::sub`]
 //! views share the same entries, the way layers register themselves under a sub-module prefix.
+//!
+//! Every parameter belongs to one layer, as in PyTorch: creating a parameter under a name
+//! that a layer already took is an error ([`Error::AlreadyTaken`]), so two layers built on
+//! the same view cannot share their weights by accident. Sharing is said out loud, with
+//! [`ParamStore::shared`] (tied embeddings). A store copied with [`ParamStore::to`] holds
+//! entries no layer has taken yet: building the model over it takes them over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -44,6 +50,9 @@ impl Entry {
 struct Inner {
     entries: Vec<Entry>,
     index: HashMap<String, usize>,
+    /// Per entry: whether a layer has taken it (created it, or reused a copied one). A
+    /// second layer asking for a taken name is refused: it would share the weight silently.
+    claimed: Vec<bool>,
 }
 
 /// A named, ordered collection of parameters and buffers, shared by handle.
@@ -136,12 +145,25 @@ impl ParamStore {
         }
     }
 
-    /// Gets parameter `name` of this view, creating it with `init` if it does not exist.
+    /// Creates parameter `name` of this view with `init`, which receives the shape, the
+    /// store's dtype and its device.
     ///
-    /// An existing entry is reused when its shape matches (so a model can be built over
-    /// loaded weights); a different shape is a [`Error::ShapeMismatch`], and an existing
-    /// buffer of that name is an [`Error::Conflict`]. `init` receives the shape, the store's
-    /// dtype and its device.
+    /// A name another layer already took is [`Error::AlreadyTaken`] (each layer needs its
+    /// own prefix: [`ParamStore::sub`]; to share a weight on purpose use
+    /// [`ParamStore::shared`]), and an existing buffer of that name is an
+    /// [`Error::Conflict`]. An entry no layer has taken yet (a store copied with
+    /// [`ParamStore::to`], an averaged model's) is taken over when its shape matches, so the
+    /// model can be built over it; another shape is [`Error::ShapeMismatch`].
+    ///
+    /// ```
+    /// use taper_tensor::{DType, Device, ParamStore, Tensor};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// let zeros = |s: &_, dt, d: &_| Ok(Tensor::zeros(s, dt, d)?);
+    /// store.parameter("weight", (4, 4), zeros)?;
+    /// let e = store.parameter("weight", (4, 4), zeros).unwrap_err().to_string();
+    /// assert!(e.contains("store.sub("), "{e}");
+    /// # Ok::<(), taper_tensor::Error>(())
+    /// ```
     pub fn parameter(
         &self,
         name: &str,
@@ -153,11 +175,61 @@ impl ParamStore {
             shape.into(),
             init,
             ParamKind::Parameter { trainable: true },
+            Claim::Take,
         )
         .map(Var::into_inner)
     }
 
-    /// Gets buffer `name` of this view, creating it with `init` if it does not exist.
+    /// An existing parameter of this view, for a layer that shares it on purpose (tied input
+    /// and output embeddings): no new parameter is created, the optimizer updates the one
+    /// tensor once with the gradients of both uses, and it is saved once.
+    ///
+    /// ```
+    /// use taper_tensor::{DType, Device, ParamStore, Tensor};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// let wte = store.sub("wte").parameter("weight", (10, 4), |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
+    /// let head = store.shared("wte.weight")?; // the output layer's weight is the embedding
+    /// assert_eq!(head.id(), wte.id());
+    /// assert_eq!(store.len(), 1);
+    /// assert!(store.shared("lm_head.weight").is_err());
+    /// # Ok::<(), taper_tensor::Error>(())
+    /// ```
+    pub fn shared(&self, name: &str) -> Result<Tensor> {
+        let full = self.full_name(name);
+        match self.entry(&full) {
+            Some(e) if matches!(e.kind, ParamKind::Parameter { .. }) => Ok(e.var.into_inner()),
+            Some(e) => Err(Error::Conflict {
+                name: full,
+                existing: kind_name(e.kind),
+            }),
+            None => Err(Error::UnknownName {
+                hint: self.hint(&full),
+                name: full,
+            }),
+        }
+    }
+
+    /// Gets or creates parameter `name` the way candle-nn's `VarBuilder` does: an existing
+    /// entry of the same shape is returned whoever took it (candle-nn models tie weights by
+    /// asking twice). Taper's layers use [`ParamStore::parameter`].
+    pub(crate) fn get_or_create(
+        &self,
+        name: &str,
+        shape: impl Into<Shape>,
+        init: impl FnOnce(&Shape, DType, &Device) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        self.get_or_init(
+            name,
+            shape.into(),
+            init,
+            ParamKind::Parameter { trainable: true },
+            Claim::Share,
+        )
+        .map(Var::into_inner)
+    }
+
+    /// Creates buffer `name` of this view with `init`, as [`ParamStore::parameter`] creates
+    /// parameters (a taken name is an error; an untaken copied entry is taken over).
     /// Buffers are saved with the model and never given to an optimizer. The variable is
     /// returned so the layer can update it (e.g. running statistics) with `Var::set`.
     pub fn buffer(
@@ -166,7 +238,7 @@ impl ParamStore {
         shape: impl Into<Shape>,
         init: impl FnOnce(&Shape, DType, &Device) -> Result<Tensor>,
     ) -> Result<Var> {
-        self.get_or_init(name, shape.into(), init, ParamKind::Buffer)
+        self.get_or_init(name, shape.into(), init, ParamKind::Buffer, Claim::Take)
     }
 
     fn get_or_init(
@@ -175,11 +247,21 @@ impl ParamStore {
         shape: Shape,
         init: impl FnOnce(&Shape, DType, &Device) -> Result<Tensor>,
         kind: ParamKind,
+        claim: Claim,
     ) -> Result<Var> {
         let full = self.full_name(name);
         check_name(&full)?;
-        if let Some(e) = self.entry(&full) {
+        let existing = self.read().index.get(&full).copied();
+        if let Some(i) = existing {
+            let mut inner = self.write();
+            let e = inner.entries[i].clone();
             check_kind(&e, kind)?;
+            if claim == Claim::Take && inner.claimed[i] {
+                return Err(Error::AlreadyTaken {
+                    name: full,
+                    shape: e.var.dims().to_vec(),
+                });
+            }
             if e.var.dims() != shape.dims() {
                 return Err(Error::ShapeMismatch {
                     name: full,
@@ -187,6 +269,7 @@ impl ParamStore {
                     actual: e.var.dims().to_vec(),
                 });
             }
+            inner.claimed[i] = true;
             return Ok(e.var);
         }
         let t = init(&shape, self.dtype, &self.device)?;
@@ -197,11 +280,13 @@ impl ParamStore {
                 actual: t.dims().to_vec(),
             });
         }
-        self.push(full, Var::from_tensor(&t)?, kind)
+        self.push(full, Var::from_tensor(&t)?, kind, true)
     }
 
-    /// Adds an existing variable under `name` (a full name in this view). Re-adding the same
-    /// variable is a no-op; a different variable under a taken name is an [`Error::Conflict`].
+    /// Adds an existing variable under `name` (a full name in this view). No layer has
+    /// taken it yet: a layer built over the store takes it over ([`ParamStore::parameter`]),
+    /// which is how a model is built around given tensors. Re-adding the same variable is a
+    /// no-op; a different variable under a used name is an [`Error::Conflict`].
     pub fn insert_var(&self, name: &str, var: Var, kind: ParamKind) -> Result<Var> {
         let full = self.full_name(name);
         check_name(&full)?;
@@ -214,10 +299,10 @@ impl ParamStore {
                 existing: kind_name(e.kind),
             });
         }
-        self.push(full, var, kind)
+        self.push(full, var, kind, false)
     }
 
-    fn push(&self, name: String, var: Var, kind: ParamKind) -> Result<Var> {
+    fn push(&self, name: String, var: Var, kind: ParamKind, claimed: bool) -> Result<Var> {
         let mut inner = self.write();
         if let Some(&i) = inner.index.get(&name) {
             // Another handle registered it between our lookup and now.
@@ -233,6 +318,7 @@ impl ParamStore {
             var: var.clone(),
             kind,
         });
+        inner.claimed.push(claimed);
         Ok(var)
     }
 
@@ -372,7 +458,8 @@ impl ParamStore {
 
     /// A deep copy of this view on another device and dtype, with the same names, order and
     /// frozen flags. Floating-point entries are cast to `dtype`; integer buffers keep theirs.
-    /// Build the model again from the copy (its layers reuse the entries).
+    /// No layer has taken the copies yet: build the model again over the copy, and its
+    /// layers take them over (see [`ParamStore::parameter`]).
     pub fn to(&self, device: &Device, dtype: DType) -> Result<ParamStore> {
         let out = ParamStore::new(device, dtype);
         for e in self.entries() {
@@ -384,7 +471,7 @@ impl ParamStore {
             };
             // Same device and dtype return the variable itself; detaching makes
             // `from_tensor` copy the storage, so the copy never aliases the original.
-            out.push(e.name, Var::from_tensor(&t.detach())?, e.kind)?;
+            out.push(e.name, Var::from_tensor(&t.detach())?, e.kind, false)?;
         }
         Ok(out)
     }
@@ -445,6 +532,14 @@ impl ParamStore {
         );
         out
     }
+}
+
+/// Whether getting an existing entry takes it for one layer ([`ParamStore::parameter`]) or
+/// shares it (candle-nn's `VarBuilder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Take,
+    Share,
 }
 
 fn check_kind(e: &Entry, wanted: ParamKind) -> Result<()> {

@@ -52,8 +52,12 @@ use crate::{parse_safetensors, serialize_safetensors, write_atomic, Error, Resul
 /// The format tag of a state file.
 pub const STATE_DICT_FORMAT: &str = "taper-state/1";
 
-/// The largest counter a state file may hold: 2⁵³, the last integer every `f64` (and so
-/// every scalar in a state file) represents exactly. Counting on from there cannot overflow.
+/// The bound on counters in state files: 2⁵³, the last integer every `f64` (and so every
+/// scalar in a state file) represents exactly. One bound on both sides: a counter is saved
+/// only if it is at most `MAX_COUNTER` (so it reads back exactly,
+/// [`StateDict::set_counter`]), and loaded only if it is below it (so the next increment
+/// still saves exactly, [`checked_counter`]). A count past the bound is an error naming
+/// it, never a step silently lost to rounding.
 pub const MAX_COUNTER: u64 = 1 << 53;
 
 /// Named tensors and scalars: the saved state of one or more [`Stateful`] pieces.
@@ -80,13 +84,33 @@ fn bad(key: String, value: impl std::fmt::Display, expected: &str) -> Error {
     }
 }
 
-/// Checks that `v` is a whole number in `0..=MAX_COUNTER` and returns it; `key` names it in
-/// the error.
+/// Checks that `v`, read from a state, is a counter that can be loaded: a whole number from
+/// 0 to 2⁵³ − 1, so that counting on from it still saves exactly (see [`MAX_COUNTER`]);
+/// `key` names it in the error.
 pub fn checked_counter(key: &str, v: f64) -> Result<u64> {
-    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNTER as f64 {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < MAX_COUNTER as f64 {
         Ok(v as u64)
     } else {
-        Err(bad(key.to_string(), v, "a whole number between 0 and 2^53"))
+        Err(bad(
+            key.to_string(),
+            v,
+            "a whole number from 0 to 2^53 - 1 (counting on from it must still save exactly)",
+        ))
+    }
+}
+
+/// Checks that counter `v` can be saved exactly as a state scalar (at most [`MAX_COUNTER`]);
+/// `key` names it in the error.
+pub fn savable_counter(key: &str, v: u64) -> Result<f64> {
+    if v <= MAX_COUNTER {
+        Ok(v as f64)
+    } else {
+        Err(Error::State {
+            key: key.to_string(),
+            reason: format!(
+                "is {v}, past 2^53: a state file cannot hold it exactly, so it is not saved"
+            ),
+        })
     }
 }
 
@@ -94,6 +118,15 @@ impl StateDict {
     /// Sets scalar `{prefix}.{field}`.
     pub fn set_scalar(&mut self, prefix: &str, field: &str, v: f64) {
         self.scalars.insert(key(prefix, field), v);
+    }
+
+    /// Sets counter `{prefix}.{field}`, which must be at most [`MAX_COUNTER`] (else an error
+    /// naming it, and nothing is set).
+    pub fn set_counter(&mut self, prefix: &str, field: &str, v: u64) -> Result<()> {
+        let k = key(prefix, field);
+        let x = savable_counter(&k, v)?;
+        self.scalars.insert(k, x);
+        Ok(())
     }
 
     /// Sets tensor `{prefix}.{field}` (shared, not copied).
@@ -131,7 +164,7 @@ impl StateDict {
         }
     }
 
-    /// Scalar `{prefix}.{field}` as a counter: a whole number in `0..=2^53`.
+    /// Scalar `{prefix}.{field}` as a counter that can be loaded ([`checked_counter`]).
     pub fn counter(&self, prefix: &str, field: &str) -> Result<u64> {
         checked_counter(&key(prefix, field), self.scalar(prefix, field)?)
     }
@@ -317,7 +350,7 @@ mod tests {
 
     #[test]
     fn counters_must_be_whole_and_in_range() {
-        for ok in [0.0, 1.0, 12345.0, MAX_COUNTER as f64] {
+        for ok in [0.0, 1.0, 12345.0, MAX_COUNTER as f64 - 1.0] {
             assert_eq!(checked_counter("k", ok).unwrap(), ok as u64);
         }
         for bad in [
@@ -326,11 +359,30 @@ mod tests {
             f64::NAN,
             f64::INFINITY,
             18446744073709551616.0,
+            MAX_COUNTER as f64,
             MAX_COUNTER as f64 * 2.0,
         ] {
             let e = checked_counter("opt.steps", bad).unwrap_err().to_string();
             assert!(e.contains("opt.steps"), "{e}");
         }
+    }
+
+    #[test]
+    fn one_bound_on_both_sides_loses_no_step() {
+        let mut sd = StateDict::default();
+        // 2^53 − 1 loads; one more step gives 2^53, which still saves and reads back exactly.
+        let last = MAX_COUNTER - 1;
+        sd.set_counter("opt", "steps", last).unwrap();
+        assert_eq!(sd.counter("opt", "steps").unwrap(), last);
+        sd.set_counter("opt", "steps", last + 1).unwrap();
+        assert_eq!(sd.scalar("opt", "steps").unwrap(), MAX_COUNTER as f64);
+        // ...but a state at 2^53 does not load: its next step could not be saved exactly.
+        let e = sd.counter("opt", "steps").unwrap_err().to_string();
+        assert!(e.contains("opt.steps") && e.contains("2^53 - 1"), "{e}");
+        // Past 2^53 nothing is saved: 2^53 + 1 would round to 2^53.
+        let e = sd.set_counter("opt", "steps", MAX_COUNTER + 1).unwrap_err();
+        assert!(e.to_string().contains("opt.steps"), "{e}");
+        assert_eq!(sd.scalar("opt", "steps").unwrap(), MAX_COUNTER as f64);
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl SimpleBackend for StoreBackend {
             Ok(t)
         };
         self.0
-            .parameter(name, s, make)
+            .get_or_create(name, s, make)
             .map_err(candle_core::Error::wrap)
     }
 

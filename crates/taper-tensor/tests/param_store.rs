@@ -48,17 +48,52 @@ fn insertion_order_and_dotted_names() -> Result<()> {
 }
 
 #[test]
-fn existing_entries_are_reused_and_checked() -> Result<()> {
+fn a_name_belongs_to_one_layer_and_sharing_is_explicit() -> Result<()> {
+    // Two layers on the same view used to share `w` silently (PyTorch never shares
+    // unless asked): the second creation is now an error that says what to do.
     let store = ParamStore::new(&Device::Cpu, DType::F32);
     let a = store.parameter("w", (2, 2), zeros)?;
-    let b = store.parameter("w", (2, 2), |_, _, _| panic!("must not re-init"))?;
-    assert_eq!(a.id(), b.id());
-    let e = store.parameter("w", (3, 2), zeros).unwrap_err();
+    for shape in [(2, 2), (3, 2)] {
+        let e = store.parameter("w", shape, zeros).unwrap_err();
+        assert!(matches!(e, Error::AlreadyTaken { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`w` (shape [2, 2])")
+                && msg.contains("store.sub(")
+                && msg.contains("store.shared(\"w\")"),
+            "{msg}"
+        );
+    }
+    // Sharing on purpose.
+    assert_eq!(store.shared("w")?.id(), a.id());
+    assert_eq!(store.len(), 1);
+    assert!(matches!(
+        store.shared("nope"),
+        Err(Error::UnknownName { .. })
+    ));
+    // A copy's entries are taken over once by the model built over it, shape checked.
+    let copy = store.to_device(&Device::Cpu)?;
+    let e = copy.parameter("w", (3, 2), zeros).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
     assert!(
         e.to_string().contains("`w`") && e.to_string().contains("[3, 2]"),
         "{e}"
     );
+    let taken = copy.parameter("w", (2, 2), |_, _, _| panic!("must not re-init"))?;
+    assert_eq!(taken.id(), copy.var("w")?.as_tensor().id());
+    assert!(matches!(
+        copy.parameter("w", (2, 2), zeros),
+        Err(Error::AlreadyTaken { .. })
+    ));
+    // So are variables inserted by hand (a model built around given tensors).
+    let given = ParamStore::new(&Device::Cpu, DType::F32);
+    let var = taper_tensor::Var::from_tensor(&Tensor::ones((2, 2), DType::F32, &Device::Cpu)?)?;
+    given.insert_var("w", var.clone(), ParamKind::Parameter { trainable: true })?;
+    assert_eq!(
+        given.parameter("w", (2, 2), zeros)?.id(),
+        var.as_tensor().id()
+    );
+    assert!(given.parameter("w", (2, 2), zeros).is_err());
     let e = store.buffer("w", (2, 2), zeros).unwrap_err();
     assert!(
         matches!(

@@ -37,7 +37,7 @@
 //!     }
 //! }
 //! // Everything needed to resume, in one value (`.save(dir)` writes it crash-safely).
-//! let ckpt = Checkpoint::capture(&store, &opt, state)?.with_state("early", &early)?;
+//! let ckpt = Checkpoint::capture(&store, &opt, state)?.add_state("early", &early)?;
 //! assert!(early.best().unwrap() < 0.05);
 //! # let _ = ckpt;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -47,19 +47,26 @@ mod checkpoint;
 mod csv_log;
 mod error;
 mod fit;
+mod history;
+mod json_guard;
+mod jsonl_log;
 mod manager;
 mod metrics;
 pub mod plot;
 mod progress;
 mod stopping;
 mod tensorboard;
+mod train_state;
 
-pub use checkpoint::{Checkpoint, TrainState, CHECKPOINT_FORMAT};
+pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use csv_log::CsvLog;
 pub use error::{Error, Result};
-pub use fit::{EpochLog, Fit, History, LrEvery, Metric, Verbosity};
+pub use fit::{AverageEvery, Fit, LrEvery, Verbosity};
+pub use history::{EpochLog, History};
+pub use jsonl_log::JsonlLog;
 pub use manager::CheckpointManager;
-pub use metrics::{accuracy, predictions, ConfusionMatrix, RunningMean};
+pub use metrics::{accuracy, predictions, ConfusionMatrix, Metric, RunningMean};
 pub use progress::Progress;
 pub use stopping::{Direction, EarlyStopping, Stop, StopRules};
 pub use tensorboard::{HParam, SummaryWriter};
+pub use train_state::TrainState;

@@ -1,8 +1,42 @@
-//! Metrics: accuracy from logits, a running mean, and a confusion matrix.
+//! Metrics: accuracy from logits, the per-batch [`Metric`]s `Fit` reports, a running mean,
+//! and a confusion matrix.
 
 use candle_core::{DType, Tensor, D};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+
+/// A metric computed on every batch and averaged over the epoch (weighted by batch size),
+/// for training and validation data alike, as Keras's `metrics=[...]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Keras's `"accuracy"`: the fraction of rows whose largest logit is the target class.
+    Accuracy,
+    /// Keras's `"mae"`: the mean absolute difference between output and target.
+    MeanAbsoluteError,
+}
+
+impl Metric {
+    /// Its name in the history and logs (`accuracy`, `mae`; `val_` prefixed for validation).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::MeanAbsoluteError => "mae",
+        }
+    }
+
+    /// The metric of one batch's `output` against its `targets`.
+    pub fn value(self, output: &Tensor, targets: &Tensor) -> Result<f64> {
+        match self {
+            Metric::Accuracy => accuracy(output, targets),
+            Metric::MeanAbsoluteError => Ok(output
+                .to_dtype(DType::F64)?
+                .sub(&targets.to_dtype(DType::F64)?.reshape(output.shape())?)?
+                .abs()?
+                .mean_all()?
+                .to_scalar::<f64>()?),
+        }
+    }
+}
 
 /// Predicted classes: the argmax of logits (N, C) along the class dimension.
 pub fn predictions(logits: &Tensor) -> Result<Vec<u32>> {

@@ -17,19 +17,7 @@ pub struct Progress {
 impl Progress {
     /// A bar of `len` batches labelled `label`; hidden unless stdout is a terminal.
     pub fn new(len: u64, label: &str) -> Self {
-        Self::with_visibility(len, label, std::io::stdout().is_terminal())
-    }
-
-    /// As [`Progress::new`], choosing visibility explicitly.
-    pub fn with_visibility(len: u64, label: &str, visible: bool) -> Self {
-        let bar = ProgressBar::with_draw_target(
-            Some(len),
-            if visible {
-                ProgressDrawTarget::stdout()
-            } else {
-                ProgressDrawTarget::hidden()
-            },
-        );
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
         let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -40,6 +28,18 @@ impl Progress {
             start: Instant::now(),
             samples: 0,
         }
+        .visible(std::io::stdout().is_terminal())
+    }
+
+    /// Builder: draw the bar on stdout, or keep it hidden (default: drawn only when stdout
+    /// is a terminal).
+    pub fn visible(self, visible: bool) -> Self {
+        self.bar.set_draw_target(if visible {
+            ProgressDrawTarget::stdout()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        self
     }
 
     /// Records a batch of `samples` examples with the running loss and accuracy.

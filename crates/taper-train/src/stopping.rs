@@ -188,15 +188,17 @@ impl Stateful for EarlyStopping {
     /// best weights as tensors `{prefix}.weights.{name}`.
     fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
         out.set_scalar(prefix, "best", self.best.unwrap_or(f64::NAN));
-        out.set_scalar(prefix, "bad", self.bad as f64);
+        out.set_counter(prefix, "bad", self.bad)?;
         for (name, t) in &self.best_weights {
             out.set_tensor(prefix, &format!("weights.{name}"), t);
         }
         Ok(())
     }
 
-    /// `best` must be finite or NaN (none yet), `bad` a counter, and the weights float
-    /// tensors (only when this instance restores the best weights).
+    /// `best` must be finite or NaN (none yet), `bad` a counter, and weights present only
+    /// when this instance restores the best weights. The weights are the model's state
+    /// dict, integer buffers included (BatchNorm's `num_batches_tracked`); their names and
+    /// shapes are checked against the model when they are restored.
     fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
         self.read(prefix, state).map(|_| ())
     }
@@ -225,12 +227,6 @@ impl EarlyStopping {
             let Some(name) = k.strip_prefix(&head) else {
                 break;
             };
-            if !t.dtype().is_float() {
-                return Err(taper_tensor::Error::State {
-                    key: k.clone(),
-                    reason: format!("is {:?}; expected a float tensor", t.dtype()),
-                });
-            }
             weights.push((name.to_string(), t.clone()));
         }
         if !weights.is_empty() && !self.restore_best {

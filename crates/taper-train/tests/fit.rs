@@ -56,14 +56,14 @@ fn fit_is_the_hand_written_loop() {
     .shuffle(true)
     .seed(5);
     let (store_a, model_a) = fresh();
-    let mut opt_a = Optimizer::new(Sgd::new(0.05).with_momentum(0.9), &store_a).unwrap();
+    let mut opt_a = Optimizer::new(Sgd::new(0.05).momentum(0.9), &store_a).unwrap();
     let history = Fit::new(&model_a, &store_a, &mut opt_a, mse)
         .epochs(3)
         .verbosity(Verbosity::Silent)
         .run(&loader)
         .unwrap();
     let (store_b, model_b) = fresh();
-    let mut opt_b = Optimizer::new(Sgd::new(0.05).with_momentum(0.9), &store_b).unwrap();
+    let mut opt_b = Optimizer::new(Sgd::new(0.05).momentum(0.9), &store_b).unwrap();
     let mut last = 0.0;
     for epoch in 0..3 {
         let (mut sum, mut n) = (0.0, 0);
@@ -115,7 +115,7 @@ fn early_stopping_schedules_stop_rules_and_logs() {
     std::fs::create_dir_all(&dir).unwrap();
     let (store, m) = fresh();
     let mut opt = Optimizer::new(Sgd::new(0.05), &store).unwrap();
-    let sched = LrScheduler::new(StepLr::new(2, 0.5).unwrap(), &mut opt).unwrap();
+    let sched = LrScheduler::new(StepLr::new(2).gamma(0.5), &mut opt).unwrap();
     let history = Fit::new(&m, &store, &mut opt, mse)
         .epochs(6)
         .metrics([Metric::MeanAbsoluteError])
@@ -187,8 +187,8 @@ fn a_resumed_fit_continues_bit_for_bit_with_its_history_and_logs() {
     std::fs::create_dir_all(&dir).unwrap();
     let go = |epochs: u64, ckpt: &str, resume: bool| {
         let (store, m) = fresh();
-        let mut opt = Optimizer::new(Sgd::new(0.05).with_momentum(0.9), &store).unwrap();
-        let sched = LrScheduler::new(StepLr::new(1, 0.9).unwrap(), &mut opt).unwrap();
+        let mut opt = Optimizer::new(Sgd::new(0.05).momentum(0.9), &store).unwrap();
+        let sched = LrScheduler::new(StepLr::new(1).gamma(0.9), &mut opt).unwrap();
         let h = Fit::new(&m, &store, &mut opt, mse)
             .epochs(epochs)
             .batching(16, true, 3)
@@ -239,7 +239,7 @@ fn per_step_schedules_count_steps_across_epochs() {
     let (x, y) = data(64, 7);
     let (store, m) = fresh();
     let mut opt = Optimizer::new(Sgd::new(0.01), &store).unwrap();
-    let cycle = OneCycleLr::new(0.1, 9).unwrap();
+    let cycle = OneCycleLr::new(0.1, 9);
     let sched = LrScheduler::new(cycle, &mut opt).unwrap();
     let h = Fit::new(&m, &store, &mut opt, mse)
         .epochs(2)
@@ -253,4 +253,240 @@ fn per_step_schedules_count_steps_across_epochs() {
     let want = [cycle.lr(0.01, 4).unwrap(), cycle.lr(0.01, 8).unwrap()];
     assert_eq!(h.get("lr"), want);
     assert_ne!(want[0], want[1]);
+}
+
+/// Every entry's values as f64 (integer buffers included), for bit-for-bit comparisons.
+fn all_values(store: &ParamStore) -> Vec<(String, Vec<f64>)> {
+    store
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+            (n, v.to_vec1().unwrap())
+        })
+        .collect()
+}
+
+/// A small CNN with BatchNorm2d (an integer buffer, `num_batches_tracked`).
+fn bn_cnn(store: &ParamStore) -> Sequential {
+    use taper_nn::{BatchNorm, Conv2d, Flatten};
+    Sequential::new(store)
+        .append_with(|s| Conv2d::new(1, 4, (3, 3), s))
+        .unwrap()
+        .append_with(|s| BatchNorm::new_2d(4, s))
+        .unwrap()
+        .append(Activation::Relu)
+        .append(Flatten::default())
+        .append_with(|s| Linear::new(4 * 6 * 6, 3, s))
+        .unwrap()
+}
+
+fn images(n: usize, seed: u64) -> (Tensor, Tensor) {
+    manual_seed(seed);
+    let x = randn((n, 1, 8, 8), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+    let y = x
+        .flatten_from(1)
+        .unwrap()
+        .narrow(1, 0, 3)
+        .unwrap()
+        .argmax(1)
+        .unwrap();
+    (x, y)
+}
+
+/// Issue: a BatchNorm CNN with early stopping that restores the best weights could not
+/// resume ("state `early.weights.1.num_batches_tracked` is I64; expected a float tensor").
+#[test]
+fn a_batchnorm_cnn_with_early_stopping_resumes_bit_for_bit() {
+    let (x, y) = images(48, 11);
+    let (xv, yv) = images(24, 12);
+    let dir = std::env::temp_dir().join(format!("taper-fit-bn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let go = |epochs: u64, ckpt: &str, resume: bool| {
+        manual_seed(3);
+        let store = ParamStore::new(&Device::Cpu, DType::F32);
+        let m = bn_cnn(&store);
+        let mut opt = Optimizer::new(taper_optim::Adam::new(0.01), &store).unwrap();
+        let early = EarlyStopping::new(3, 0.0, Direction::Minimize, true).unwrap();
+        let ce = |o: &Tensor, t: &Tensor| cross_entropy(o, t);
+        let h = Fit::new(&m, &store, &mut opt, ce)
+            .epochs(epochs)
+            .batching(16, true, 1)
+            .validation_tensors(&xv, &yv)
+            .unwrap()
+            .early_stopping(early, "val_loss")
+            .checkpoint(dir.join(ckpt), resume)
+            .verbosity(Verbosity::Silent)
+            .run_tensors(&x, &y)
+            .unwrap();
+        (all_values(&store), h)
+    };
+    let (straight, h_straight) = go(3, "straight", false);
+    go(2, "resumed", false);
+    let (resumed, h_resumed) = go(3, "resumed", true);
+    assert!(straight
+        .iter()
+        .any(|(n, _)| n.ends_with("num_batches_tracked")));
+    assert_eq!(resumed, straight);
+    assert_eq!(h_resumed.get("val_loss"), h_straight.get("val_loss"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue: under `accumulate(k)` the step count advanced once per batch, so `max_steps`
+/// stopped k times too early. It counts optimizer steps now.
+#[test]
+fn accumulated_batches_count_one_optimizer_step_per_group() {
+    let (x, y) = data(64, 8);
+    let (store, m) = fresh();
+    let mut opt = Optimizer::new(Sgd::new(0.05), &store).unwrap();
+    // 8 batches of 8 per epoch, 2 per step: 4 optimizer steps per epoch.
+    let h = Fit::new(&m, &store, &mut opt, mse)
+        .epochs(10)
+        .batching(8, true, 0)
+        .accumulate(2)
+        .stop_rules(StopRules::new().max_steps(8))
+        .verbosity(Verbosity::Silent)
+        .run_tensors(&x, &y)
+        .unwrap();
+    assert_eq!(h.epochs.len(), 2, "{h:?}");
+    assert!(h.stopped.as_deref().unwrap().contains("MaxSteps"));
+    assert_eq!(opt.steps(), 8);
+    let mut state = TrainState::new(0);
+    state.accumulate_batch();
+    state.finish_batch();
+    assert_eq!((state.batch_in_epoch, state.step), (2, 1));
+}
+
+/// `Fit` takes any optimizer: Lookahead, L-BFGS (stepped with a closure over the batch), and
+/// an `OptimizerSet` of two algorithms with a schedule on one member, which checkpoints and
+/// resumes bit for bit as one piece.
+#[test]
+fn fit_trains_any_optimizer_and_resumes_an_optimizer_set() {
+    use taper_optim::{
+        Adam, AnyOptimizer, CosineAnnealingLr, Lbfgs, LbfgsOptimizer, LineSearch, Lookahead,
+        OptimizerSet,
+    };
+    let (x, y) = data(64, 9);
+    let trains = |opt: &mut dyn AnyOptimizer, store: &ParamStore, m: &Sequential, batch| {
+        let h = Fit::new(m, store, opt, mse)
+            .epochs(4)
+            .batching(batch, false, 0)
+            .verbosity(Verbosity::Silent)
+            .run_tensors(&x, &y)
+            .unwrap();
+        let loss = h.get("loss");
+        assert!(loss[3] < loss[0], "{loss:?}");
+    };
+    let (store, m) = fresh();
+    let mut look =
+        Lookahead::new(Optimizer::new(Adam::new(0.01), &store).unwrap(), 3, 0.5).unwrap();
+    trains(&mut look, &store, &m, 16);
+    let (store, m) = fresh();
+    let cfg = Lbfgs::new(0.5)
+        .line_search(LineSearch::StrongWolfe)
+        .max_iter(4);
+    let mut lbfgs = LbfgsOptimizer::new(cfg, &store).unwrap();
+    trains(&mut lbfgs, &store, &m, 64);
+    assert!(lbfgs.func_evals() > 4, "L-BFGS re-evaluated the batch");
+
+    let dir = std::env::temp_dir().join(format!("taper-fit-set-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let go = |epochs: u64, resume: bool| {
+        let (store, m) = fresh();
+        let (first, rest): (Vec<_>, Vec<_>) = store
+            .trainable()
+            .into_iter()
+            .partition(|(n, _)| n.starts_with("0."));
+        let mut set = OptimizerSet::new()
+            .add(
+                "sgd",
+                Optimizer::from_vars(Sgd::new(0.05).momentum(0.9), first).unwrap(),
+            )
+            .unwrap()
+            .add("adam", Optimizer::from_vars(Adam::new(0.01), rest).unwrap())
+            .unwrap();
+        let groups = set.groups_of("adam").unwrap();
+        let cosine = LrScheduler::for_groups(CosineAnnealingLr::new(20), &mut set, groups).unwrap();
+        let h = Fit::new(&m, &store, &mut set, mse)
+            .epochs(epochs)
+            .batching(16, true, 4)
+            .lr_control(Box::new(cosine), LrEvery::Step)
+            .checkpoint(dir.join("ckpt"), resume)
+            .verbosity(Verbosity::Silent)
+            .run_tensors(&x, &y)
+            .unwrap();
+        (all_values(&store), h, set.member("adam").unwrap().lr())
+    };
+    let (straight, h_straight, lr_straight) = go(4, false);
+    let _ = std::fs::remove_dir_all(&dir);
+    go(2, true);
+    let (resumed, h_resumed, lr_resumed) = go(4, true);
+    assert_eq!(resumed, straight);
+    assert_eq!(h_resumed.get("loss"), h_straight.get("loss"));
+    assert_eq!(lr_resumed, lr_straight);
+    assert_ne!(lr_straight, 0.01, "the schedule drove the adam member");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// TensorBoard from `Fit`, an EMA of the weights evaluated each epoch and checkpointed (a
+/// resumed run averages on bit for bit), and `Fit::evaluate`.
+#[test]
+fn fit_logs_to_tensorboard_averages_weights_and_evaluates() {
+    use taper_optim::AveragedModel;
+    let (x, y) = data(64, 10);
+    let (xv, yv) = data(32, 13);
+    let root = std::env::temp_dir().join(format!("taper-fit-avg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let go = |epochs: u64, resume: bool| {
+        let (store, m) = fresh();
+        let mut opt = Optimizer::new(Sgd::new(0.05), &store).unwrap();
+        let mut ema = AveragedModel::ema(&store, 0.9).unwrap();
+        let h = Fit::new(&m, &store, &mut opt, mse)
+            .epochs(epochs)
+            .batching(16, true, 2)
+            .validation_tensors(&xv, &yv)
+            .unwrap()
+            .weight_averaging(&mut ema, AverageEvery::Step, 1)
+            .tensorboard(root.join("tb"))
+            .checkpoint(root.join("ckpt"), resume)
+            .verbosity(Verbosity::Silent)
+            .run_tensors(&x, &y)
+            .unwrap();
+        (all_values(ema.store()), ema.n_averaged(), h)
+    };
+    let (avg_straight, n, h) = go(3, false);
+    // From the second epoch on: 4 steps per epoch, 2 epochs averaged.
+    assert_eq!(n, 8);
+    assert_eq!(h.get("avg_val_loss").len(), 2, "{h:?}");
+    assert_ne!(h.get("avg_val_loss")[1], h.get("val_loss")[2]);
+    let _ = std::fs::remove_dir_all(root.join("ckpt"));
+    go(2, true);
+    let (avg_resumed, n_resumed, _) = go(3, true);
+    assert_eq!((avg_resumed, n_resumed), (avg_straight, n));
+    let events = std::fs::read_dir(root.join("tb"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+        .count();
+    assert!(events >= 1);
+
+    // Keras's model.evaluate: the mean loss over the data, in evaluation mode.
+    let (store, m) = fresh();
+    let mut opt = Optimizer::new(Sgd::new(0.05), &store).unwrap();
+    let fit = Fit::new(&m, &store, &mut opt, mse)
+        .batching(16, false, 0)
+        .metrics([Metric::MeanAbsoluteError]);
+    let scores = fit.evaluate_tensors(&xv, &yv).unwrap();
+    let out = m.forward_t(&xv, false).unwrap();
+    let want = mse(&out, &yv).unwrap().to_scalar::<f64>().unwrap();
+    assert!(
+        (scores["loss"] - want).abs() < 1e-12,
+        "{scores:?} vs {want}"
+    );
+    assert!(scores.contains_key("mae"));
+    let _ = std::fs::remove_dir_all(&root);
 }

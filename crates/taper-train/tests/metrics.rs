@@ -26,7 +26,7 @@ fn accuracy_confusion_matrix_and_running_mean() {
     m.add(1.0, 3);
     m.add(3.0, 1);
     assert_eq!((m.mean(), m.count()), (1.5, 4));
-    let mut p = Progress::with_visibility(2, "test", false);
+    let mut p = Progress::new(2, "test").visible(false);
     p.update(10, 0.5, 0.9);
     assert!(!p.is_visible() && p.samples() == 10);
 }

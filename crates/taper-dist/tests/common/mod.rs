@@ -59,7 +59,7 @@ impl<R: Rule, C: Communicator> Opt<'_, R, C> {
     /// The whole optimizer state (rank 0's, for a sharded one).
     pub fn state(&self) -> Res<Option<OptimizerState>> {
         Ok(match self {
-            Opt::Plain(o) => Some(o.state_dict()),
+            Opt::Plain(o) => Some(o.state_dict()?),
             Opt::Zero(o) => o.consolidated_state()?,
         })
     }
@@ -68,7 +68,7 @@ impl<R: Rule, C: Communicator> Opt<'_, R, C> {
 /// The rule of `algo`.
 pub fn with_rule<T>(algo: &str, f: impl FnOnce(RuleChoice) -> T) -> T {
     match algo {
-        "sgd" => f(RuleChoice::Sgd(Sgd::new(0.05).with_momentum(0.9))),
+        "sgd" => f(RuleChoice::Sgd(Sgd::new(0.05).momentum(0.9))),
         _ => f(RuleChoice::Adam(Adam::new(1e-3))),
     }
 }

@@ -17,9 +17,25 @@ use crate::error::check;
 use crate::error::Error;
 use crate::init::Init;
 
-/// Hyperparameters of [`BatchNorm`], with PyTorch's defaults.
+/// [`BatchNorm`]'s configuration: `BatchNormConfig::new_1d(num_features)` (PyTorch's
+/// `BatchNorm1d`) or `new_2d` (`BatchNorm2d`), with PyTorch's defaults for the rest, each a
+/// builder of PyTorch's name, then [`BatchNormConfig::build`].
+///
+/// ```
+/// use taper_nn::BatchNormConfig;
+/// use taper_tensor::{DType, Device, ParamStore};
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let bn = BatchNormConfig::new_2d(16).momentum(0.01).build(&store)?;
+/// assert_eq!(store.names(), ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]);
+/// # let _ = bn;
+/// # Ok::<(), taper_nn::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchNormConfig {
+    /// 1 for `BatchNorm1d` (inputs (N, C) or (N, C, L)), 2 for `BatchNorm2d` ((N, C, H, W)).
+    pub rank: u8,
+    /// Features (channels), C.
+    pub num_features: usize,
     /// Added to the variance for stability (default 1e-5).
     pub eps: f64,
     /// Weight of the new batch in the running statistics (default 0.1).
@@ -28,13 +44,90 @@ pub struct BatchNormConfig {
     pub affine: bool,
 }
 
-impl Default for BatchNormConfig {
-    fn default() -> Self {
+impl BatchNormConfig {
+    /// PyTorch's `BatchNorm1d(num_features)`: inputs (N, C) or (N, C, L).
+    pub fn new_1d(num_features: usize) -> Self {
+        Self::of_rank(1, num_features)
+    }
+
+    /// PyTorch's `BatchNorm2d(num_features)`: inputs (N, C, H, W).
+    pub fn new_2d(num_features: usize) -> Self {
+        Self::of_rank(2, num_features)
+    }
+
+    fn of_rank(rank: u8, num_features: usize) -> Self {
         Self {
+            rank,
+            num_features,
             eps: 1e-5,
             momentum: 0.1,
             affine: true,
         }
+    }
+
+    /// Builder: ε, added to the variance.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Builder: the weight of the new batch in the running statistics.
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Builder: learn a scale and shift or not.
+    pub fn affine(mut self, affine: bool) -> Self {
+        self.affine = affine;
+        self
+    }
+
+    /// Builds the layer: checks the configuration (naming the field at fault) and registers
+    /// `weight` and `bias` (when affine) and the buffers `running_mean`, `running_var` and
+    /// `num_batches_tracked` in `store`.
+    pub fn build(self, store: &ParamStore) -> crate::error::Result<BatchNorm> {
+        let (name, ranks): (&'static str, &'static [usize]) = match self.rank {
+            1 => ("BatchNorm1d", &[2, 3]),
+            2 => ("BatchNorm2d", &[4]),
+            r => {
+                return Err(Error::InvalidValue {
+                    field: "rank",
+                    value: r.to_string(),
+                    expected: "1 (BatchNorm1d) or 2 (BatchNorm2d)",
+                })
+            }
+        };
+        let eps = self.eps;
+        check("eps", eps, eps > 0.0 && eps.is_finite(), "a finite eps > 0")?;
+        let m = self.momentum;
+        check(
+            "momentum",
+            m,
+            (0.0..=1.0).contains(&m),
+            "momentum in [0, 1]",
+        )?;
+        let c = self.num_features;
+        let (weight, bias) = if self.affine {
+            (
+                Some(store.parameter("weight", c, Init::Ones.init_fn())?),
+                Some(store.parameter("bias", c, Init::Zeros.init_fn())?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(BatchNorm {
+            name,
+            ranks,
+            config: self,
+            weight,
+            bias,
+            running_mean: store.buffer("running_mean", c, Init::Zeros.init_fn())?,
+            running_var: store.buffer("running_var", c, Init::Ones.init_fn())?,
+            num_batches_tracked: store.buffer("num_batches_tracked", (), |s, _, d| {
+                Ok(Tensor::zeros(s, DType::I64, d)?)
+            })?,
+        })
     }
 }
 
@@ -45,7 +138,6 @@ impl Default for BatchNormConfig {
 pub struct BatchNorm {
     name: &'static str,
     ranks: &'static [usize],
-    num_features: usize,
     config: BatchNormConfig,
     weight: Option<Tensor>,
     bias: Option<Tensor>,
@@ -58,73 +150,29 @@ impl BatchNorm {
     /// This layer's architecture, for model files.
     pub fn spec(&self) -> crate::layers::spec::LayerSpec {
         crate::layers::spec::LayerSpec::BatchNorm {
-            rank: if self.name == "BatchNorm1d" { 1 } else { 2 },
-            num_features: self.num_features,
+            rank: self.config.rank,
+            num_features: self.config.num_features,
             eps: self.config.eps,
             momentum: self.config.momentum,
             affine: self.config.affine,
         }
     }
 
-    /// `BatchNorm1d(num_features)`: inputs (N, C) or (N, C, L).
-    pub fn new_1d(
-        num_features: usize,
-        config: BatchNormConfig,
-        store: &ParamStore,
-    ) -> crate::error::Result<Self> {
-        Self::build("BatchNorm1d", &[2, 3], num_features, config, store)
+    /// `BatchNorm1d(num_features)` with PyTorch's defaults: inputs (N, C) or (N, C, L)
+    /// (`BatchNormConfig::new_1d(num_features).build(store)`).
+    pub fn new_1d(num_features: usize, store: &ParamStore) -> crate::error::Result<Self> {
+        BatchNormConfig::new_1d(num_features).build(store)
     }
 
-    /// `BatchNorm2d(num_features)`: inputs (N, C, H, W).
-    pub fn new_2d(
-        num_features: usize,
-        config: BatchNormConfig,
-        store: &ParamStore,
-    ) -> crate::error::Result<Self> {
-        Self::build("BatchNorm2d", &[4], num_features, config, store)
+    /// `BatchNorm2d(num_features)` with PyTorch's defaults: inputs (N, C, H, W)
+    /// (`BatchNormConfig::new_2d(num_features).build(store)`).
+    pub fn new_2d(num_features: usize, store: &ParamStore) -> crate::error::Result<Self> {
+        BatchNormConfig::new_2d(num_features).build(store)
     }
 
-    fn build(
-        name: &'static str,
-        ranks: &'static [usize],
-        c: usize,
-        config: BatchNormConfig,
-        store: &ParamStore,
-    ) -> crate::error::Result<Self> {
-        check(
-            "eps",
-            config.eps,
-            config.eps > 0.0 && config.eps.is_finite(),
-            "a finite eps > 0",
-        )?;
-        let m = config.momentum;
-        check(
-            "momentum",
-            m,
-            (0.0..=1.0).contains(&m),
-            "momentum in [0, 1]",
-        )?;
-        let (weight, bias) = if config.affine {
-            (
-                Some(store.parameter("weight", c, Init::Ones.init_fn())?),
-                Some(store.parameter("bias", c, Init::Zeros.init_fn())?),
-            )
-        } else {
-            (None, None)
-        };
-        Ok(Self {
-            name,
-            ranks,
-            num_features: c,
-            config,
-            weight,
-            bias,
-            running_mean: store.buffer("running_mean", c, Init::Zeros.init_fn())?,
-            running_var: store.buffer("running_var", c, Init::Ones.init_fn())?,
-            num_batches_tracked: store.buffer("num_batches_tracked", (), |s, _, d| {
-                Ok(Tensor::zeros(s, DType::I64, d)?)
-            })?,
-        })
+    /// The configuration it was built with.
+    pub fn config(&self) -> &BatchNormConfig {
+        &self.config
     }
 
     /// The running mean buffer.
@@ -159,7 +207,7 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let c = self.num_features;
+        let c = self.config.num_features;
         let dims = x.dims();
         if !self.ranks.contains(&x.rank()) || dims[1] != c {
             let expected = match self.ranks {

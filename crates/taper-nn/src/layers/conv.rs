@@ -13,10 +13,29 @@ use crate::cpu::conv::{conv2d, Geometry};
 use crate::error::Error;
 use crate::init::{fans, Init};
 
-/// Options of [`Conv2d`], with PyTorch's defaults. Stride, padding and dilation apply to
-/// both spatial dimensions (candle's convolution takes one value for each).
+/// [`Conv2d`]'s configuration: `Conv2dConfig::new(in_channels, out_channels, kernel)`
+/// with PyTorch's defaults for the rest (stride 1, padding 0, dilation 1, groups 1, bias),
+/// each a builder of PyTorch's name, then [`Conv2dConfig::build`]. Stride, padding and
+/// dilation apply to both spatial dimensions (candle's convolution takes one value for
+/// each).
+///
+/// ```
+/// use taper_nn::Conv2dConfig;
+/// use taper_tensor::{DType, Device, Module, ParamStore, Tensor};
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let conv = Conv2dConfig::new(1, 8, (3, 3)).stride(2).padding(1).build(&store)?;
+/// let y = conv.forward(&Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu)?)?;
+/// assert_eq!(y.dims(), &[2, 8, 14, 14]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel (height, width).
+    pub kernel: (usize, usize),
     /// Step between windows (default 1).
     pub stride: usize,
     /// Zero padding on every side (default 0).
@@ -29,15 +48,94 @@ pub struct Conv2dConfig {
     pub bias: bool,
 }
 
-impl Default for Conv2dConfig {
-    fn default() -> Self {
+impl Conv2dConfig {
+    /// A convolution from `in_channels` to `out_channels` with a `kernel` of (kh, kw).
+    pub fn new(in_channels: usize, out_channels: usize, kernel: (usize, usize)) -> Self {
         Self {
+            in_channels,
+            out_channels,
+            kernel,
             stride: 1,
             padding: 0,
             dilation: 1,
             groups: 1,
             bias: true,
         }
+    }
+
+    /// Builder: the step between windows.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Builder: zero padding on every side.
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Builder: the spacing between kernel elements.
+    pub fn dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Builder: the number of channel groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Builder: learn a bias or not.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Builds the layer: checks the configuration (naming the field at fault) and registers
+    /// `weight` (out, in/groups, kh, kw) and `bias` (out) in `store`, initialized as
+    /// PyTorch does.
+    pub fn build(self, store: &ParamStore) -> crate::error::Result<Conv2d> {
+        let g = self.groups;
+        for (field, v) in [
+            ("kernel height", self.kernel.0),
+            ("kernel width", self.kernel.1),
+            ("stride", self.stride),
+            ("dilation", self.dilation),
+            ("groups", g),
+        ] {
+            crate::error::check(field, v as f64, v > 0, "a positive integer")?;
+        }
+        if self.in_channels % g != 0 || self.out_channels % g != 0 {
+            return Err(Error::InvalidValue {
+                field: "groups",
+                value: g.to_string(),
+                expected: "a divisor of in_channels and out_channels",
+            });
+        }
+        let shape = (
+            self.out_channels,
+            self.in_channels / g,
+            self.kernel.0,
+            self.kernel.1,
+        );
+        let weight = store.parameter("weight", shape, Init::pytorch_default_weight().init_fn())?;
+        let bias = if self.bias {
+            let (fan_in, _) = fans(weight.dims())?;
+            Some(store.parameter(
+                "bias",
+                self.out_channels,
+                Init::pytorch_default_bias(fan_in).init_fn(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            config: self,
+        })
     }
 }
 
@@ -46,76 +144,46 @@ impl Default for Conv2dConfig {
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
-    in_channels: usize,
     config: Conv2dConfig,
 }
 
 impl Conv2d {
     /// This layer's architecture, for model files.
     pub fn spec(&self) -> crate::layers::spec::LayerSpec {
-        let d = self.weight.dims();
+        let c = self.config;
         crate::layers::spec::LayerSpec::Conv2d {
-            in_channels: self.in_channels,
-            out_channels: d[0],
-            kernel: (d[2], d[3]),
-            stride: self.config.stride,
-            padding: self.config.padding,
-            dilation: self.config.dilation,
-            groups: self.config.groups,
-            bias: self.config.bias,
+            in_channels: c.in_channels,
+            out_channels: c.out_channels,
+            kernel: c.kernel,
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+            bias: c.bias,
         }
     }
 
-    /// A convolution with a `kernel` of (kh, kw), initialized as PyTorch does.
+    /// A convolution with a `kernel` of (kh, kw) and PyTorch's defaults for the rest
+    /// (`Conv2dConfig::new(in, out, kernel).build(store)`).
     pub fn new(
         in_channels: usize,
         out_channels: usize,
         kernel: (usize, usize),
-        config: Conv2dConfig,
         store: &ParamStore,
     ) -> crate::error::Result<Self> {
-        let g = config.groups;
-        for (field, v) in [
-            ("kernel height", kernel.0),
-            ("kernel width", kernel.1),
-            ("stride", config.stride),
-            ("dilation", config.dilation),
-            ("groups", g),
-        ] {
-            crate::error::check(field, v as f64, v > 0, "a positive integer")?;
-        }
-        if in_channels % g != 0 || out_channels % g != 0 {
-            return Err(Error::InvalidValue {
-                field: "groups",
-                value: g.to_string(),
-                expected: "a divisor of in_channels and out_channels",
-            });
-        }
-        let shape = (out_channels, in_channels / g, kernel.0, kernel.1);
-        let weight = store.parameter("weight", shape, Init::pytorch_default_weight().init_fn())?;
-        let bias = if config.bias {
-            let (fan_in, _) = fans(weight.dims())?;
-            Some(store.parameter(
-                "bias",
-                out_channels,
-                Init::pytorch_default_bias(fan_in).init_fn(),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight,
-            bias,
-            in_channels,
-            config,
-        })
+        Conv2dConfig::new(in_channels, out_channels, kernel).build(store)
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.config
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = self.in_channels;
         let cfg = self.config;
+        let c = cfg.in_channels;
         let (o, _, kh, kw) = self.weight.dims4()?;
         let layer = || format!("Conv2d({c} -> {o}, kernel ({kh}, {kw}))");
         if x.rank() != 4 || x.dims()[1] != c {

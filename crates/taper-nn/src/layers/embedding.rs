@@ -25,30 +25,62 @@ pub struct Embedding {
     seen: Option<Arc<Mutex<BTreeSet<u32>>>>,
 }
 
+/// [`Embedding`]'s configuration: `EmbeddingConfig::new(num_embeddings, embedding_dim)`
+/// with PyTorch's default `sparse=False`, changed with [`EmbeddingConfig::sparse`], then
+/// [`EmbeddingConfig::build`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingConfig {
+    /// Table rows.
+    pub num_embeddings: usize,
+    /// Vector size.
+    pub embedding_dim: usize,
+    /// Record the ids each forward pass looks up, for [`Embedding::sparse_grad`] (default
+    /// false).
+    pub sparse: bool,
+}
+
+impl EmbeddingConfig {
+    /// A table of `num_embeddings` vectors of size `embedding_dim`.
+    pub fn new(num_embeddings: usize, embedding_dim: usize) -> Self {
+        Self {
+            num_embeddings,
+            embedding_dim,
+            sparse: false,
+        }
+    }
+
+    /// Builder: record the ids each forward pass looks up, for [`Embedding::sparse_grad`]
+    /// (PyTorch's `sparse=True`).
+    pub fn sparse(mut self, sparse: bool) -> Self {
+        self.sparse = sparse;
+        self
+    }
+
+    /// Builds the table, registered as `weight` (N(0, 1), as PyTorch initializes it).
+    pub fn build(self, store: &ParamStore) -> crate::error::Result<Embedding> {
+        let init = Init::Normal {
+            mean: 0.0,
+            std: 1.0,
+        };
+        let shape = (self.num_embeddings, self.embedding_dim);
+        let weight = store.parameter("weight", shape, init.init_fn())?;
+        Ok(Embedding {
+            weight,
+            name: store.full_name("weight"),
+            seen: self.sparse.then(Default::default),
+        })
+    }
+}
+
 impl Embedding {
-    /// A table of `num_embeddings` vectors of size `embedding_dim`, registered as `weight`.
+    /// A table of `num_embeddings` vectors of size `embedding_dim`, registered as `weight`
+    /// (`EmbeddingConfig::new(num_embeddings, embedding_dim).build(store)`).
     pub fn new(
         num_embeddings: usize,
         embedding_dim: usize,
         store: &ParamStore,
     ) -> crate::error::Result<Self> {
-        let init = Init::Normal {
-            mean: 0.0,
-            std: 1.0,
-        };
-        let weight = store.parameter("weight", (num_embeddings, embedding_dim), init.init_fn())?;
-        Ok(Self {
-            weight,
-            name: store.full_name("weight"),
-            seen: None,
-        })
-    }
-
-    /// Builder: record the ids each forward pass looks up, for [`Embedding::sparse_grad`]
-    /// (PyTorch's `sparse=True`).
-    pub fn sparse(mut self, on: bool) -> Self {
-        self.seen = on.then(Default::default);
-        self
+        EmbeddingConfig::new(num_embeddings, embedding_dim).build(store)
     }
 
     /// The table's gradient in `grads`, as the rows looked up since the last call (which
@@ -56,10 +88,10 @@ impl Embedding {
     /// step, after the backward pass.
     ///
     /// ```
-    /// use taper_nn::Embedding;
+    /// use taper_nn::EmbeddingConfig;
     /// use taper_tensor::{DType, Device, Gradients, Module, ParamStore, Tensor};
     /// let store = ParamStore::new(&Device::Cpu, DType::F32);
-    /// let emb = Embedding::new(10, 3, &store.sub("emb"))?.sparse(true);
+    /// let emb = EmbeddingConfig::new(10, 3).sparse(true).build(&store.sub("emb"))?;
     /// let ids = Tensor::new(&[7u32, 2, 7], &Device::Cpu)?;
     /// let loss = emb.forward(&ids)?.sum_all()?;
     /// let g = emb.sparse_grad(&Gradients::compute(&loss, &store)?)?;
@@ -72,7 +104,7 @@ impl Embedding {
             return Err(Error::InvalidValue {
                 field: "sparse",
                 value: "false".into(),
-                expected: "an Embedding built with .sparse(true)",
+                expected: "an Embedding built with EmbeddingConfig::sparse(true)",
             });
         };
         let rows: Vec<u32> = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()))

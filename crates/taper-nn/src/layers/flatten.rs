@@ -16,10 +16,29 @@ pub struct Flatten {
 
 impl Default for Flatten {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Flatten {
+    /// PyTorch's `nn.Flatten()`: dimensions 1 to the last.
+    pub fn new() -> Self {
         Self {
             start_dim: 1,
             end_dim: -1,
         }
+    }
+
+    /// Builder: the first dimension to merge.
+    pub fn start_dim(mut self, dim: isize) -> Self {
+        self.start_dim = dim;
+        self
+    }
+
+    /// Builder: the last dimension to merge (negative counts from the end).
+    pub fn end_dim(mut self, dim: isize) -> Self {
+        self.end_dim = dim;
+        self
     }
 }
 

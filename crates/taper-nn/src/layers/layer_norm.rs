@@ -29,28 +29,71 @@ impl LayerNorm {
     }
 
     /// Normalizes over the last dimensions given by `normalized_shape`, with a learned
-    /// `weight` (ones) and `bias` (zeros), eps 1e-5.
+    /// `weight` (ones) and `bias` (zeros), eps 1e-5
+    /// (`LayerNormConfig::new(normalized_shape).build(store)`).
     pub fn new(normalized_shape: &[usize], store: &ParamStore) -> crate::error::Result<Self> {
-        Self::with_options(normalized_shape, 1e-5, true, store)
+        LayerNormConfig::new(normalized_shape).build(store)
+    }
+}
+
+/// [`LayerNorm`]'s configuration: `LayerNormConfig::new(normalized_shape)` with PyTorch's
+/// defaults (eps 1e-5, elementwise affine), each a builder of PyTorch's name, then
+/// [`LayerNormConfig::build`].
+///
+/// ```
+/// use taper_nn::LayerNormConfig;
+/// use taper_tensor::{DType, Device, ParamStore};
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let ln = LayerNormConfig::new(&[64]).eps(1e-6).elementwise_affine(false).build(&store)?;
+/// assert!(store.is_empty());
+/// # let _ = ln;
+/// # Ok::<(), taper_nn::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNormConfig {
+    /// The normalized trailing shape.
+    pub normalized_shape: Vec<usize>,
+    /// Added to the variance (default 1e-5).
+    pub eps: f64,
+    /// Learn a scale and shift (default true).
+    pub elementwise_affine: bool,
+}
+
+impl LayerNormConfig {
+    /// Normalization over the trailing dimensions `normalized_shape`.
+    pub fn new(normalized_shape: &[usize]) -> Self {
+        Self {
+            normalized_shape: normalized_shape.to_vec(),
+            eps: 1e-5,
+            elementwise_affine: true,
+        }
     }
 
-    /// Full control: `eps` and whether to learn the affine parameters.
-    pub fn with_options(
-        normalized_shape: &[usize],
-        eps: f64,
-        elementwise_affine: bool,
-        store: &ParamStore,
-    ) -> crate::error::Result<Self> {
+    /// Builder: ε, added to the variance.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Builder: learn a scale `weight` and shift `bias` or not.
+    pub fn elementwise_affine(mut self, on: bool) -> Self {
+        self.elementwise_affine = on;
+        self
+    }
+
+    /// Builds the layer, checking the configuration and registering `weight` and `bias`.
+    pub fn build(self, store: &ParamStore) -> crate::error::Result<LayerNorm> {
+        let eps = self.eps;
         check("eps", eps, eps > 0.0, "eps > 0")?;
-        if normalized_shape.is_empty() || normalized_shape.contains(&0) {
+        let shape = self.normalized_shape;
+        if shape.is_empty() || shape.contains(&0) {
             return Err(Error::InvalidValue {
                 field: "normalized_shape",
-                value: format!("{normalized_shape:?}"),
+                value: format!("{shape:?}"),
                 expected: "a non-empty shape of positive sizes",
             });
         }
-        let shape = normalized_shape.to_vec();
-        let (weight, bias) = if elementwise_affine {
+        let (weight, bias) = if self.elementwise_affine {
             (
                 Some(store.parameter("weight", shape.clone(), Init::Ones.init_fn())?),
                 Some(store.parameter("bias", shape.clone(), Init::Zeros.init_fn())?),
@@ -58,7 +101,7 @@ impl LayerNorm {
         } else {
             (None, None)
         };
-        Ok(Self {
+        Ok(LayerNorm {
             normalized_shape: shape,
             eps,
             weight,

@@ -6,6 +6,59 @@ use taper_tensor::{tracked, Module, ParamStore};
 use crate::error::Error;
 use crate::init::Init;
 
+/// [`Linear`]'s configuration: `LinearConfig::new(in_features, out_features)` with
+/// PyTorch's default `bias=True`, changed with [`LinearConfig::bias`], then
+/// [`LinearConfig::build`].
+///
+/// ```
+/// use taper_nn::LinearConfig;
+/// use taper_tensor::{DType, Device, ParamStore};
+/// let store = ParamStore::new(&Device::Cpu, DType::F32);
+/// let fc = LinearConfig::new(8, 2).bias(false).build(&store.sub("fc"))?;
+/// assert_eq!(store.names(), ["fc.weight"]);
+/// # let _ = fc;
+/// # Ok::<(), taper_nn::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearConfig {
+    /// Input size.
+    pub in_features: usize,
+    /// Output size.
+    pub out_features: usize,
+    /// Whether to learn an additive bias (default true).
+    pub bias: bool,
+}
+
+impl LinearConfig {
+    /// A layer from `in_features` to `out_features`, with bias.
+    pub fn new(in_features: usize, out_features: usize) -> Self {
+        Self {
+            in_features,
+            out_features,
+            bias: true,
+        }
+    }
+
+    /// Builder: learn a bias or not (PyTorch's `bias`).
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Builds the layer, registering `weight` (out_features, in_features) and `bias`
+    /// (out_features) in `store`, initialized as PyTorch does: U(±1/√in_features) for both.
+    pub fn build(self, store: &ParamStore) -> crate::error::Result<Linear> {
+        let (i, o) = (self.in_features, self.out_features);
+        let weight = store.parameter("weight", (o, i), Init::pytorch_default_weight().init_fn())?;
+        let bias = if self.bias {
+            Some(store.parameter("bias", o, Init::pytorch_default_bias(i).init_fn())?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+}
+
 /// A fully connected layer. `weight` has shape (out_features, in_features) and `bias`
 /// (out_features), as in PyTorch; the input is (*, in_features).
 #[derive(Debug, Clone)]
@@ -26,7 +79,7 @@ impl Linear {
     }
 
     /// A layer with bias, registered as `weight` and `bias` in `store`, initialized as
-    /// PyTorch does: U(±1/√in_features) for both.
+    /// PyTorch does: U(±1/√in_features) for both (`LinearConfig::new(i, o).build(store)`).
     ///
     /// ```
     /// use taper_nn::Linear;
@@ -43,26 +96,7 @@ impl Linear {
         out_features: usize,
         store: &ParamStore,
     ) -> crate::error::Result<Self> {
-        Self::build(in_features, out_features, true, store)
-    }
-
-    /// A layer without bias (PyTorch's `bias=False`).
-    pub fn no_bias(
-        in_features: usize,
-        out_features: usize,
-        store: &ParamStore,
-    ) -> crate::error::Result<Self> {
-        Self::build(in_features, out_features, false, store)
-    }
-
-    fn build(i: usize, o: usize, bias: bool, store: &ParamStore) -> crate::error::Result<Self> {
-        let weight = store.parameter("weight", (o, i), Init::pytorch_default_weight().init_fn())?;
-        let bias = if bias {
-            Some(store.parameter("bias", o, Init::pytorch_default_bias(i).init_fn())?)
-        } else {
-            None
-        };
-        Ok(Self { weight, bias })
+        LinearConfig::new(in_features, out_features).build(store)
     }
 
     /// A layer over existing tensors (weight (out, in), optional bias (out)).

@@ -93,17 +93,18 @@ macro_rules! pool_layer {
         }
 
         impl $name {
-            /// Square windows of size `k` with stride `k`.
+            /// Square windows of size `k` with stride `k` (PyTorch's default stride).
             pub fn new(k: usize) -> Self {
-                Self::with_stride(k, k)
-            }
-
-            /// Square windows of size `k` with stride `s`.
-            pub fn with_stride(k: usize, s: usize) -> Self {
                 Self {
                     kernel: (k, k),
-                    stride: (s, s),
+                    stride: (k, k),
                 }
+            }
+
+            /// Builder: the stride `s` in both dimensions.
+            pub fn stride(mut self, s: usize) -> Self {
+                self.stride = (s, s);
+                self
             }
         }
 
@@ -118,12 +119,12 @@ macro_rules! pool_layer {
 pool_layer!(
     MaxPool2d,
     Reduce::Max,
-    "`nn.MaxPool2d(kernel_size, stride=kernel_size)`."
+    "`nn.MaxPool2d(kernel_size, stride=kernel_size)`: `MaxPool2d::new(k)`, `.stride(s)`."
 );
 pool_layer!(
     AvgPool2d,
     Reduce::Mean,
-    "`nn.AvgPool2d(kernel_size, stride=kernel_size)`."
+    "`nn.AvgPool2d(kernel_size, stride=kernel_size)`: `AvgPool2d::new(k)`, `.stride(s)`."
 );
 
 /// Whether a dtype is an integer type usable as indices.

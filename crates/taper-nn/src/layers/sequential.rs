@@ -84,6 +84,12 @@ impl Sequential {
     /// count, then the totals. The shapes come from one forward pass of a single zero
     /// example in evaluation mode, without gradients.
     ///
+    /// As Keras counts its moving statistics, floating-point buffers (BatchNorm's running
+    /// mean and variance) count as parameters, non-trainable ones, in each child's count
+    /// and in the totals; a last line gives how many of the non-trainable ones are buffers.
+    /// Integer buffers (`num_batches_tracked`) are counters, not counted. PyTorch's
+    /// `sum(p.numel() for p in model.parameters())` is the total without the buffers.
+    ///
     /// ```
     /// use taper_nn::{Activation, Flatten, Linear, Sequential};
     /// use taper_tensor::{DType, Device, ParamStore};
@@ -121,16 +127,22 @@ impl Sequential {
             }
             g
         };
-        let (mut total, mut trainable) = (0usize, 0usize);
+        let (mut total, mut trainable, mut buffers) = (0usize, 0usize, 0usize);
         for (i, (layer, kind)) in self.layers.iter().zip(&self.kinds).enumerate() {
             x = taper_tensor::no_grad(|| layer.forward_t(&x, false))?;
             let prefix = self.store.sub(i);
             let (mut n, mut t) = (0, 0);
             for e in prefix.entries() {
-                if e.kind != taper_tensor::ParamKind::Buffer {
-                    n += e.var.elem_count();
+                let count = e.var.elem_count();
+                if e.kind == taper_tensor::ParamKind::Buffer {
+                    if e.var.dtype().is_float() {
+                        n += count;
+                        buffers += count;
+                    }
+                } else {
+                    n += count;
                     if e.is_trainable() {
-                        t += e.var.elem_count();
+                        t += count;
                     }
                 }
             }
@@ -155,10 +167,12 @@ impl Sequential {
         }
         let _ = write!(
             out,
-            "{double}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{rule}\n",
+            "{double}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n  \
+             of which buffers (running statistics): {}\n{rule}\n",
             group(total),
             group(trainable),
-            group(total - trainable)
+            group(total - trainable),
+            group(buffers)
         );
         Ok(out)
     }

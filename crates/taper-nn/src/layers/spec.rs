@@ -11,13 +11,16 @@ use std::any::Any;
 use serde::{Deserialize, Serialize};
 use taper_tensor::{ModuleT, ParamStore};
 
-use crate::{
-    layers::activation::Activation, layers::batch_norm::BatchNorm,
-    layers::batch_norm::BatchNormConfig, layers::conv::Conv2d, layers::conv::Conv2dConfig,
-    layers::dropout::Dropout, layers::embedding::Embedding, layers::flatten::Flatten,
-    layers::layer_norm::LayerNorm, layers::linear::Linear, layers::pool::AvgPool2d,
-    layers::pool::MaxPool2d, layers::sequential::Sequential,
-};
+use crate::layers::activation::Activation;
+use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
+use crate::layers::conv::{Conv2d, Conv2dConfig};
+use crate::layers::dropout::Dropout;
+use crate::layers::embedding::Embedding;
+use crate::layers::flatten::Flatten;
+use crate::layers::layer_norm::{LayerNorm, LayerNormConfig};
+use crate::layers::linear::{Linear, LinearConfig};
+use crate::layers::pool::{AvgPool2d, MaxPool2d};
+use crate::layers::sequential::Sequential;
 
 /// One layer's kind and constructor arguments, as PyTorch names them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,11 +133,11 @@ impl LayerSpec {
                 in_features,
                 out_features,
                 bias,
-            } => Box::new(if bias {
-                Linear::new(in_features, out_features, store)?
-            } else {
-                Linear::no_bias(in_features, out_features, store)?
-            }),
+            } => Box::new(
+                LinearConfig::new(in_features, out_features)
+                    .bias(bias)
+                    .build(store)?,
+            ),
             LayerSpec::Conv2d {
                 in_channels,
                 out_channels,
@@ -144,53 +147,41 @@ impl LayerSpec {
                 dilation,
                 groups,
                 bias,
-            } => Box::new(Conv2d::new(
-                in_channels,
-                out_channels,
-                kernel,
-                Conv2dConfig {
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                    bias,
-                },
-                store,
-            )?),
+            } => Box::new(
+                Conv2dConfig::new(in_channels, out_channels, kernel)
+                    .stride(stride)
+                    .padding(padding)
+                    .dilation(dilation)
+                    .groups(groups)
+                    .bias(bias)
+                    .build(store)?,
+            ),
             LayerSpec::BatchNorm {
                 rank,
                 num_features,
                 eps,
                 momentum,
                 affine,
-            } => {
-                let config = BatchNormConfig {
+            } => Box::new(
+                BatchNormConfig {
+                    rank,
+                    num_features,
                     eps,
                     momentum,
                     affine,
-                };
-                Box::new(match rank {
-                    1 => BatchNorm::new_1d(num_features, config, store)?,
-                    2 => BatchNorm::new_2d(num_features, config, store)?,
-                    r => {
-                        return Err(crate::error::Error::InvalidValue {
-                            field: "rank",
-                            value: r.to_string(),
-                            expected: "1 (BatchNorm1d) or 2 (BatchNorm2d)",
-                        })
-                    }
-                })
-            }
+                }
+                .build(store)?,
+            ),
             LayerSpec::LayerNorm {
                 normalized_shape,
                 eps,
                 elementwise_affine,
-            } => Box::new(LayerNorm::with_options(
-                &normalized_shape,
-                eps,
-                elementwise_affine,
-                store,
-            )?),
+            } => Box::new(
+                LayerNormConfig::new(&normalized_shape)
+                    .eps(eps)
+                    .elementwise_affine(elementwise_affine)
+                    .build(store)?,
+            ),
             LayerSpec::Dropout { p } => Box::new(Dropout::new(p)?),
             LayerSpec::Flatten { start_dim, end_dim } => Box::new(Flatten { start_dim, end_dim }),
             LayerSpec::MaxPool2d { kernel, stride } => Box::new(MaxPool2d { kernel, stride }),

@@ -7,7 +7,7 @@
 //! maximize=False)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check;
 use crate::error::check_eps;
@@ -27,7 +27,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adadelta {
     /// Learning rate (default 1.0), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// ρ (default 0.9).
     pub rho: f64,
     /// ε (default 1e-6).
@@ -37,7 +37,7 @@ pub struct Adadelta {
 impl Default for Adadelta {
     fn default() -> Self {
         Self {
-            common: Common::new(1.0),
+            common: SharedOptions::new(1.0),
             rho: 0.9,
             eps: 1e-6,
         }
@@ -45,9 +45,11 @@ impl Default for Adadelta {
 }
 
 impl Adadelta {
+    crate::common_builders!();
+
     /// PyTorch's Adadelta with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
-        Self::default().with_lr(lr)
+        Self::default().lr(lr)
     }
 
     /// Builder: ρ.

@@ -23,7 +23,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule, TensorNorms};
+use crate::engine::rule::{Rule, SharedOptions, TensorNorms};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
 use crate::error::Result;
@@ -64,7 +64,7 @@ impl StateSlot for AdafactorSlot {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adafactor {
     /// Learning rate η (default 1e-2), decoupled weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// c in β̂ = t^c, the second-moment decay's exponent, ≤ 0 (default −0.8).
     pub beta2_decay: f64,
     /// ε₁, the floor of the variance estimate; `None` (default) is the parameter dtype's
@@ -83,10 +83,12 @@ impl Default for Adafactor {
 }
 
 impl Adafactor {
+    crate::common_builders!();
+
     /// PyTorch's Adafactor with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta2_decay: -0.8,
             eps1: None,
             eps2: 1e-3,

@@ -10,7 +10,7 @@
 //! initial_accumulator_value=0, eps=1e-10, maximize=False)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, EpsPlacement, Rule};
+use crate::engine::rule::{EpsPlacement, Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check;
 use crate::error::check_eps;
@@ -28,7 +28,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adagrad {
     /// Learning rate (default 1e-2), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// Learning-rate decay (default 0).
     pub lr_decay: f64,
     /// Initial value of the accumulator G (default 0).
@@ -46,10 +46,12 @@ impl Default for Adagrad {
 }
 
 impl Adagrad {
+    crate::common_builders!();
+
     /// PyTorch's Adagrad with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             lr_decay: 0.0,
             initial_accumulator_value: 0.0,
             eps: 1e-10,

@@ -12,7 +12,7 @@
 //! weight_decay=0, amsgrad=False, maximize=False)` and `torch.optim.AdamW(..., weight_decay=1e-2)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, EpsPlacement, Rule, WeightDecay};
+use crate::engine::rule::{EpsPlacement, Rule, SharedOptions, WeightDecay};
 use crate::engine::slot::{NoSlot, Slots};
 use crate::error::Result;
 use crate::error::{check_betas, check_eps};
@@ -33,7 +33,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adam {
     /// Learning rate (default 1e-3), weight decay (default none), maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// β₁ (default 0.9).
     pub beta1: f64,
     /// β₂ (default 0.999).
@@ -45,7 +45,7 @@ pub struct Adam {
     /// Where ε goes (default outside the root, as PyTorch).
     pub eps_placement: EpsPlacement,
     /// Built as AdamW ([`Adam::adamw`]): weight decay must stay decoupled, so that
-    /// `.with_weight_decay(WeightDecay::L2(..))` cannot silently turn it into Adam with L2
+    /// `.weight_decay(WeightDecay::L2(..))` cannot silently turn it into Adam with L2
     /// (validation rejects it, naming both ways to say what was meant).
     pub adamw: bool,
 }
@@ -57,10 +57,12 @@ impl Default for Adam {
 }
 
 impl Adam {
+    crate::common_builders!();
+
     /// Adam with PyTorch's defaults and learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -71,7 +73,7 @@ impl Adam {
     }
 
     /// AdamW: PyTorch's defaults, decoupled weight decay 0.01. Its weight decay can be
-    /// changed (`.with_weight_decay(WeightDecay::Decoupled(λ))`, or `None`) but not made
+    /// changed (`.weight_decay(WeightDecay::Decoupled(λ))`, or `None`) but not made
     /// coupled: `WeightDecay::L2` is rejected when the optimizer is built.
     ///
     /// ```
@@ -79,17 +81,17 @@ impl Adam {
     /// use taper_tensor::{DType, Device, ParamStore, Tensor};
     /// let store = ParamStore::new(&Device::Cpu, DType::F32);
     /// store.parameter("w", 2, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
-    /// let wrong = Adam::adamw(1e-3).with_weight_decay(WeightDecay::L2(0.1));
+    /// let wrong = Adam::adamw(1e-3).weight_decay(WeightDecay::L2(0.1));
     /// let err = Optimizer::new(wrong, &store).unwrap_err().to_string();
-    /// assert!(err.starts_with("AdamW: invalid `weight_decay` = L2(0.1)"), "{err}");
+    /// assert!(err.starts_with("AdamW: invalid value for `weight_decay`: L2(0.1)"), "{err}");
     /// // Adam with L2, if that is what was meant:
-    /// Optimizer::new(Adam::new(1e-3).with_weight_decay(WeightDecay::L2(0.1)), &store)?;
+    /// Optimizer::new(Adam::new(1e-3).weight_decay(WeightDecay::L2(0.1)), &store)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn adamw(lr: f64) -> Self {
         Self {
             adamw: true,
-            ..Self::new(lr).with_weight_decay(WeightDecay::Decoupled(0.01))
+            ..Self::new(lr).weight_decay(WeightDecay::Decoupled(0.01))
         }
     }
 
@@ -130,11 +132,11 @@ impl Rule for Adam {
         check_eps("Adam", self.eps)?;
         if let (true, WeightDecay::L2(wd)) = (self.adamw, self.common.weight_decay) {
             return Err(crate::error::Error::InvalidHyperparameter {
-                optimizer: "AdamW",
+                owner: "AdamW",
                 field: "weight_decay",
                 value: format!("L2({wd})"),
                 expected: "decoupled weight decay (WeightDecay::Decoupled); for Adam with L2 \
-                           use Adam::new(lr).with_weight_decay(WeightDecay::L2(..))",
+                           use Adam::new(lr).weight_decay(WeightDecay::L2(..))",
             });
         }
         Ok(())
@@ -185,11 +187,11 @@ impl Rule for Adam {
         state[ExpAvg].div(&denom)?.scale(s.step_size)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.beta1)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.beta1 = m;
         true
     }

@@ -7,7 +7,7 @@
 //! weight_decay=0, maximize=False)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots};
 use crate::error::Result;
 use crate::error::{check_betas, check_eps};
@@ -26,7 +26,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adamax {
     /// Learning rate (default 2e-3), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// β₁ (default 0.9).
     pub beta1: f64,
     /// β₂ (default 0.999).
@@ -42,10 +42,12 @@ impl Default for Adamax {
 }
 
 impl Adamax {
+    crate::common_builders!();
+
     /// PyTorch's Adamax with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -100,11 +102,11 @@ impl Rule for Adamax {
         state[ExpAvg].div(&state[ExpInf])?.scale(s.clr)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.beta1)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.beta1 = m;
         true
     }

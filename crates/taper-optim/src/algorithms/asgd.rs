@@ -17,7 +17,7 @@
 use candle_core::Tensor;
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{Slots, StateSlot};
 use crate::error::check;
 use crate::{engine::optimizer::Optimizer, error::Result};
@@ -44,7 +44,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Asgd {
     /// Learning rate (default 1e-2), coupled weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// λ, the decay term (default 1e-4).
     pub lambd: f64,
     /// α, the power of the η decay (default 0.75).
@@ -60,10 +60,12 @@ impl Default for Asgd {
 }
 
 impl Asgd {
+    crate::common_builders!();
+
     /// PyTorch's ASGD with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             lambd: 1e-4,
             alpha: 0.75,
             t0: 1e6,

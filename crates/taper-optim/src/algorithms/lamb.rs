@@ -19,7 +19,7 @@
 //! then the update pass recomputes them and writes. Both passes are element-wise and fused.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule, TensorNorms};
+use crate::engine::rule::{Rule, SharedOptions, TensorNorms};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::Result;
 use crate::error::{check, check_betas, check_eps};
@@ -39,7 +39,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lamb {
     /// Learning rate η (no default in optax; `Lamb::default()` uses 1e-3), maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// β₁ (default 0.9).
     pub beta1: f64,
     /// β₂ (default 0.999).
@@ -61,10 +61,12 @@ impl Default for Lamb {
 }
 
 impl Lamb {
+    crate::common_builders!(no_weight_decay);
+
     /// optax's LAMB with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-6,
@@ -198,11 +200,11 @@ impl Rule for Lamb {
         p.sub(&u.scale(self.common.lr * s.ratio)?)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.beta1)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.beta1 = m;
         true
     }

@@ -18,7 +18,7 @@
 //! θ and g first ([`Rule::needs_norms`]); both passes are element-wise and fused.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule, TensorNorms};
+use crate::engine::rule::{Rule, SharedOptions, TensorNorms};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
 use crate::error::Result;
@@ -35,7 +35,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lars {
     /// Learning rate η (no default in optax; `Lars::default()` uses 1.0), maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// λ, the decayed weights added to the gradient inside the trust ratio (default 0).
     pub weight_decay: f64,
     /// φ, the trust coefficient (default 1e-3).
@@ -57,10 +57,12 @@ impl Default for Lars {
 }
 
 impl Lars {
+    crate::common_builders!(no_weight_decay);
+
     /// optax's LARS with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             weight_decay: 0.0,
             trust_coefficient: 1e-3,
             eps: 0.0,
@@ -85,7 +87,7 @@ impl Lars {
     }
 
     /// Builder: μ, the momentum.
-    pub fn with_momentum(mut self, momentum: f64) -> Self {
+    pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
@@ -199,11 +201,11 @@ impl Rule for Lars {
         p.sub(&d)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.momentum)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.momentum = m;
         true
     }

@@ -39,10 +39,13 @@
 use std::collections::VecDeque;
 
 use candle_core::{DType, Tensor, Var};
-use taper_tensor::{checked_counter, Gradients, ParamStore};
+use taper_tensor::{Gradients, ParamStore, StateDict, Stateful};
 
+use crate::engine::any::AnyOptimizer;
+use crate::engine::optimizer::StepReport;
 use crate::engine::state::OptimizerState;
 use crate::error::check;
+use crate::lr::control::LrTarget;
 use crate::{error::Error, error::Result};
 
 /// The line search of [`Lbfgs`].
@@ -97,6 +100,12 @@ impl Lbfgs {
         }
     }
 
+    /// Builder: the step size η.
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+
     /// Builder: iterations per step.
     pub fn max_iter(mut self, n: usize) -> Self {
         self.max_iter = n;
@@ -109,10 +118,15 @@ impl Lbfgs {
         self
     }
 
-    /// Builder: the gradient and change tolerances.
-    pub fn tolerances(mut self, grad: f64, change: f64) -> Self {
-        self.tolerance_grad = grad;
-        self.tolerance_change = change;
+    /// Builder: stop when every gradient element is at most this in magnitude.
+    pub fn tolerance_grad(mut self, tolerance: f64) -> Self {
+        self.tolerance_grad = tolerance;
+        self
+    }
+
+    /// Builder: stop when the loss or the step changes less than this.
+    pub fn tolerance_change(mut self, tolerance: f64) -> Self {
+        self.tolerance_change = tolerance;
         self
     }
 
@@ -655,36 +669,10 @@ impl LbfgsOptimizer {
 
     /// The state as data, under PyTorch's names: `func_evals`, `n_iter`, `t`, `H_diag`,
     /// `prev_loss`, `history` (the number of kept pairs), `ro.{i}`, and the tensors `d`,
-    /// `prev_flat_grad`, `old_dirs.{i}`, `old_stps.{i}` (float64, flat over all parameters).
+    /// `prev_flat_grad`, `old_dirs.{i}`, `old_stps.{i}` (float64, flat over all parameters);
+    /// and the learning rate `group.0.lr`, which schedules change.
     pub fn state_dict(&self) -> Result<OptimizerState> {
-        let st = &self.state;
-        let mut out = OptimizerState {
-            optimizer: "LBFGS".into(),
-            ..Default::default()
-        };
-        let dev = self.params[0].1.device();
-        let vec = |v: &[f64]| Tensor::from_slice(v, v.len(), dev);
-        for (k, v) in [
-            ("func_evals", st.func_evals as f64),
-            ("n_iter", st.n_iter as f64),
-            ("t", st.t),
-            ("H_diag", st.h_diag),
-            ("prev_loss", st.prev_loss),
-            ("history", st.old_dirs.len() as f64),
-        ] {
-            out.scalars.insert(k.into(), v);
-        }
-        if st.n_iter > 0 {
-            out.tensors.insert("d".into(), vec(&st.d)?);
-            out.tensors
-                .insert("prev_flat_grad".into(), vec(&st.prev_flat_grad)?);
-        }
-        for (i, ((y, s), ro)) in st.old_dirs.iter().zip(&st.old_stps).zip(&st.ro).enumerate() {
-            out.tensors.insert(format!("old_dirs.{i}"), vec(y)?);
-            out.tensors.insert(format!("old_stps.{i}"), vec(s)?);
-            out.scalars.insert(format!("ro.{i}"), *ro);
-        }
-        Ok(out)
+        AnyOptimizer::state_dict(self)
     }
 
     /// Restores [`LbfgsOptimizer::state_dict`]'s output, checked in full first: counters
@@ -692,53 +680,41 @@ impl LbfgsOptimizer {
     /// finite, the history within `history_size`, no unknown entries. Nothing changes when
     /// it fails.
     pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        if state.optimizer != "LBFGS" {
-            return Err(Error::StateMismatch(format!(
-                "state is for {}, this optimizer is LBFGS",
-                state.optimizer
-            )));
-        }
-        let mismatch = |m: String| Error::StateMismatch(m);
-        let scalar = |k: &str| -> Result<f64> {
-            let v = *state
-                .scalars
-                .get(k)
-                .ok_or_else(|| mismatch(format!("missing scalar `{k}`")))?;
-            if v.is_finite() {
-                Ok(v)
+        AnyOptimizer::load_state_dict(self, state)
+    }
+
+    /// The state under `prefix`, checked: the new `State` and learning rate.
+    fn stage(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<(State, Option<f64>)> {
+        let key = |field: &str| {
+            if prefix.is_empty() {
+                field.to_string()
             } else {
-                Err(mismatch(format!(
-                    "scalar `{k}` is {v}; expected a finite number"
-                )))
+                format!("{prefix}.{field}")
             }
         };
+        let mismatch = |k: String, reason: String| taper_tensor::Error::State { key: k, reason };
+        let scalar = |k: &str| state.finite(prefix, k);
         let n = self.numel();
-        let vector = |k: &str| -> Result<Vec<f64>> {
-            let t = state
-                .tensors
-                .get(k)
-                .ok_or_else(|| mismatch(format!("missing tensor `{k}`")))?;
-            if t.dims() != [n] {
-                return Err(mismatch(format!(
-                    "tensor `{k}` has shape {:?}; expected [{n}] (all parameters, flattened)",
-                    t.dims()
-                )));
-            }
+        let vector = |k: &str| -> taper_tensor::Result<Vec<f64>> {
+            let t = state.tensor(prefix, k, &[n])?;
             let v = t.to_dtype(DType::F64)?.to_vec1::<f64>()?;
             if v.iter().all(|x| x.is_finite()) {
                 Ok(v)
             } else {
-                Err(mismatch(format!("tensor `{k}` holds NaN or infinity")))
+                Err(mismatch(key(k), "holds NaN or infinity".into()))
             }
         };
-        let func_evals = checked_counter("func_evals", scalar("func_evals")?)?;
-        let n_iter = checked_counter("n_iter", scalar("n_iter")?)?;
-        let history = checked_counter("history", scalar("history")?)? as usize;
+        let func_evals = state.counter(prefix, "func_evals")?;
+        let n_iter = state.counter(prefix, "n_iter")?;
+        let history = state.counter(prefix, "history")? as usize;
         if history > self.config.history_size {
-            return Err(mismatch(format!(
-                "`history` = {history} exceeds history_size = {}",
-                self.config.history_size
-            )));
+            return Err(mismatch(
+                key("history"),
+                format!(
+                    "is {history}; expected at most history_size = {}",
+                    self.config.history_size
+                ),
+            ));
         }
         let mut st = State {
             func_evals,
@@ -760,14 +736,137 @@ impl LbfgsOptimizer {
             st.ro.push_back(scalar(&format!("ro.{i}"))?);
             expected += 3;
         }
-        let entries = state.scalars.len() + state.tensors.len();
+        // Files written before the rate was saved have none: the configured one stays.
+        let lr = match state.scalars.get(&key("group.0.lr")) {
+            Some(_) => {
+                expected += 1;
+                let lr = scalar("group.0.lr")?;
+                self.config
+                    .lr(lr)
+                    .validate()
+                    .map_err(|e| mismatch(key("group.0.lr"), e.to_string()))?;
+                Some(lr)
+            }
+            None => None,
+        };
+        let head = key("");
+        let entries = state
+            .scalars
+            .keys()
+            .chain(state.tensors.keys())
+            .filter(|k| prefix.is_empty() || k.starts_with(&head))
+            .count();
         if entries != expected {
-            return Err(mismatch(format!(
-                "{entries} entries where LBFGS with this history has {expected} (unknown or \
-                 extra entries)"
-            )));
+            return Err(mismatch(
+                if prefix.is_empty() {
+                    "LBFGS".into()
+                } else {
+                    prefix.to_string()
+                },
+                format!(
+                    "has {entries} entries where LBFGS with this history has {expected} \
+                     (unknown or extra entries)"
+                ),
+            ));
         }
-        self.state = st;
+        Ok((st, lr))
+    }
+}
+
+impl Stateful for LbfgsOptimizer {
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        let st = &self.state;
+        let dev = self.params[0].1.device();
+        let vec = |v: &[f64]| Tensor::from_slice(v, v.len(), dev);
+        out.set_counter(prefix, "func_evals", st.func_evals)?;
+        out.set_counter(prefix, "n_iter", st.n_iter)?;
+        out.set_counter(prefix, "history", st.old_dirs.len() as u64)?;
+        for (k, v) in [
+            ("t", st.t),
+            ("H_diag", st.h_diag),
+            ("prev_loss", st.prev_loss),
+        ] {
+            out.set_scalar(prefix, k, v);
+        }
+        out.set_scalar(prefix, "group.0.lr", self.config.lr);
+        if st.n_iter > 0 {
+            out.set_tensor(prefix, "d", &vec(&st.d)?);
+            out.set_tensor(prefix, "prev_flat_grad", &vec(&st.prev_flat_grad)?);
+        }
+        for (i, ((y, s), ro)) in st.old_dirs.iter().zip(&st.old_stps).zip(&st.ro).enumerate() {
+            out.set_tensor(prefix, &format!("old_dirs.{i}"), &vec(y)?);
+            out.set_tensor(prefix, &format!("old_stps.{i}"), &vec(s)?);
+            out.set_scalar(prefix, &format!("ro.{i}"), *ro);
+        }
         Ok(())
+    }
+
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.stage(prefix, state).map(|_| ())
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        let (st, lr) = self.stage(prefix, state)?;
+        self.state = st;
+        if let Some(lr) = lr {
+            self.config.lr = lr;
+        }
+        Ok(())
+    }
+}
+
+/// L-BFGS has one group, its configuration's.
+impl LrTarget for LbfgsOptimizer {
+    fn group_count(&self) -> usize {
+        1
+    }
+    fn group_lr(&self, group: usize) -> Option<f64> {
+        (group == 0).then_some(self.config.lr)
+    }
+    fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        if group != 0 {
+            return Err(Error::EmptyGroup {
+                group: format!("#{group} (LBFGS has 1 group)"),
+            });
+        }
+        self.config.lr(lr).validate()?;
+        self.config.lr = lr;
+        Ok(())
+    }
+    fn group_momentum(&self, _group: usize) -> Option<f64> {
+        None
+    }
+    fn set_group_momentum(&mut self, _group: usize, _momentum: f64) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// L-BFGS re-evaluates the loss inside a step: it steps through
+/// [`AnyOptimizer::step_closure`] only.
+impl AnyOptimizer for LbfgsOptimizer {
+    fn name(&self) -> String {
+        "LBFGS".into()
+    }
+    fn params(&self) -> Vec<(String, Var)> {
+        self.params.clone()
+    }
+    fn step(&mut self, _grads: &Gradients) -> Result<StepReport> {
+        Err(Error::NeedsClosure { optimizer: "LBFGS" })
+    }
+    fn backward_step(&mut self, _loss: &Tensor) -> Result<StepReport> {
+        Err(Error::NeedsClosure { optimizer: "LBFGS" })
+    }
+    fn needs_closure(&self) -> bool {
+        true
+    }
+    fn step_closure(&mut self, closure: &mut dyn FnMut() -> Result<Tensor>) -> Result<StepReport> {
+        self.step_with(closure)?;
+        Ok(StepReport {
+            updated: self.params.len(),
+            ..Default::default()
+        })
+    }
+    fn steps(&self) -> u64 {
+        self.state.n_iter
     }
 }

@@ -6,7 +6,7 @@
 //! recommends a learning rate 3–10× smaller than AdamW's.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check_betas;
 use crate::error::Result;
@@ -23,7 +23,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lion {
     /// Learning rate (default 1e-4), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// β₁, the interpolation for the update (default 0.9).
     pub beta1: f64,
     /// β₂, the momentum's decay (default 0.99).
@@ -37,10 +37,12 @@ impl Default for Lion {
 }
 
 impl Lion {
+    crate::common_builders!();
+
     /// Lion with the paper's defaults and learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta1: 0.9,
             beta2: 0.99,
         }
@@ -88,11 +90,11 @@ impl Rule for Lion {
         c.sign()?.scale(s.lr)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.beta1)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.beta1 = m;
         true
     }

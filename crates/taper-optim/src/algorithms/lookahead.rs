@@ -14,15 +14,16 @@
 //! as `{param}.slow`, the step counter as `lookahead.steps`) is saved with the inner
 //! optimizer's.
 
-use candle_core::Tensor;
-use taper_tensor::Gradients;
+use candle_core::{Tensor, Var};
+use taper_tensor::{Gradients, StateDict, Stateful};
 
+use crate::engine::any::AnyOptimizer;
 use crate::engine::optimizer::{Optimizer, StepReport};
 use crate::engine::rule::Rule;
 use crate::engine::state::OptimizerState;
 use crate::error::check;
+use crate::error::Result;
 use crate::lr::control::LrTarget;
-use crate::{engine::any::AnyOptimizer, error::Error, error::Result};
 
 /// Lookahead around an optimizer.
 ///
@@ -139,60 +140,93 @@ impl<R: Rule> Lookahead<R> {
 
     /// The inner optimizer's state plus the slow weights (`{param}.slow`) and the step
     /// counter (`lookahead.steps`); the name is `Lookahead(inner name)`.
-    pub fn state_dict(&self) -> OptimizerState {
-        let mut out = self.inner.state_dict();
-        out.optimizer = format!("{NAME}({})", R::NAME);
-        out.scalars
-            .insert("lookahead.steps".into(), self.steps as f64);
-        for ((name, _, _), slow) in self.inner.params().zip(&self.slow) {
-            out.tensors.insert(format!("{name}.slow"), slow.clone());
-        }
-        out
+    pub fn state_dict(&self) -> Result<OptimizerState> {
+        AnyOptimizer::state_dict(self)
     }
 
     /// Restores [`Lookahead::state_dict`]'s output: checked in full (the inner state, every
     /// slow weight's shape and finiteness, the counter) before anything changes.
     pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        let want = format!("{NAME}({})", R::NAME);
-        if state.optimizer != want {
-            return Err(Error::StateMismatch(format!(
-                "state is for {}, this optimizer is {want}",
-                state.optimizer
-            )));
-        }
+        AnyOptimizer::load_state_dict(self, state)
+    }
+
+    /// The slow weights, counter and inner state under `prefix`, checked, ready to swap in.
+    fn stage(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<Staged<R>> {
+        let key = |field: &str| {
+            if prefix.is_empty() {
+                field.to_string()
+            } else {
+                format!("{prefix}.{field}")
+            }
+        };
+        let steps = state.counter(prefix, "lookahead.steps")?;
         let mut inner = state.clone();
-        inner.optimizer = R::NAME.to_string();
-        let steps = inner
-            .scalars
-            .remove("lookahead.steps")
-            .ok_or_else(|| Error::StateMismatch("missing scalar `lookahead.steps`".into()))?;
-        let steps = taper_tensor::checked_counter("lookahead.steps", steps)?;
+        inner.scalars.remove(&key("lookahead.steps"));
         let mut slow = Vec::new();
         for ((name, var, _), current) in self.inner.params().zip(&self.slow) {
-            let key = format!("{name}.slow");
+            let k = key(&format!("{name}.slow"));
             let t = inner
                 .tensors
-                .remove(&key)
-                .ok_or_else(|| Error::StateMismatch(format!("missing tensor `{key}`")))?;
+                .remove(&k)
+                .ok_or_else(|| taper_tensor::Error::State {
+                    key: k.clone(),
+                    reason: "is missing".into(),
+                })?;
+            let bad = |reason: String| taper_tensor::Error::State {
+                key: k.clone(),
+                reason,
+            };
             if t.dims() != var.dims() {
-                return Err(Error::StateMismatch(format!(
-                    "tensor `{key}` has shape {:?}; expected {:?}",
+                return Err(bad(format!(
+                    "has shape {:?}; expected {:?}",
                     t.dims(),
                     var.dims()
                 )));
             }
             let t = t.to_device(current.device())?.to_dtype(current.dtype())?;
             if !taper_tensor::all_finite(&t)? {
-                return Err(Error::StateMismatch(format!(
-                    "tensor `{key}` holds NaN or infinity; expected finite weights"
-                )));
+                return Err(bad("holds NaN or infinity; expected finite weights".into()));
             }
             slow.push(t.copy()?);
         }
-        let staged = self.inner.stage_state_dict(&inner)?;
-        self.inner.commit_state(staged);
-        self.slow = slow;
-        self.steps = steps;
+        self.inner.check_state(prefix, &inner)?;
+        Ok(Staged {
+            inner,
+            slow,
+            steps,
+            _rule: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A checked Lookahead state: the inner optimizer's entries, the slow weights, the counter.
+struct Staged<R> {
+    inner: StateDict,
+    slow: Vec<Tensor>,
+    steps: u64,
+    _rule: std::marker::PhantomData<R>,
+}
+
+impl<R: Rule> Stateful for Lookahead<R> {
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        self.inner.save_state(prefix, out)?;
+        out.set_counter(prefix, "lookahead.steps", self.steps)?;
+        for ((name, _, _), slow) in self.inner.params().zip(&self.slow) {
+            out.set_tensor(prefix, &format!("{name}.slow"), slow);
+        }
+        Ok(())
+    }
+
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.stage(prefix, state).map(|_| ())
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        let staged = self.stage(prefix, state)?;
+        // Checked in `stage`: the inner load cannot fail now.
+        self.inner.load_state(prefix, &staged.inner)?;
+        self.slow = staged.slow;
+        self.steps = staged.steps;
         Ok(())
     }
 }
@@ -216,22 +250,16 @@ impl<R: Rule> LrTarget for Lookahead<R> {
 }
 
 impl<R: Rule> AnyOptimizer for Lookahead<R> {
-    fn name(&self) -> &'static str {
-        NAME
+    fn name(&self) -> String {
+        format!("{NAME}({})", R::NAME)
+    }
+    fn params(&self) -> Vec<(String, Var)> {
+        AnyOptimizer::params(&self.inner)
     }
     fn step(&mut self, grads: &Gradients) -> Result<StepReport> {
         Lookahead::step(self, grads)
     }
-    fn lr(&self) -> f64 {
-        self.inner.lr()
-    }
-    fn set_lr(&mut self, lr: f64) -> Result<()> {
-        self.inner.set_lr(lr)
-    }
-    fn state_dict(&self) -> OptimizerState {
-        Lookahead::state_dict(self)
-    }
-    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        Lookahead::load_state_dict(self, state)
+    fn steps(&self) -> u64 {
+        self.steps
     }
 }

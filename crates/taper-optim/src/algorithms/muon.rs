@@ -41,7 +41,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule, WeightDecay};
+use crate::engine::rule::{Rule, SharedOptions, WeightDecay};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
 use crate::{error::Error, error::Result};
@@ -93,7 +93,7 @@ pub enum NsPrecision {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Muon {
     /// Learning rate (default 1e-3), weight decay (default decoupled 0.1), maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// μ, the momentum (default 0.95).
     pub momentum: f64,
     /// Nesterov momentum (default true).
@@ -117,12 +117,14 @@ impl Default for Muon {
 }
 
 impl Muon {
+    crate::common_builders!();
+
     /// PyTorch's Muon with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common {
+            common: SharedOptions {
                 weight_decay: WeightDecay::Decoupled(0.1),
-                ..Common::new(lr)
+                ..SharedOptions::new(lr)
             },
             momentum: 0.95,
             nesterov: true,
@@ -135,7 +137,7 @@ impl Muon {
     }
 
     /// Builder: μ.
-    pub fn with_momentum(mut self, momentum: f64) -> Self {
+    pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
@@ -311,11 +313,11 @@ impl Rule for Muon {
         p - o.affine(self.common.lr * self.adjust_lr.factor(a, b), 0.0)?
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.momentum)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.momentum = m;
         true
     }

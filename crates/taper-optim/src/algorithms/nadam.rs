@@ -9,7 +9,7 @@
 //! weight_decay=0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::Slots;
 use crate::error::check;
 use crate::error::Result;
@@ -37,7 +37,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NAdam {
     /// Learning rate (default 2e-3), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// β₁ (default 0.9).
     pub beta1: f64,
     /// β₂ (default 0.999).
@@ -55,10 +55,12 @@ impl Default for NAdam {
 }
 
 impl NAdam {
+    crate::common_builders!();
+
     /// PyTorch's NAdam with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -147,11 +149,11 @@ impl Rule for NAdam {
             .div(&denom)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.beta1)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.beta1 = m;
         true
     }

@@ -11,7 +11,7 @@
 //! weight_decay=0, momentum=0, centered=False, maximize=False)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, EpsPlacement, Rule};
+use crate::engine::rule::{EpsPlacement, Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
 use crate::error::check_eps;
@@ -55,7 +55,7 @@ impl StateSlot for RmsPropSlot {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RmsProp {
     /// Learning rate (default 1e-2), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// Smoothing constant α (default 0.99).
     pub alpha: f64,
     /// ε (default 1e-8).
@@ -75,10 +75,12 @@ impl Default for RmsProp {
 }
 
 impl RmsProp {
+    crate::common_builders!();
+
     /// PyTorch's RMSprop with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             alpha: 0.99,
             eps: 1e-8,
             centered: false,
@@ -113,9 +115,9 @@ impl RmsProp {
         self
     }
 
-    /// Builder: momentum μ (0: none), spelled as [`Sgd::with_momentum`](crate::Sgd::with_momentum)
+    /// Builder: momentum μ (0: none), spelled as [`Sgd::momentum`](crate::Sgd::momentum)
     /// is for SGD's heavy-ball momentum.
-    pub fn with_momentum(mut self, momentum: f64) -> Self {
+    pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
@@ -199,14 +201,15 @@ impl Rule for RmsProp {
         }
     }
 
-    fn momentum(&self) -> Option<f64> {
-        (self.momentum > 0.0).then_some(self.momentum)
+    /// μ, 0 when off (PyTorch's RMSprop group always holds `momentum`).
+    fn momentum_coefficient(&self) -> Option<f64> {
+        Some(self.momentum)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
-        if self.momentum > 0.0 {
-            self.momentum = m;
-        }
-        self.momentum > 0.0
+    /// Sets μ, as PyTorch's schedulers write `group['momentum']`; turning it on from 0
+    /// adds the momentum buffer (zeros, as PyTorch creates it).
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
+        self.momentum = m;
+        true
     }
 }

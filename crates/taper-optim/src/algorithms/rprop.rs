@@ -13,7 +13,7 @@
 //! from `sign`), so it runs on the fused path and in generated kernels.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::check;
 use crate::error::Result;
@@ -32,7 +32,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rprop {
     /// Learning rate: the initial step size (default 1e-2), weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// η₋, the shrink factor on a sign flip, in (0, 1) (default 0.5).
     pub eta_minus: f64,
     /// η₊, the growth factor while the sign holds, > 1 (default 1.2).
@@ -50,10 +50,12 @@ impl Default for Rprop {
 }
 
 impl Rprop {
+    crate::common_builders!();
+
     /// Rprop with PyTorch's defaults and initial step size `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             eta_minus: 0.5,
             eta_plus: 1.2,
             step_min: 1e-6,

@@ -11,7 +11,7 @@
 //! PyTorch counterpart: `torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov, maximize)`.
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots};
 use crate::error::check;
 use crate::error::Result;
@@ -51,8 +51,8 @@ pub enum Momentum {
 
 impl From<f64> for Momentum {
     /// PyTorch's `SGD(momentum=m)`: heavy-ball momentum `m` without dampening (`0.0` is
-    /// plain SGD), so `Sgd::new(lr).with_momentum(0.9)` reads as
-    /// `RmsProp::new(lr).with_momentum(0.9)` does.
+    /// plain SGD), so `Sgd::new(lr).momentum(0.9)` reads as
+    /// `RmsProp::new(lr).momentum(0.9)` does.
     fn from(momentum: f64) -> Self {
         Momentum::Classic {
             momentum,
@@ -65,16 +65,18 @@ impl From<f64> for Momentum {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sgd {
     /// Learning rate, weight decay, maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// The momentum variant.
     pub momentum: Momentum,
 }
 
 impl Sgd {
+    crate::common_builders!();
+
     /// Plain gradient descent with learning rate `lr` (PyTorch requires lr; so does Taper).
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             momentum: Momentum::None,
         }
     }
@@ -88,13 +90,13 @@ impl Sgd {
     ///
     /// ```
     /// use taper_optim::{Momentum, Sgd};
-    /// let heavy_ball = Sgd::new(0.1).with_momentum(0.9);
+    /// let heavy_ball = Sgd::new(0.1).momentum(0.9);
     /// assert_eq!(heavy_ball.momentum, Momentum::Classic { momentum: 0.9, dampening: 0.0 });
-    /// let nesterov = Sgd::new(0.1).with_momentum(Momentum::Nesterov { momentum: 0.9 });
-    /// assert_eq!(Sgd::new(0.1).with_momentum(0.0).momentum, Momentum::None);
+    /// let nesterov = Sgd::new(0.1).momentum(Momentum::Nesterov { momentum: 0.9 });
+    /// assert_eq!(Sgd::new(0.1).momentum(0.0).momentum, Momentum::None);
     /// # let _ = nesterov;
     /// ```
-    pub fn with_momentum(mut self, momentum: impl Into<Momentum>) -> Self {
+    pub fn momentum(mut self, momentum: impl Into<Momentum>) -> Self {
         self.momentum = match momentum.into() {
             Momentum::Classic { momentum: 0.0, .. } => Momentum::None,
             m => m,
@@ -210,17 +212,28 @@ impl Rule for Sgd {
         d.scale(s.lr)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    /// 0 for plain SGD (PyTorch's `SGD(lr)` holds `momentum = 0` in its group), μ for
+    /// heavy-ball and Nesterov momentum, β for the documents' exponential average.
+    fn momentum_coefficient(&self) -> Option<f64> {
         match self.momentum {
-            Momentum::None => None,
+            Momentum::None => Some(0.0),
             Momentum::Classic { momentum, .. } | Momentum::Nesterov { momentum } => Some(momentum),
             Momentum::Ema { beta } => Some(beta),
         }
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    /// On plain SGD, turns PyTorch's heavy-ball momentum on without dampening, as writing
+    /// `group['momentum']` does in PyTorch (OneCycleLR, CyclicLR); the buffer starts as the
+    /// first gradient it sees.
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         match &mut self.momentum {
-            Momentum::None => return false,
+            Momentum::None if m == 0.0 => {}
+            Momentum::None => {
+                self.momentum = Momentum::Classic {
+                    momentum: m,
+                    dampening: 0.0,
+                }
+            }
             Momentum::Classic { momentum, .. } | Momentum::Nesterov { momentum } => *momentum = m,
             Momentum::Ema { beta } => *beta = m,
         }

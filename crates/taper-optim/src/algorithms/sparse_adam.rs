@@ -14,11 +14,11 @@
 //! `WeightDecay` applies to the present rows if set.
 //!
 //! ```
-//! use taper_nn::Embedding;
+//! use taper_nn::EmbeddingConfig;
 //! use taper_optim::{Optimizer, SparseAdam};
 //! use taper_tensor::{DType, Device, Gradients, Module, ParamStore, Tensor};
 //! let store = ParamStore::new(&Device::Cpu, DType::F32);
-//! let emb = Embedding::new(1000, 16, &store.sub("emb"))?.sparse(true);
+//! let emb = EmbeddingConfig::new(1000, 16).sparse(true).build(&store.sub("emb"))?;
 //! let mut opt = Optimizer::new(SparseAdam::new(1e-2), &store)?;
 //! let ids = Tensor::new(&[3u32, 17, 3], &Device::Cpu)?;
 //! let loss = emb.forward(&ids)?.sqr()?.sum_all()?;
@@ -29,7 +29,7 @@
 //! ```
 
 use crate::engine::lane::Lane;
-use crate::engine::rule::{Common, Rule};
+use crate::engine::rule::{Rule, SharedOptions};
 use crate::engine::slot::{NoSlot, Slots, StateSlot};
 use crate::error::Result;
 use crate::error::{check_betas, check_eps};
@@ -48,7 +48,7 @@ crate::slots! {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SparseAdam {
     /// Learning rate (default 1e-3), maximize.
-    pub common: Common,
+    pub common: SharedOptions,
     /// β₁ (default 0.9).
     pub beta1: f64,
     /// β₂ (default 0.999).
@@ -64,10 +64,12 @@ impl Default for SparseAdam {
 }
 
 impl SparseAdam {
+    crate::common_builders!();
+
     /// PyTorch's SparseAdam with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
         Self {
-            common: Common::new(lr),
+            common: SharedOptions::new(lr),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -121,11 +123,11 @@ impl Rule for SparseAdam {
         Ok(d)
     }
 
-    fn momentum(&self) -> Option<f64> {
+    fn momentum_coefficient(&self) -> Option<f64> {
         Some(self.beta1)
     }
 
-    fn set_momentum(&mut self, m: f64) -> bool {
+    fn set_momentum_coefficient(&mut self, m: f64) -> bool {
         self.beta1 = m;
         true
     }

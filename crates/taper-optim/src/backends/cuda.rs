@@ -32,12 +32,6 @@ use crate::{backends::fused, backends::nvrtc, error::Result};
 /// Threads per block.
 const BLOCK: u32 = 256;
 
-/// Whether the fused CUDA kernel applies: the parameter on a CUDA device, and
-/// [`fused::one_kernel`] (f32 or f64, every tensor on that device, contiguous, one size).
-pub(crate) fn eligible(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
-    p.device().is_cuda() && fused::one_kernel(p, g, state)
-}
-
 /// Runs one fused update of `p` and `state` with gradient `g` on the GPU. Returns `false`,
 /// having changed nothing, when this step's update needs more than
 /// [`MAX_KERNEL_CONSTANTS`] constants (the caller then uses tensor ops). Call only when

@@ -79,12 +79,6 @@ fused_float!(f64, F64);
 /// [`Optimizer::execution`]: crate::Optimizer::execution
 pub const MAX_FUSED_STATE: usize = 3;
 
-/// Whether the fused path applies: CPU, at most [`MAX_FUSED_STATE`] state tensors, and
-/// [`one_kernel`].
-pub(crate) fn eligible(p: &Tensor, g: &Tensor, state: &[Tensor]) -> bool {
-    p.device().is_cpu() && state.len() <= MAX_FUSED_STATE && one_kernel(p, g, state)
-}
-
 /// Whether one fused kernel can take these tensors, on whatever device: the parameter is f32
 /// or f64, and the gradient and every state tensor are on its device, of its dtype and
 /// size, and all are contiguous. Shared by the CPU loop and the CUDA kernel.

@@ -171,7 +171,7 @@ impl KernelSource {
     ///
     /// ```
     /// use taper_optim::{KernelSource, Lamb, Rule, Slots};
-    /// let lamb = Lamb::new(1e-3).decay(0.01);
+    /// let lamb = Lamb::new(1e-3).weight_decay(0.01);
     /// let s = lamb.prepare(1, &mut Slots::new(&mut []));
     /// let k = KernelSource::norms_of(&lamb, &s);
     /// assert!(k.body.contains("acc[1] += "));

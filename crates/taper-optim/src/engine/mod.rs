@@ -4,8 +4,10 @@
 //! as data.
 
 pub(crate) mod any;
+pub(crate) mod execution;
 pub(crate) mod lane;
 pub(crate) mod optimizer;
+pub(crate) mod optimizer_set;
 pub(crate) mod rows;
 pub(crate) mod rule;
 pub(crate) mod slot;

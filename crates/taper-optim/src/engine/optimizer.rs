@@ -6,22 +6,13 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use taper_tensor::{Gradients, NonFinite, Norm, ParamStore};
 
+use crate::engine::execution::{decide, Execution, UpdatePath};
 use crate::engine::rule::{update, update_tensor, Rule, TensorNorms};
 use crate::engine::slot::Slots;
 use crate::{backends::fused, error::Error, error::Result};
-
-/// Which implementation runs the update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Path {
-    /// The fused in-place CPU loop where it applies (CPU, f32/f64, contiguous), else tensor ops.
-    #[default]
-    Auto,
-    /// Always candle tensor ops (works on every device and dtype).
-    Generic,
-}
 
 /// What `step` does when a gradient holds NaN or infinity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +42,54 @@ pub enum Clip {
     },
     /// Clamp every element to [−v, v] (`clip_grad_value_`).
     Value(f64),
+}
+
+impl Clip {
+    /// Checks the bound, naming `owner` (the optimizer) in the error.
+    pub(crate) fn validate(self, owner: &'static str) -> Result<()> {
+        let bad = match self {
+            Clip::None => None,
+            Clip::Norm {
+                norm: Norm::P(p), ..
+            } if !(p >= 1.0 && p.is_finite()) => {
+                return Err(Error::InvalidHyperparameter {
+                    owner,
+                    field: "norm_type",
+                    value: p.to_string(),
+                    expected: "a finite p >= 1 (use Norm::Inf for the max norm)",
+                })
+            }
+            Clip::Norm { max_norm, .. } => (!(max_norm >= 0.0)).then_some(("max_norm", max_norm)),
+            Clip::Value(v) => (!(v >= 0.0)).then_some(("clip_value", v)),
+        };
+        match bad {
+            Some((field, v)) => Err(Error::InvalidHyperparameter {
+                owner,
+                field,
+                value: v.to_string(),
+                expected: "a clipping bound >= 0",
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The clipped copy of `grads` (`None` without clipping; the caller's gradients are
+    /// never modified), and with `Clip::Norm` the total norm before clipping.
+    pub(crate) fn apply(self, grads: &Gradients) -> Result<(Option<Gradients>, Option<f64>)> {
+        match self {
+            Clip::None => Ok((None, None)),
+            Clip::Norm { max_norm, norm } => {
+                let mut g = grads.clone();
+                let total = g.clip_norm(max_norm, norm, NonFinite::Allow)?;
+                Ok((Some(g), Some(total)))
+            }
+            Clip::Value(v) => {
+                let mut g = grads.clone();
+                g.clip_value(v)?;
+                Ok((Some(g), None))
+            }
+        }
+    }
 }
 
 /// What one `step` did.
@@ -118,13 +157,13 @@ pub struct ParamState {
 ///
 /// Its `Debug` output names the execution path each group takes (`execution`), so a rule
 /// that cannot take the fused CPU loop (more than [`MAX_FUSED_STATE`](crate::MAX_FUSED_STATE)
-/// state tensors, or [`Path::Generic`]) shows it instead of slowing down quietly.
+/// state tensors, or [`UpdatePath::Generic`]) shows it instead of slowing down quietly.
 #[derive(Clone)]
 pub struct Optimizer<R: Rule> {
     groups: Vec<Group<R>>,
     state: HashMap<String, ParamState>,
     steps: u64,
-    path: Path,
+    path: UpdatePath,
     non_finite: NonFiniteGrads,
     clip: Clip,
 }
@@ -146,25 +185,60 @@ impl<R: Rule> std::fmt::Debug for Optimizer<R> {
 impl<R: Rule> Optimizer<R> {
     /// How each group's parameters are updated: the fused in-place CPU loop, the fused CUDA
     /// kernel (feature `cuda`, parameters on a CUDA device), or candle tensor ops and why
-    /// (one line per group, in group order; a group with a parameter off the CPU is judged
-    /// by that parameter's device).
+    /// (one line per group, in group order). Each parameter's path comes from the same
+    /// decision the step makes ([`Execution`]), with its current state (or the state its
+    /// first step would create) and a gradient like the parameter; a group reports the
+    /// first parameter that cannot take the fused path, else the fused path.
     ///
     /// ```
-    /// use taper_optim::{Adam, Optimizer, Path};
+    /// use taper_optim::{Adam, Optimizer, UpdatePath};
     /// use taper_tensor::{DType, Device, ParamStore};
     /// let store = ParamStore::new(&Device::Cpu, DType::F32);
     /// store.parameter("w", 4, |s, dt, d| Ok(taper_tensor::Tensor::zeros(s, dt, d)?))?;
     /// let opt = Optimizer::new(Adam::new(1e-3), &store)?;
     /// assert_eq!(opt.execution(), ["default: fused CPU loop (2 state tensors)"]);
-    /// let generic = opt.with_path(Path::Generic);
-    /// assert_eq!(generic.execution(), ["default: tensor ops (Path::Generic was chosen)"]);
+    /// let generic = opt.update_path(UpdatePath::Generic);
+    /// assert_eq!(generic.execution(), ["default: tensor ops (UpdatePath::Generic was chosen)"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn execution(&self) -> Vec<String> {
+        self.report_execution(None)
+    }
+
+    /// [`Optimizer::execution`] for a step with `grads`: the path each group takes with
+    /// these gradients, by the same decision the step makes (a gradient of another dtype,
+    /// or not contiguous, takes tensor ops).
+    ///
+    /// ```
+    /// use taper_optim::{Adam, Optimizer};
+    /// use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32);
+    /// store.parameter("w", 4, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
+    /// let opt = Optimizer::new(Adam::new(1e-3), &store)?;
+    /// let mut grads = Gradients::default();
+    /// grads.insert("w", Tensor::ones(4, DType::F64, &Device::Cpu)?); // an f64 gradient
+    /// assert!(opt.execution_with(&grads)[0].starts_with("default: tensor ops: the gradient"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn execution_with(&self, grads: &Gradients) -> Vec<String> {
+        self.report_execution(Some(grads))
+    }
+
+    /// One line per group: the first parameter that cannot take the fused path, else the
+    /// fused path, each decided by [`decide`].
+    fn report_execution(&self, grads: Option<&Gradients>) -> Vec<String> {
         self.groups
             .iter()
             .map(|g| {
-                let k = g.rule.slots().len();
+                let paths: Vec<Execution> = g
+                    .params
+                    .iter()
+                    .map(|(name, v)| {
+                        let state = self.state.get(name).map(|st| st.tensors.as_slice());
+                        let grad = grads.and_then(|gs| gs.get(name));
+                        decide(&g.rule, self.path, v.as_tensor(), grad, state)
+                    })
+                    .collect();
                 let whole = g
                     .params
                     .iter()
@@ -176,29 +250,9 @@ impl<R: Rule> Optimizer<R> {
                         R::NAME,
                         g.params.len()
                     )
-                } else if self.path == Path::Generic {
-                    "tensor ops (Path::Generic was chosen)".to_string()
-                } else if let Some((_, v)) = g
-                    .params
-                    .iter()
-                    .find(|(_, v)| !matches!(v.dtype(), DType::F32 | DType::F64))
-                {
-                    format!("tensor ops: {:?} parameters have no fused path", v.dtype())
-                } else if let Some((_, v)) = g.params.iter().find(|(_, v)| !v.device().is_cpu()) {
-                    if cfg!(feature = "cuda") && v.device().is_cuda() {
-                        format!("fused CUDA kernel, NVRTC ({k} state tensors)")
-                    } else {
-                        format!("tensor ops: {:?} has no fused path", v.device().location())
-                    }
-                } else if k > fused::MAX_FUSED_STATE {
-                    format!(
-                        "tensor ops: {} keeps {k} state tensors, more than the fused loop's \
-                         MAX_FUSED_STATE = {}",
-                        R::NAME,
-                        fused::MAX_FUSED_STATE
-                    )
                 } else {
-                    format!("fused CPU loop ({k} state tensors)")
+                    let first = paths.iter().find(|e| !e.is_fused()).or(paths.first());
+                    first.map_or_else(String::new, Execution::to_string)
                 };
                 format!("{}: {how}", g.label)
             })
@@ -231,7 +285,7 @@ impl<R: Rule> Optimizer<R> {
             }],
             state: HashMap::new(),
             steps: 0,
-            path: Path::Auto,
+            path: UpdatePath::Auto,
             non_finite: NonFiniteGrads::Apply,
             clip: Clip::None,
         })
@@ -270,43 +324,26 @@ impl<R: Rule> Optimizer<R> {
         Ok(n)
     }
 
-    /// Chooses the execution path (default [`Path::Auto`]).
-    pub fn with_path(mut self, path: Path) -> Self {
+    /// Builder: which update paths may run (default [`UpdatePath::Auto`]).
+    pub fn update_path(mut self, path: UpdatePath) -> Self {
         self.path = path;
         self
     }
 
-    /// Chooses what happens on non-finite gradients (default [`NonFiniteGrads::Apply`]).
-    pub fn with_non_finite(mut self, policy: NonFiniteGrads) -> Self {
+    /// Builder: what happens on non-finite gradients (default [`NonFiniteGrads::Apply`]).
+    pub fn non_finite(mut self, policy: NonFiniteGrads) -> Self {
         self.non_finite = policy;
         self
     }
 
-    /// Clips gradients before every step (default [`Clip::None`]).
-    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
-        let bad = match clip {
-            Clip::None => None,
-            Clip::Norm {
-                norm: Norm::P(p), ..
-            } if !(p >= 1.0 && p.is_finite()) => {
-                return Err(Error::InvalidHyperparameter {
-                    optimizer: R::NAME,
-                    field: "norm_type",
-                    value: p.to_string(),
-                    expected: "a finite p >= 1 (use Norm::Inf for the max norm)",
-                })
-            }
-            Clip::Norm { max_norm, .. } => (!(max_norm >= 0.0)).then_some(("max_norm", max_norm)),
-            Clip::Value(v) => (!(v >= 0.0)).then_some(("clip_value", v)),
-        };
-        if let Some((field, v)) = bad {
-            return Err(Error::InvalidHyperparameter {
-                optimizer: R::NAME,
-                field,
-                value: v.to_string(),
-                expected: "a clipping bound >= 0",
-            });
-        }
+    /// Builder: clips gradients before every step (default [`Clip::None`]). The clip sees
+    /// the gradients given to [`Optimizer::step`]: with one optimizer over the whole model
+    /// that is every parameter's, as `clip_grad_norm_(model.parameters())`; to clip each
+    /// part of a model by its own norm, give each its own optimizer in an
+    /// [`OptimizerSet`](crate::OptimizerSet), which hands every member only its gradients.
+    /// An out-of-range bound is an error naming it.
+    pub fn clip(mut self, clip: Clip) -> Result<Self> {
+        clip.validate(R::NAME)?;
         self.clip = clip;
         Ok(self)
     }
@@ -327,7 +364,18 @@ impl<R: Rule> Optimizer<R> {
         let mut rule = group.rule.clone();
         f(&mut rule);
         validate(&rule)?;
+        // A change can add or drop state tensors (OneCycle turning plain SGD's momentum on
+        // adds its buffer): carry each parameter's state over by slot, before anything moves.
+        let mut carried = Vec::new();
+        for (name, var) in &group.params {
+            if let Some(st) = self.state.get(name) {
+                if group.rule.slots_for(var.dims()) != rule.slots_for(var.dims()) {
+                    carried.push((name.clone(), carry_state(&group.rule, &rule, var, st)?));
+                }
+            }
+        }
         group.rule = rule;
+        self.state.extend(carried);
         Ok(())
     }
 
@@ -398,22 +446,9 @@ impl<R: Rule> Optimizer<R> {
                 return Ok(report);
             }
         }
-        let clipped;
-        let grads = match self.clip {
-            Clip::None => grads,
-            Clip::Norm { max_norm, norm } => {
-                let mut g = grads.clone();
-                report.grad_norm = Some(g.clip_norm(max_norm, norm, NonFinite::Allow)?);
-                clipped = g;
-                &clipped
-            }
-            Clip::Value(v) => {
-                let mut g = grads.clone();
-                g.clip_value(v)?;
-                clipped = g;
-                &clipped
-            }
-        };
+        let (clipped, grad_norm) = self.clip.apply(grads)?;
+        report.grad_norm = grad_norm;
+        let grads = clipped.as_ref().unwrap_or(grads);
         for group in &self.groups {
             for (name, var) in &group.params {
                 let Some(g) = grads.get(name) else {
@@ -450,15 +485,35 @@ fn validate<R: Rule>(rule: &R) -> Result<()> {
     crate::engine::slot::check_layout(R::NAME, rule.scalars())
 }
 
+/// `st` (kept under `old`) as `new` keeps it: the tensors of the slots both have, and the
+/// slots only `new` has initialized as a first step would create them.
+fn carry_state<R: Rule>(old: &R, new: &R, var: &Var, st: &ParamState) -> Result<ParamState> {
+    let before = old.slots_for(var.dims());
+    let tensors = new
+        .slots_for(var.dims())
+        .iter()
+        .map(|&slot| match before.iter().position(|&s| s == slot) {
+            Some(i) => Ok(st.tensors[i].clone()),
+            None => initial_tensor(new, slot, var),
+        })
+        .collect::<Result<_>>()?;
+    Ok(ParamState {
+        tensors,
+        ..st.clone()
+    })
+}
+
+/// The tensor of `slot` for parameter `var` before its first update.
+fn initial_tensor<R: Rule>(rule: &R, slot: R::Slot, var: &Var) -> Result<Tensor> {
+    let shape = rule.state_shape(slot, var.dims());
+    Ok(Tensor::ones(shape, var.dtype(), var.device())?.affine(rule.initial_state(slot), 0.0)?)
+}
+
 pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
     let tensors = rule
         .slots_for(var.dims())
         .iter()
-        .map(|&slot| {
-            let shape = rule.state_shape(slot, var.dims());
-            Ok(Tensor::ones(shape, var.dtype(), var.device())?
-                .affine(rule.initial_state(slot), 0.0)?)
-        })
+        .map(|&slot| initial_tensor(rule, slot, var))
         .collect::<Result<_>>()?;
     let scalars = rule
         .scalars()
@@ -472,29 +527,38 @@ pub(crate) fn init_state<R: Rule>(rule: &R, var: &Var) -> Result<ParamState> {
     })
 }
 
-fn apply<R: Rule>(rule: &R, path: Path, var: &Var, g: &Tensor, st: &mut ParamState) -> Result<()> {
+fn apply<R: Rule>(
+    rule: &R,
+    path: UpdatePath,
+    var: &Var,
+    g: &Tensor,
+    st: &mut ParamState,
+) -> Result<()> {
     st.step += 1;
     let mut s = rule.prepare(st.step, &mut Slots::new(&mut st.scalars));
     let p = var.as_tensor();
-    let whole = rule.whole_tensor(p.dims());
-    let fused = !whole && path == Path::Auto && fused::eligible(p, g, &st.tensors);
-    #[cfg(feature = "cuda")]
-    let on_gpu = !whole && path == Path::Auto && crate::backends::cuda::eligible(p, g, &st.tensors);
+    let execution = decide(rule, path, p, Some(g), Some(&st.tensors));
     if rule.needs_norms() {
-        let norms = if fused {
-            fused::norms(rule, &s, p, g, &st.tensors)?
-        } else {
-            tensor_norms(rule, &s, p, g, &st.tensors)?
+        let norms = match execution {
+            Execution::FusedCpu { .. } => fused::norms(rule, &s, p, g, &st.tensors)?,
+            _ => tensor_norms(rule, &s, p, g, &st.tensors)?,
         };
         rule.set_norms(&mut s, norms);
     }
-    if fused {
-        return fused::step(rule, &s, p, g, &st.tensors);
+    match execution {
+        Execution::FusedCpu { .. } => return fused::step(rule, &s, p, g, &st.tensors),
+        #[cfg(feature = "cuda")]
+        Execution::FusedCuda { .. } => {
+            if crate::backends::cuda::step(rule, &s, p, g, &st.tensors)? {
+                return Ok(());
+            }
+        }
+        _ => {}
     }
-    #[cfg(feature = "cuda")]
-    if on_gpu && crate::backends::cuda::step(rule, &s, p, g, &st.tensors)? {
-        return Ok(());
-    }
+    let whole = matches!(
+        execution,
+        Execution::TensorOps(crate::engine::execution::TensorOpsReason::WholeTensor { .. })
+    );
     let g = g.to_dtype(p.dtype())?.detach();
     let new = if whole {
         update_tensor(rule, &s, &p.detach(), &g, &mut st.tensors)?

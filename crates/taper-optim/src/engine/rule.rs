@@ -60,7 +60,7 @@ impl EpsPlacement {
 
 /// Options every optimizer has.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Common {
+pub struct SharedOptions {
     /// The learning rate η.
     pub lr: f64,
     /// Weight decay, coupled or decoupled.
@@ -69,7 +69,7 @@ pub struct Common {
     pub maximize: bool,
 }
 
-impl Common {
+impl SharedOptions {
     /// Learning rate `lr`, no weight decay, minimizing.
     pub fn new(lr: f64) -> Self {
         Self {
@@ -107,10 +107,10 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
     type Step: Copy + Send + Sync;
 
     /// The shared options.
-    fn common(&self) -> &Common;
+    fn common(&self) -> &SharedOptions;
 
     /// The shared options, mutably (schedules change the learning rate through this).
-    fn common_mut(&mut self) -> &mut Common;
+    fn common_mut(&mut self) -> &mut SharedOptions;
 
     /// Checks the algorithm's own hyperparameters, naming the field at fault.
     fn validate(&self) -> Result<()>;
@@ -247,32 +247,20 @@ pub trait Rule: Clone + Debug + Send + Sync + 'static {
         self.apply(s, p, g, state)
     }
 
-    /// The momentum-like coefficient schedules may cycle (SGD's momentum, Adam's β₁), if any.
-    fn momentum(&self) -> Option<f64> {
+    /// The momentum-like coefficient schedules may cycle (SGD's and RMSprop's momentum,
+    /// the Adam family's β₁), if the algorithm has one; `None` when it has none (Adagrad),
+    /// which is what makes OneCycleLR and CyclicLR refuse to cycle momentum on it, as
+    /// PyTorch does. A rule whose momentum is off but could be on (PyTorch's `SGD(lr)`, whose
+    /// group holds `momentum = 0`) returns `Some(0.0)`.
+    fn momentum_coefficient(&self) -> Option<f64> {
         None
     }
 
-    /// Sets that coefficient; false when the algorithm has none.
-    fn set_momentum(&mut self, _m: f64) -> bool {
+    /// Sets that coefficient as PyTorch's schedulers write `group['momentum']` or
+    /// `group['betas'][0]` (on plain SGD this turns heavy-ball momentum on, without
+    /// dampening); false, changing nothing, when the algorithm has none.
+    fn set_momentum_coefficient(&mut self, _m: f64) -> bool {
         false
-    }
-
-    /// Builder: sets the learning rate.
-    fn with_lr(mut self, lr: f64) -> Self {
-        self.common_mut().lr = lr;
-        self
-    }
-
-    /// Builder: sets weight decay.
-    fn with_weight_decay(mut self, wd: WeightDecay) -> Self {
-        self.common_mut().weight_decay = wd;
-        self
-    }
-
-    /// Builder: maximize instead of minimize.
-    fn with_maximize(mut self, maximize: bool) -> Self {
-        self.common_mut().maximize = maximize;
-        self
     }
 }
 
@@ -362,19 +350,67 @@ fn shared_options<R: Rule, L: Lane>(rule: &R, p: &L, g: &L) -> std::result::Resu
 }
 
 /// Implements [`Rule::common`] and [`Rule::common_mut`] for a rule that keeps its
-/// [`Common`] hyperparameters in a field named `common`.
+/// [`SharedOptions`] hyperparameters in a field named `common`.
 macro_rules! common_field {
     () => {
-        fn common(&self) -> &$crate::engine::rule::Common {
+        fn common(&self) -> &$crate::engine::rule::SharedOptions {
             &self.common
         }
 
-        fn common_mut(&mut self) -> &mut $crate::engine::rule::Common {
+        fn common_mut(&mut self) -> &mut $crate::engine::rule::SharedOptions {
             &mut self.common
         }
     };
 }
 pub(crate) use common_field;
+
+/// The builders every optimizer configuration has, for a rule whose [`SharedOptions`] live
+/// in a field named `common`: `lr`, `weight_decay` and `maximize`, each taking and returning
+/// the configuration. Put it inside the rule's inherent `impl` block (`common_builders!();`);
+/// rules whose own hyperparameter is called `weight_decay` (LAMB, LARS) use
+/// `common_builders!(no_weight_decay)` and set the shared decay through `common`.
+///
+/// ```
+/// use taper_optim::{common_builders, SharedOptions};
+///
+/// #[derive(Debug, Clone)]
+/// struct MyRule {
+///     common: SharedOptions,
+/// }
+///
+/// impl MyRule {
+///     common_builders!();
+/// }
+///
+/// let r = MyRule { common: SharedOptions::new(0.1) }.lr(0.5).maximize(true);
+/// assert_eq!((r.common.lr, r.common.maximize), (0.5, true));
+/// ```
+#[macro_export]
+macro_rules! common_builders {
+    () => {
+        $crate::common_builders!(no_weight_decay);
+
+        /// Builder: weight decay, coupled (`WeightDecay::L2`, PyTorch's `weight_decay` for
+        /// SGD, Adam, Adagrad, RMSprop, …) or decoupled (`WeightDecay::Decoupled`, AdamW's).
+        pub fn weight_decay(mut self, weight_decay: $crate::WeightDecay) -> Self {
+            self.common.weight_decay = weight_decay;
+            self
+        }
+    };
+    (no_weight_decay) => {
+        /// Builder: the learning rate η.
+        pub fn lr(mut self, lr: f64) -> Self {
+            self.common.lr = lr;
+            self
+        }
+
+        /// Builder: maximize the objective instead of minimizing it (PyTorch's `maximize`).
+        pub fn maximize(mut self, maximize: bool) -> Self {
+            self.common.maximize = maximize;
+            self
+        }
+    };
+}
 
 /// The `betas(β₁, β₂)` builder of the Adam family (fields `beta1`, `beta2`).
 macro_rules! betas_builder {
@@ -402,12 +438,13 @@ macro_rules! eps_builder {
 pub(crate) use eps_builder;
 
 /// The builders of the trust-ratio rules (LAMB, LARS; fields `weight_decay` and
-/// `trust_ratio`): `decay`, `trust_ratio` and `excluded`, the configuration for parameters
+/// `trust_ratio`): `weight_decay`, `trust_ratio` and `excluded`, the configuration for parameters
 /// excluded by name, as optax's masks exclude them.
 macro_rules! trust_ratio_builders {
     () => {
-        /// Builder: λ, the decayed weights inside the trust ratio (optax's `weight_decay`).
-        pub fn decay(mut self, weight_decay: f64) -> Self {
+        /// Builder: λ, the decayed weights added to the update inside the trust ratio
+        /// (optax's `weight_decay`; the shared, outside decay is `common.weight_decay`).
+        pub fn weight_decay(mut self, weight_decay: f64) -> Self {
             self.weight_decay = weight_decay;
             self
         }
@@ -422,7 +459,7 @@ macro_rules! trust_ratio_builders {
         /// weight decay and no trust ratio. Give it to a group:
         /// `opt.add_group("excluded", |n| n.ends_with("bias"), rule.excluded())`.
         pub fn excluded(self) -> Self {
-            self.decay(0.0).trust_ratio(false)
+            self.weight_decay(0.0).trust_ratio(false)
         }
     };
 }

@@ -2,17 +2,17 @@
 //!
 //! Tensors are named `{param}.{field}` (e.g. `0.weight.exp_avg`); scalars are `steps`,
 //! `{param}.step`, the rule's per-parameter scalars (`{param}.mu_product`) and each group's
-//! each group's current `group.{i}.lr`, `group.{i}.momentum` and `group.{i}.weight_decay`.
+//! current `group.{i}.lr`, `group.{i}.momentum` and `group.{i}.weight_decay`.
 //! In a file, scalars go in the safetensors metadata, written with Rust's round-trip float
 //! formatting, so a resumed run continues bit for bit. Loading validates everything before
-//! anything changes. Schedulers and other pieces keep their state in a
-//! [`taper_tensor::StateDict`] of their own.
+//! anything changes. An optimizer is also [`Stateful`], like schedulers and every other
+//! piece: the same keys under a prefix of a [`taper_tensor::StateDict`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use candle_core::Tensor;
-use taper_tensor::{checked_counter, StateDict};
+use taper_tensor::{checked_counter, StateDict, Stateful};
 
 use crate::engine::optimizer::{init_state, Optimizer, ParamState};
 use crate::engine::rule::{Rule, WeightDecay};
@@ -43,25 +43,34 @@ pub struct StagedState<R> {
 }
 
 impl<R: Rule> Optimizer<R> {
-    /// A copy of the state (tensors are shared, not copied: save before the next step).
+    /// A copy of the state (tensors are shared, not copied: save before the next step): the
+    /// [`Stateful`] state under no prefix, with the algorithm's name.
     ///
     /// Besides the per-parameter state it holds each group's current hyperparameters that
     /// schedules change (`group.{i}.lr`, `group.{i}.momentum` where the rule has one,
     /// `group.{i}.weight_decay`), so a resumed run continues with the learning rate and the
-    /// momentum (SGD's, or Adam's β₁, as OneCycle cycles them) it had.
-    pub fn state_dict(&self) -> OptimizerState {
-        let mut out = OptimizerState {
+    /// momentum (SGD's, or Adam's β₁, as OneCycle cycles them) it had. A step count past
+    /// 2⁵³ cannot be saved exactly and is an error ([`taper_tensor::MAX_COUNTER`]).
+    pub fn state_dict(&self) -> Result<OptimizerState> {
+        let mut sd = StateDict::default();
+        self.write_state("", &mut sd)?;
+        Ok(OptimizerState {
             optimizer: R::NAME.to_string(),
-            ..Default::default()
-        };
-        out.scalars.insert("steps".into(), self.steps() as f64);
+            tensors: sd.tensors,
+            scalars: sd.scalars,
+        })
+    }
+
+    /// Writes the state under `prefix` (see [`Optimizer::state_dict`]).
+    fn write_state(&self, prefix: &str, out: &mut StateDict) -> Result<()> {
+        out.set_counter(prefix, "steps", self.steps())?;
         for (i, g) in self.groups().iter().enumerate() {
             let c = g.rule.common();
-            out.scalars.insert(format!("group.{i}.lr"), c.lr);
-            out.scalars
-                .insert(format!("group.{i}.weight_decay"), c.weight_decay.value());
-            if let Some(m) = g.rule.momentum() {
-                out.scalars.insert(format!("group.{i}.momentum"), m);
+            out.set_scalar(prefix, &format!("group.{i}.lr"), c.lr);
+            let wd = c.weight_decay.value();
+            out.set_scalar(prefix, &format!("group.{i}.weight_decay"), wd);
+            if let Some(m) = g.rule.momentum_coefficient() {
+                out.set_scalar(prefix, &format!("group.{i}.momentum"), m);
             }
         }
         for (name, var, gi) in self.params() {
@@ -69,22 +78,22 @@ impl<R: Rule> Optimizer<R> {
                 continue;
             };
             let rule = &self.groups()[gi].rule;
-            out.scalars.insert(format!("{name}.step"), st.step as f64);
+            out.set_counter(prefix, &format!("{name}.step"), st.step)?;
             for (slot, v) in rule.scalars().iter().zip(&st.scalars) {
-                out.scalars.insert(format!("{name}.{}", slot.name()), *v);
+                out.set_scalar(prefix, &format!("{name}.{}", slot.name()), *v);
             }
             for (slot, t) in rule.slots_for(var.dims()).iter().zip(&st.tensors) {
-                out.tensors
-                    .insert(format!("{name}.{}", slot.name()), t.clone());
+                out.set_tensor(prefix, &format!("{name}.{}", slot.name()), t);
             }
         }
-        out
+        Ok(())
     }
 
     /// Checks `state` against this optimizer and builds what loading it would set, changing
-    /// nothing ([`Optimizer::commit_state`] swaps it in). Counters must be whole numbers in range, scalars finite, tensors float and
-    /// of their parameter's shape, group hyperparameters valid for the rule; every entry
-    /// must belong to a parameter or group of this optimizer.
+    /// nothing ([`Optimizer::commit_state`] swaps it in). Counters must be whole numbers in
+    /// range, scalars finite, tensors float and of their parameter's shape, group
+    /// hyperparameters valid for the rule; every entry must belong to a parameter or group
+    /// of this optimizer.
     pub fn stage_state_dict(&self, state: &OptimizerState) -> Result<StagedState<R>> {
         if state.optimizer != R::NAME {
             return Err(Error::StateMismatch(format!(
@@ -93,80 +102,51 @@ impl<R: Rule> Optimizer<R> {
                 R::NAME
             )));
         }
+        let sd = StateDict {
+            tensors: state.tensors.clone(),
+            scalars: state.scalars.clone(),
+        };
+        self.stage("", &sd)
+    }
+
+    /// The staging of [`Optimizer::stage_state_dict`] for the entries under `prefix`.
+    fn stage(&self, prefix: &str, state: &StateDict) -> Result<StagedState<R>> {
+        let key = |field: &str| {
+            if prefix.is_empty() {
+                field.to_string()
+            } else {
+                format!("{prefix}.{field}")
+            }
+        };
         let mut used: HashSet<String> = HashSet::new();
-        let scalar = |key: &str, used: &mut HashSet<String>| -> Result<f64> {
+        let scalar = |k: &str, used: &mut HashSet<String>| -> Result<f64> {
             let v = state
                 .scalars
-                .get(key)
-                .ok_or_else(|| Error::StateMismatch(format!("missing scalar `{key}`")))?;
-            used.insert(key.to_string());
+                .get(k)
+                .ok_or_else(|| Error::StateMismatch(format!("missing scalar `{k}`")))?;
+            used.insert(k.to_string());
             Ok(*v)
         };
-        let finite = |key: &str, v: f64| -> Result<f64> {
+        let finite = |k: &str, v: f64| -> Result<f64> {
             if v.is_finite() {
                 Ok(v)
             } else {
                 Err(Error::StateMismatch(format!(
-                    "scalar `{key}` is {v}; expected a finite number"
+                    "scalar `{k}` is {v}; expected a finite number"
                 )))
             }
         };
-        let steps = checked_counter("steps", scalar("steps", &mut used)?)?;
-        let mut new_state = HashMap::new();
-        for (name, var, gi) in self.params() {
-            let step_key = format!("{name}.step");
-            if !state.scalars.contains_key(&step_key) {
-                continue; // never updated
-            }
-            let rule = &self.groups()[gi].rule;
-            let mut st: ParamState = init_state(rule, var)?;
-            st.step = checked_counter(&step_key, scalar(&step_key, &mut used)?)?;
-            if st.step > steps {
-                return Err(Error::StateMismatch(format!(
-                    "`{step_key}` = {} exceeds the optimizer's `steps` = {steps}",
-                    st.step
-                )));
-            }
-            for (i, slot) in rule.scalars().iter().enumerate() {
-                let key = format!("{name}.{}", slot.name());
-                st.scalars[i] = finite(&key, scalar(&key, &mut used)?)?;
-            }
-            for (i, &slot) in rule.slots_for(var.dims()).iter().enumerate() {
-                let key = format!("{name}.{}", slot.name());
-                let t = state
-                    .tensors
-                    .get(&key)
-                    .ok_or_else(|| Error::StateMismatch(format!("missing tensor `{key}`")))?;
-                let shape = rule.state_shape(slot, var.dims());
-                if t.dims() != shape {
-                    return Err(Error::StateMismatch(format!(
-                        "`{key}` has shape {:?}; expected {shape:?} for parameter `{name}` of \
-                         shape {:?}",
-                        t.dims(),
-                        var.dims()
-                    )));
-                }
-                if !t.dtype().is_float() {
-                    return Err(Error::StateMismatch(format!(
-                        "`{key}` is {:?}; expected a float tensor",
-                        t.dtype()
-                    )));
-                }
-                used.insert(key);
-                st.tensors[i] = t.to_device(var.device())?.to_dtype(var.dtype())?.copy()?;
-            }
-            new_state.insert(name.to_string(), st);
-        }
         let mut rules = Vec::new();
         for (i, g) in self.groups().iter().enumerate() {
             let mut rule = g.rule.clone();
-            let opt = |k: &str| state.scalars.get(&format!("group.{i}.{k}")).copied();
+            let group_key = |k: &str| key(&format!("group.{i}.{k}"));
+            let opt = |k: &str| state.scalars.get(&group_key(k)).copied();
             if let Some(lr) = opt("lr") {
-                used.insert(format!("group.{i}.lr"));
+                used.insert(group_key("lr"));
                 rule.common_mut().lr = lr;
             }
             if let Some(wd) = opt("weight_decay") {
-                used.insert(format!("group.{i}.weight_decay"));
+                used.insert(group_key("weight_decay"));
                 let c = rule.common_mut();
                 c.weight_decay = match c.weight_decay {
                     WeightDecay::None if wd == 0.0 => WeightDecay::None,
@@ -174,16 +154,18 @@ impl<R: Rule> Optimizer<R> {
                     WeightDecay::Decoupled(_) => WeightDecay::Decoupled(wd),
                     WeightDecay::None => {
                         return Err(Error::StateMismatch(format!(
-                            "`group.{i}.weight_decay` = {wd}, but group {i} has no weight decay"
+                            "`{}` = {wd}, but group {i} has no weight decay",
+                            group_key("weight_decay")
                         )))
                     }
                 };
             }
             if let Some(m) = opt("momentum") {
-                used.insert(format!("group.{i}.momentum"));
-                if !rule.set_momentum(m) {
+                used.insert(group_key("momentum"));
+                if !rule.set_momentum_coefficient(m) {
                     return Err(Error::StateMismatch(format!(
-                        "`group.{i}.momentum` is saved, but {} group {i} has no momentum",
+                        "`{}` is saved, but {} group {i} has no momentum",
+                        group_key("momentum"),
                         R::NAME
                     )));
                 }
@@ -192,11 +174,62 @@ impl<R: Rule> Optimizer<R> {
             rule.validate()?;
             rules.push(rule);
         }
+        let steps_key = key("steps");
+        let steps = checked_counter(&steps_key, scalar(&steps_key, &mut used)?)?;
+        let mut new_state = HashMap::new();
+        for (name, var, gi) in self.params() {
+            let step_key = key(&format!("{name}.step"));
+            if !state.scalars.contains_key(&step_key) {
+                continue; // never updated
+            }
+            // The staged rule: the saved group hyperparameters can add state (SGD's
+            // momentum, turned on by OneCycle), which the saved tensors then hold.
+            let rule = &rules[gi];
+            let mut st: ParamState = init_state(rule, var)?;
+            st.step = checked_counter(&step_key, scalar(&step_key, &mut used)?)?;
+            if st.step > steps {
+                return Err(Error::StateMismatch(format!(
+                    "`{step_key}` = {} exceeds the optimizer's `{steps_key}` = {steps}",
+                    st.step
+                )));
+            }
+            for (i, slot) in rule.scalars().iter().enumerate() {
+                let k = key(&format!("{name}.{}", slot.name()));
+                st.scalars[i] = finite(&k, scalar(&k, &mut used)?)?;
+            }
+            for (i, &slot) in rule.slots_for(var.dims()).iter().enumerate() {
+                let k = key(&format!("{name}.{}", slot.name()));
+                let t = state
+                    .tensors
+                    .get(&k)
+                    .ok_or_else(|| Error::StateMismatch(format!("missing tensor `{k}`")))?;
+                let shape = rule.state_shape(slot, var.dims());
+                if t.dims() != shape {
+                    return Err(Error::StateMismatch(format!(
+                        "`{k}` has shape {:?}; expected {shape:?} for parameter `{name}` of \
+                         shape {:?}",
+                        t.dims(),
+                        var.dims()
+                    )));
+                }
+                if !t.dtype().is_float() {
+                    return Err(Error::StateMismatch(format!(
+                        "`{k}` is {:?}; expected a float tensor",
+                        t.dtype()
+                    )));
+                }
+                used.insert(k);
+                st.tensors[i] = t.to_device(var.device())?.to_dtype(var.dtype())?.copy()?;
+            }
+            new_state.insert(name.to_string(), st);
+        }
+        let head = key("");
         let unknown: Vec<&str> = state
             .tensors
             .keys()
             .chain(state.scalars.keys())
             .map(String::as_str)
+            .filter(|k| prefix.is_empty() || k.starts_with(&head))
             .filter(|k| !used.contains(*k))
             .collect();
         if !unknown.is_empty() {
@@ -238,12 +271,52 @@ impl<R: Rule> Optimizer<R> {
 
     /// Saves [`Optimizer::state_dict`] to a safetensors file (see [`OptimizerState::save`]).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        self.state_dict().save(path)
+        self.state_dict()?.save(path)
     }
 
     /// Loads state saved by [`Optimizer::save`]; see [`Optimizer::load_state_dict`].
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         self.load_state_dict(&OptimizerState::load(path)?)
+    }
+}
+
+/// An optimizer is a stateful piece like any other: under a prefix in a [`StateDict`]
+/// (`Checkpoint::add_state("opt2", &opt)` keeps a second optimizer beside the main one),
+/// with the keys of [`Optimizer::state_dict`] below it. The algorithm's name is not part of
+/// the dict; a state of another algorithm fails on its slot names instead.
+impl<R: Rule> Stateful for Optimizer<R> {
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        self.write_state(prefix, out)
+            .map_err(|e| as_state_error(prefix, e))
+    }
+
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        self.stage(prefix, state)
+            .map(|_| ())
+            .map_err(|e| as_state_error(prefix, e))
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        let staged = self
+            .stage(prefix, state)
+            .map_err(|e| as_state_error(prefix, e))?;
+        self.commit_state(staged);
+        Ok(())
+    }
+}
+
+/// An optimizer error as the state protocol's error, naming the optimizer's prefix.
+pub(crate) fn as_state_error(prefix: &str, e: Error) -> taper_tensor::Error {
+    match e {
+        Error::Tensor(t) => t,
+        other => taper_tensor::Error::State {
+            key: if prefix.is_empty() {
+                "optimizer".into()
+            } else {
+                prefix.to_string()
+            },
+            reason: other.to_string(),
+        },
     }
 }
 

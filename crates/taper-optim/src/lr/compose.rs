@@ -12,25 +12,17 @@ pub struct SequentialLr {
 }
 
 impl SequentialLr {
-    /// `milestones` must be increasing and one fewer than `parts`.
-    pub fn new(parts: Vec<Box<dyn Schedule>>, milestones: Vec<u64>) -> Result<Self> {
-        if parts.is_empty()
-            || milestones.len() + 1 != parts.len()
-            || milestones.windows(2).any(|w| w[0] >= w[1])
-        {
-            return Err(Error::InvalidHyperparameter {
-                optimizer: "SequentialLR",
-                field: "milestones",
-                value: format!("{milestones:?} for {} schedules", parts.len()),
-                expected: "increasing milestones, one fewer than the schedules",
-            });
-        }
-        Ok(Self { parts, milestones })
+    /// `milestones` must be increasing and one fewer than `parts` (checked with the parts
+    /// by [`Schedule::validate`]).
+    pub fn new(parts: Vec<Box<dyn Schedule>>, milestones: Vec<u64>) -> Self {
+        Self { parts, milestones }
     }
 
     /// Linear warmup from `start_factor` over `warmup` steps, then `then`.
-    pub fn warmup(warmup: u64, start_factor: f64, then: Box<dyn Schedule>) -> Result<Self> {
-        let up = crate::lr::schedule::LinearLr::new(start_factor, 1.0, warmup)?;
+    pub fn warmup(warmup: u64, start_factor: f64, then: Box<dyn Schedule>) -> Self {
+        let up = crate::lr::schedule::LinearLr::new()
+            .start_factor(start_factor)
+            .total_iters(warmup);
         Self::new(vec![Box::new(up), then], vec![warmup])
     }
 }
@@ -38,6 +30,21 @@ impl SequentialLr {
 impl Schedule for SequentialLr {
     fn name(&self) -> &'static str {
         "SequentialLR"
+    }
+    fn validate(&self) -> Result<()> {
+        let (parts, milestones) = (&self.parts, &self.milestones);
+        if parts.is_empty()
+            || milestones.len() + 1 != parts.len()
+            || milestones.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Error::InvalidHyperparameter {
+                owner: "SequentialLR",
+                field: "milestones",
+                value: format!("{milestones:?} for {} schedules", parts.len()),
+                expected: "increasing milestones, one fewer than the schedules",
+            });
+        }
+        parts.iter().try_for_each(|p| p.validate())
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let i = self.milestones.partition_point(|&m| m <= t);
@@ -68,6 +75,9 @@ impl ChainedLr {
 impl Schedule for ChainedLr {
     fn name(&self) -> &'static str {
         "ChainedScheduler"
+    }
+    fn validate(&self) -> Result<()> {
+        self.parts.iter().try_for_each(|p| p.validate())
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let mut lr = base;

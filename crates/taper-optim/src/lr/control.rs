@@ -16,17 +16,17 @@
 //! store.parameter("w", 3, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
 //! let mut opt = Optimizer::new(Sgd::new(0.1), &store)?;
 //! let mut controls: Vec<Box<dyn LrControl>> = vec![
-//!     Box::new(LrScheduler::new(StepLr::new(2, 0.5)?, &mut opt)?),
+//!     Box::new(LrScheduler::new(StepLr::new(2).gamma(0.5), &mut opt)?),
 //!     Box::new(ReduceLrOnPlateau::new(PlateauConfig::default())?),
 //! ];
 //! for epoch in 1..=4 {
 //!     let val_loss = 1.0; // no improvement: the plateau counts
 //!     for c in &mut controls {
 //!         let signal = match c.drive() {
-//!             Drive::Metric => Signal::at(epoch).with_metric(val_loss),
+//!             LrDrive::Metric => Signal::at(epoch).metric(val_loss),
 //!             _ => Signal::at(epoch),
 //!         };
-//!         c.step(signal, &mut opt)?;
+//!         c.step_with(signal, &mut opt)?;
 //!     }
 //! }
 //! assert_eq!(opt.lr(), 0.1 * 0.5 * 0.5); // StepLR halved it twice in 4 epochs
@@ -47,9 +47,9 @@ pub struct Signal<'a> {
     /// batch or per epoch as the caller drives it. Schedules set the rate for this step
     /// (a pure function of it); the other controllers do not use it.
     pub step: u64,
-    /// A metric (validation loss, accuracy), for [`Drive::Metric`] controllers.
+    /// A metric (validation loss, accuracy), for [`LrDrive::Metric`] controllers.
     pub metric: Option<f64>,
-    /// This step's gradients, for [`Drive::Gradients`] controllers.
+    /// This step's gradients, for [`LrDrive::Gradients`] controllers.
     pub grads: Option<&'a Gradients>,
 }
 
@@ -64,13 +64,13 @@ impl<'a> Signal<'a> {
     }
 
     /// Adds a metric.
-    pub fn with_metric(mut self, metric: f64) -> Self {
+    pub fn metric(mut self, metric: f64) -> Self {
         self.metric = Some(metric);
         self
     }
 
     /// Adds the step's gradients.
-    pub fn with_grads(mut self, grads: &'a Gradients) -> Self {
+    pub fn grads(mut self, grads: &'a Gradients) -> Self {
         self.grads = Some(grads);
         self
     }
@@ -79,7 +79,7 @@ impl<'a> Signal<'a> {
     pub(crate) fn need_metric(&self, controller: &'static str) -> Result<f64> {
         self.metric.ok_or(Error::MissingSignal {
             controller,
-            needs: "a metric (Signal::with_metric)",
+            needs: "a metric (Signal::metric)",
         })
     }
 
@@ -87,14 +87,14 @@ impl<'a> Signal<'a> {
     pub(crate) fn need_grads(&self, controller: &'static str) -> Result<&'a Gradients> {
         self.grads.ok_or(Error::MissingSignal {
             controller,
-            needs: "the step's gradients (Signal::with_grads)",
+            needs: "the step's gradients (Signal::grads)",
         })
     }
 }
 
 /// What drives a controller: what its [`Signal`] must carry, and when to call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drive {
+pub enum LrDrive {
     /// The step count alone (schedules): call after each optimizer step or epoch.
     Time,
     /// A metric (ReduceLROnPlateau): call after each evaluation.
@@ -133,35 +133,47 @@ impl<R: Rule> LrTarget for Optimizer<R> {
     }
 
     fn group_momentum(&self, group: usize) -> Option<f64> {
-        self.groups().get(group)?.rule.momentum()
+        self.groups().get(group)?.rule.momentum_coefficient()
     }
 
     fn set_group_momentum(&mut self, group: usize, momentum: f64) -> Result<bool> {
         let mut had = false;
-        self.update_group(group, |r| had = r.set_momentum(momentum))?;
+        self.update_group(group, |r| had = r.set_momentum_coefficient(momentum))?;
         Ok(had)
     }
 }
 
 /// Which of an optimizer's groups a controller acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Groups {
+pub enum LrGroups {
     /// Every group (default).
     #[default]
     All,
     /// Group `i` only.
     One(usize),
+    /// Groups `start..end` (one member of an [`OptimizerSet`](crate::OptimizerSet):
+    /// `set.groups_of("adamw")`).
+    Range {
+        /// The first group.
+        start: usize,
+        /// One past the last group.
+        end: usize,
+    },
 }
 
-impl Groups {
+impl LrGroups {
     /// The group indices of `target` this selects; a missing group is an error.
     pub fn indices(self, target: &dyn LrTarget) -> Result<Vec<usize>> {
         let n = target.group_count();
         match self {
-            Groups::All => Ok((0..n).collect()),
-            Groups::One(i) if i < n => Ok(vec![i]),
-            Groups::One(i) => Err(Error::EmptyGroup {
+            LrGroups::All => Ok((0..n).collect()),
+            LrGroups::One(i) if i < n => Ok(vec![i]),
+            LrGroups::One(i) => Err(Error::EmptyGroup {
                 group: format!("#{i} (the optimizer has {n} groups)"),
+            }),
+            LrGroups::Range { start, end } if start < end && end <= n => Ok((start..end).collect()),
+            LrGroups::Range { start, end } => Err(Error::EmptyGroup {
+                group: format!("#{start}..#{end} (the optimizer has {n} groups)"),
             }),
         }
     }
@@ -176,15 +188,21 @@ pub trait LrControl: Stateful + Send {
     fn name(&self) -> &'static str;
 
     /// What its signal must carry, and so when to call it.
-    fn drive(&self) -> Drive;
+    fn drive(&self) -> LrDrive;
 
     /// Sets the rates (and momentum, for OneCycle) of its groups of `opt` from `signal`.
     /// A signal without what [`LrControl::drive`] asks for is
     /// [`Error::MissingSignal`]; on any error neither the controller nor `opt` changes.
-    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()>;
+    ///
+    /// This is how a loop drives any controller (`Box<dyn LrControl>`). Each controller
+    /// type also has PyTorch's shorthand under the name `step`, with the arguments its kind
+    /// needs: `scheduler.step(&mut opt)`, `plateau.step(val_loss, &mut opt)`,
+    /// `ratio.step(&grads, &mut opt)`; the trait method has its own name so that neither
+    /// hides the other.
+    fn step_with(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()>;
 
     /// The name its state is saved under in checkpoints: `lr-{name}` (no dots, so it is a
-    /// valid `Checkpoint::with_state` name). Two controllers of the same kind in one
+    /// valid `Checkpoint::add_state` name). Two controllers of the same kind in one
     /// checkpoint need names of their own.
     fn state_name(&self) -> String {
         format!("lr-{}", self.name())

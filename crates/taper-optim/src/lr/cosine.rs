@@ -7,32 +7,30 @@ use crate::error::check;
 use crate::error::Result;
 use crate::lr::schedule::Schedule;
 
-/// `CosineAnnealingLR`: η_min + (base − η_min)·(1 + cos(πt/T_max))/2. Past T_max the cosine
-/// continues (rising again), as in PyTorch.
+/// `CosineAnnealingLR(T_max, eta_min=0)`: η_min + (base − η_min)·(1 + cos(πt/T_max))/2.
+/// Past T_max the cosine continues (rising again), as in PyTorch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CosineAnnealingLr {
-    t_max: u64,
-    eta_min: f64,
+    /// Half a period, in steps (> 0).
+    pub t_max: u64,
+    /// The floor η_min (default 0).
+    pub eta_min: f64,
 }
 
 impl CosineAnnealingLr {
-    /// Half a period of `t_max` steps down to `eta_min` (PyTorch's default η_min is 0).
-    pub fn new(t_max: u64, eta_min: f64) -> Result<Self> {
-        check(
-            "CosineAnnealingLR",
-            "T_max",
-            t_max as f64,
-            t_max > 0,
-            "T_max > 0",
-        )?;
-        check(
-            "CosineAnnealingLR",
-            "eta_min",
-            eta_min,
-            eta_min >= 0.0 && eta_min.is_finite(),
-            "a finite eta_min >= 0",
-        )?;
-        Ok(Self { t_max, eta_min })
+    /// Half a period of `t_max` steps down to η_min = 0 (change it with
+    /// [`CosineAnnealingLr::eta_min`]).
+    pub fn new(t_max: u64) -> Self {
+        Self {
+            t_max,
+            eta_min: 0.0,
+        }
+    }
+
+    /// Builder: the floor η_min.
+    pub fn eta_min(mut self, eta_min: f64) -> Self {
+        self.eta_min = eta_min;
+        self
     }
 }
 
@@ -40,38 +38,55 @@ impl Schedule for CosineAnnealingLr {
     fn name(&self) -> &'static str {
         "CosineAnnealingLR"
     }
+    fn validate(&self) -> Result<()> {
+        let (t, e) = (self.t_max, self.eta_min);
+        check(self.name(), "T_max", t as f64, t > 0, "T_max > 0")?;
+        check(
+            self.name(),
+            "eta_min",
+            e,
+            e >= 0.0 && e.is_finite(),
+            "a finite eta_min >= 0",
+        )
+    }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let c = (1.0 + (PI * t as f64 / self.t_max as f64).cos()) / 2.0;
         Ok(self.eta_min + (base - self.eta_min) * c)
     }
 }
 
-/// `CosineAnnealingWarmRestarts`: cosine annealing over periods T₀, T₀·T_mult, T₀·T_mult², …
+/// `CosineAnnealingWarmRestarts(T_0, T_mult=1, eta_min=0)`: cosine annealing over periods
+/// T₀, T₀·T_mult, T₀·T_mult², …
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CosineAnnealingWarmRestarts {
-    t_0: u64,
-    t_mult: u64,
-    eta_min: f64,
+    /// The first period, in steps (> 0).
+    pub t_0: u64,
+    /// Each period's growth factor (≥ 1, default 1).
+    pub t_mult: u64,
+    /// The floor η_min (default 0).
+    pub eta_min: f64,
 }
 
 impl CosineAnnealingWarmRestarts {
-    /// First period `t_0`, growth `t_mult` ≥ 1 (PyTorch's default 1), floor `eta_min`.
-    pub fn new(t_0: u64, t_mult: u64, eta_min: f64) -> Result<Self> {
-        let name = "CosineAnnealingWarmRestarts";
-        check(name, "T_0", t_0 as f64, t_0 > 0, "T_0 > 0")?;
-        check(name, "T_mult", t_mult as f64, t_mult >= 1, "T_mult >= 1")?;
-        check(
-            name,
-            "eta_min",
-            eta_min,
-            eta_min >= 0.0 && eta_min.is_finite(),
-            "a finite eta_min >= 0",
-        )?;
-        Ok(Self {
+    /// Periods of `t_0` steps down to η_min = 0.
+    pub fn new(t_0: u64) -> Self {
+        Self {
             t_0,
-            t_mult,
-            eta_min,
-        })
+            t_mult: 1,
+            eta_min: 0.0,
+        }
+    }
+
+    /// Builder: each period's growth factor T_mult.
+    pub fn t_mult(mut self, t_mult: u64) -> Self {
+        self.t_mult = t_mult;
+        self
+    }
+
+    /// Builder: the floor η_min.
+    pub fn eta_min(mut self, eta_min: f64) -> Self {
+        self.eta_min = eta_min;
+        self
     }
 
     /// (position in the current period, period length) at step t.
@@ -94,6 +109,25 @@ impl CosineAnnealingWarmRestarts {
 impl Schedule for CosineAnnealingWarmRestarts {
     fn name(&self) -> &'static str {
         "CosineAnnealingWarmRestarts"
+    }
+    fn validate(&self) -> Result<()> {
+        let n = self.name();
+        check(n, "T_0", self.t_0 as f64, self.t_0 > 0, "T_0 > 0")?;
+        check(
+            n,
+            "T_mult",
+            self.t_mult as f64,
+            self.t_mult >= 1,
+            "T_mult >= 1",
+        )?;
+        let e = self.eta_min;
+        check(
+            n,
+            "eta_min",
+            e,
+            e >= 0.0 && e.is_finite(),
+            "a finite eta_min >= 0",
+        )
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let (cur, len) = self.position(t);

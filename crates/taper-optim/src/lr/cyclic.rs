@@ -9,10 +9,12 @@
 //!
 //! PyTorch counterpart: `torch.optim.lr_scheduler.CyclicLR(base_lr, max_lr,
 //! step_size_up=2000, step_size_down=None, mode="triangular", gamma=1.0,
-//! cycle_momentum=True, base_momentum=0.8, max_momentum=0.9)`. As there, `base_lr` replaces
-//! the group's own rate, and momentum cycling needs a rule with momentum (SGD's, or the
-//! Adam family's β₁); on a rule without one it is skipped. Custom `scale_fn`s are left out:
-//! compose a [`LambdaLr`](crate::LambdaLr) instead.
+//! cycle_momentum=True, base_momentum=0.8, max_momentum=0.9)`: [`CyclicLr::new`] takes the
+//! first two, the others are builders of the same names. As there, `base_lr` replaces the
+//! group's own rate, and momentum cycling needs a rule with a momentum (SGD's, RMSprop's,
+//! or the Adam family's β₁; plain SGD gains heavy-ball momentum): attaching it to one
+//! without (Adagrad) is an error, as in PyTorch, unless `.cycle_momentum(false)`. Custom
+//! `scale_fn`s are left out: compose a [`LambdaLr`](crate::LambdaLr) instead.
 
 use crate::error::check;
 use crate::error::Result;
@@ -52,22 +54,56 @@ pub struct CyclicLr {
 }
 
 impl CyclicLr {
-    /// Cycles between `base_lr` and `max_lr`, `step_size_up` steps each way, with
-    /// PyTorch's other defaults.
-    pub fn new(base_lr: f64, max_lr: f64, step_size_up: u64) -> Result<Self> {
+    /// Cycles between `base_lr` and `max_lr`, 2000 steps each way, with PyTorch's other
+    /// defaults.
+    pub fn new(base_lr: f64, max_lr: f64) -> Self {
         Self {
             base_lr,
             max_lr,
-            step_size_up,
+            step_size_up: 2000,
             step_size_down: None,
             mode: CyclicMode::Triangular,
             momentum: Some((0.8, 0.9)),
         }
-        .validated()
     }
 
-    /// Checks a configuration built or changed field by field.
-    pub fn validated(self) -> Result<Self> {
+    /// Builder: steps from `base_lr` up to `max_lr`.
+    pub fn step_size_up(mut self, steps: u64) -> Self {
+        self.step_size_up = steps;
+        self
+    }
+
+    /// Builder: steps back down (default: `step_size_up`).
+    pub fn step_size_down(mut self, steps: u64) -> Self {
+        self.step_size_down = Some(steps);
+        self
+    }
+
+    /// Builder: the amplitude policy.
+    pub fn mode(mut self, mode: CyclicMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Builder: cycle the momentum (or β₁) inversely to the rate, or leave it alone.
+    pub fn cycle_momentum(mut self, on: bool) -> Self {
+        self.momentum = on.then(|| self.momentum.unwrap_or((0.8, 0.9)));
+        self
+    }
+
+    /// Builder: the momentum at `max_lr` (turns cycling on).
+    pub fn base_momentum(mut self, base: f64) -> Self {
+        self.momentum = Some((base, self.momentum.unwrap_or((0.8, 0.9)).1));
+        self
+    }
+
+    /// Builder: the momentum at `base_lr` (turns cycling on).
+    pub fn max_momentum(mut self, max: f64) -> Self {
+        self.momentum = Some((self.momentum.unwrap_or((0.8, 0.9)).0, max));
+        self
+    }
+
+    fn check(&self) -> Result<()> {
         let n = "CyclicLR";
         for (field, v) in [("base_lr", self.base_lr), ("max_lr", self.max_lr)] {
             check(n, field, v, v >= 0.0 && v.is_finite(), "a finite rate >= 0")?;
@@ -95,7 +131,7 @@ impl CyclicLr {
                 check(n, field, v, (0.0..=1.0).contains(&v), "momentum in [0, 1]")?;
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// (position in the cycle scaled by the mode's amplitude) at step `t`.
@@ -123,6 +159,10 @@ impl CyclicLr {
 impl Schedule for CyclicLr {
     fn name(&self) -> &'static str {
         "CyclicLR"
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.check()
     }
 
     /// The group's own rate is replaced by `base_lr`, as in PyTorch.

@@ -9,12 +9,12 @@ use taper_tensor::{Gradients, Norm, StateDict, Stateful};
 
 use crate::error::check;
 use crate::error::Result;
-use crate::lr::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
+use crate::lr::control::{self, LrControl, LrDrive, LrGroups, LrTarget, Signal};
 
 /// The gradient-norm-ratio rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GradNormRatio {
-    groups: Groups,
+    groups: LrGroups,
     eta: f64,
     eps: f64,
     previous: Option<f64>,
@@ -38,7 +38,7 @@ impl GradNormRatio {
             "a finite eps > 0",
         )?;
         Ok(Self {
-            groups: Groups::All,
+            groups: LrGroups::All,
             eta,
             eps,
             previous: None,
@@ -67,24 +67,26 @@ impl GradNormRatio {
         Ok(lr)
     }
 
-    /// Acts on group `i` only (default: every group).
-    pub fn for_group(mut self, i: usize) -> Self {
-        self.groups = Groups::One(i);
+    /// Builder: the groups it acts on (default every group; `LrGroups::One(i)`, or one
+    /// member of an `OptimizerSet` with `set.groups_of(name)?`).
+    pub fn groups(mut self, groups: LrGroups) -> Self {
+        self.groups = groups;
         self
     }
 
     /// Computes the rate from `grads` and sets it on the groups; returns it. The shorthand
-    /// for [`LrControl::step`] with the gradients.
+    /// for [`LrControl::step_with`] with the gradients.
     pub fn step(&mut self, grads: &Gradients, opt: &mut dyn LrTarget) -> Result<f64> {
-        LrControl::step(self, Signal::default().with_grads(grads), opt)?;
+        LrControl::step_with(self, Signal::default().grads(grads), opt)?;
         Ok(self.eta_now(opt))
     }
 
     /// The rate last set (η before the first step).
     fn eta_now(&self, opt: &dyn LrTarget) -> f64 {
         let g = match self.groups {
-            Groups::All => 0,
-            Groups::One(i) => i,
+            LrGroups::All => 0,
+            LrGroups::One(i) => i,
+            LrGroups::Range { start, .. } => start,
         };
         opt.group_lr(g).unwrap_or(self.eta)
     }
@@ -95,13 +97,13 @@ impl LrControl for GradNormRatio {
         "GradNormRatio"
     }
 
-    fn drive(&self) -> Drive {
-        Drive::Gradients
+    fn drive(&self) -> LrDrive {
+        LrDrive::Gradients
     }
 
     /// Reads `signal.grads` (required; call before the optimizer step); `signal.step` is
     /// not used.
-    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
+    fn step_with(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
         let grads = signal.need_grads("GradNormRatio")?;
         let groups = self.groups.indices(opt)?;
         let n = grads.norm(Norm::L2)?;
@@ -110,7 +112,7 @@ impl LrControl for GradNormRatio {
         if !lr.is_finite() {
             self.previous = before;
             return Err(crate::error::Error::InvalidHyperparameter {
-                optimizer: "GradNormRatio",
+                owner: "GradNormRatio",
                 field: "lr",
                 value: lr.to_string(),
                 expected: "a finite rate; the squared gradient norm grew beyond what f64 holds \

@@ -29,7 +29,15 @@ impl Anneal {
     }
 }
 
-/// OneCycleLR's configuration, with PyTorch's defaults from [`OneCycleLr::new`].
+/// `OneCycleLR(max_lr, total_steps, pct_start=0.3, anneal_strategy='cos',
+/// cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25,
+/// final_div_factor=1e4, three_phase=False)`: [`OneCycleLr::new`] takes the first two, the
+/// others are builders of the same names.
+///
+/// With momentum cycling on (the default), every group must have a momentum or β₁ to cycle:
+/// on plain SGD it turns heavy-ball momentum on (PyTorch writes `group['momentum']`), and
+/// on an algorithm without one (Adagrad) attaching the scheduler is an error, as in PyTorch;
+/// turn cycling off with `.cycle_momentum(false)` there.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OneCycleLr {
     /// Peak learning rate.
@@ -39,7 +47,7 @@ pub struct OneCycleLr {
     /// Fraction of the cycle spent increasing the rate (default 0.3).
     pub pct_start: f64,
     /// Interpolation (default cosine).
-    pub anneal: Anneal,
+    pub anneal_strategy: Anneal,
     /// Initial rate = max_lr / div_factor (default 25).
     pub div_factor: f64,
     /// Final rate = initial / final_div_factor (default 1e4).
@@ -59,22 +67,68 @@ struct Phase {
 
 impl OneCycleLr {
     /// A cycle of `total_steps` peaking at `max_lr`, with PyTorch's defaults.
-    pub fn new(max_lr: f64, total_steps: u64) -> Result<Self> {
+    pub fn new(max_lr: f64, total_steps: u64) -> Self {
         Self {
             max_lr,
             total_steps,
             pct_start: 0.3,
-            anneal: Anneal::Cos,
+            anneal_strategy: Anneal::Cos,
             div_factor: 25.0,
             final_div_factor: 1e4,
             three_phase: false,
             momentum: Some((0.85, 0.95)),
         }
-        .validated()
     }
 
-    /// Checks the configuration after direct field changes.
-    pub fn validated(self) -> Result<Self> {
+    /// Builder: the fraction of the cycle spent increasing the rate.
+    pub fn pct_start(mut self, pct_start: f64) -> Self {
+        self.pct_start = pct_start;
+        self
+    }
+
+    /// Builder: cosine or linear interpolation.
+    pub fn anneal_strategy(mut self, anneal: Anneal) -> Self {
+        self.anneal_strategy = anneal;
+        self
+    }
+
+    /// Builder: initial rate = max_lr / div_factor.
+    pub fn div_factor(mut self, div_factor: f64) -> Self {
+        self.div_factor = div_factor;
+        self
+    }
+
+    /// Builder: final rate = initial rate / final_div_factor.
+    pub fn final_div_factor(mut self, final_div_factor: f64) -> Self {
+        self.final_div_factor = final_div_factor;
+        self
+    }
+
+    /// Builder: three phases instead of two.
+    pub fn three_phase(mut self, three_phase: bool) -> Self {
+        self.three_phase = three_phase;
+        self
+    }
+
+    /// Builder: cycle the momentum (or β₁) inversely to the rate, or leave it alone.
+    pub fn cycle_momentum(mut self, on: bool) -> Self {
+        self.momentum = on.then(|| self.momentum.unwrap_or((0.85, 0.95)));
+        self
+    }
+
+    /// Builder: the lowest momentum of the cycle (turns cycling on).
+    pub fn base_momentum(mut self, base: f64) -> Self {
+        self.momentum = Some((base, self.momentum.unwrap_or((0.85, 0.95)).1));
+        self
+    }
+
+    /// Builder: the highest momentum of the cycle (turns cycling on).
+    pub fn max_momentum(mut self, max: f64) -> Self {
+        self.momentum = Some((self.momentum.unwrap_or((0.85, 0.95)).0, max));
+        self
+    }
+
+    fn check(&self) -> Result<()> {
         let n = "OneCycleLR";
         check(
             n,
@@ -125,7 +179,7 @@ impl OneCycleLr {
             )?;
             check(n, "max_momentum", hi, hi < 1.0, "max_momentum < 1")?;
         }
-        Ok(self)
+        Ok(())
     }
 
     fn phases(&self) -> Vec<Phase> {
@@ -183,8 +237,8 @@ impl OneCycleLr {
             if t as f64 <= ph.end_step || i == phases.len() - 1 {
                 let pct = (t as f64 - start) / (ph.end_step - start);
                 return Ok((
-                    self.anneal.at(ph.lr.0, ph.lr.1, pct),
-                    self.anneal.at(ph.momentum.0, ph.momentum.1, pct),
+                    self.anneal_strategy.at(ph.lr.0, ph.lr.1, pct),
+                    self.anneal_strategy.at(ph.momentum.0, ph.momentum.1, pct),
                 ));
             }
             start = ph.end_step;
@@ -196,6 +250,9 @@ impl OneCycleLr {
 impl Schedule for OneCycleLr {
     fn name(&self) -> &'static str {
         "OneCycleLR"
+    }
+    fn validate(&self) -> Result<()> {
+        self.check()
     }
     fn lr(&self, _base: f64, t: u64) -> Result<f64> {
         Ok(self.at(t)?.0)

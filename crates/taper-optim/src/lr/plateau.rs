@@ -5,7 +5,7 @@
 //! if it changes by more than `eps`); then `cooldown` steps pass before counting again.
 
 use crate::error::check;
-use crate::lr::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
+use crate::lr::control::{self, LrControl, LrDrive, LrGroups, LrTarget, Signal};
 use crate::{error::Error, error::Result};
 use taper_tensor::{StateDict, Stateful};
 
@@ -29,7 +29,18 @@ pub enum ThresholdMode {
     Abs,
 }
 
-/// ReduceLROnPlateau's configuration; `Default` is PyTorch's.
+/// ReduceLROnPlateau's configuration: `PlateauConfig::default()` is PyTorch's
+/// `ReduceLROnPlateau(mode='min', factor=0.1, patience=10, threshold=1e-4,
+/// threshold_mode='rel', cooldown=0, min_lr=0, eps=1e-8)`, and each argument is a builder of
+/// the same name; [`ReduceLrOnPlateau::new`] checks it.
+///
+/// ```
+/// use taper_optim::{PlateauConfig, PlateauMode, ReduceLrOnPlateau};
+/// let plateau = ReduceLrOnPlateau::new(PlateauConfig::default().mode(PlateauMode::Max).patience(3))?;
+/// assert!(ReduceLrOnPlateau::new(PlateauConfig::default().factor(1.5)).is_err());
+/// # let _ = plateau;
+/// # Ok::<(), taper_optim::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlateauConfig {
     /// Min or max (default min).
@@ -48,6 +59,39 @@ pub struct PlateauConfig {
     pub min_lr: f64,
     /// Reductions smaller than this are skipped (default 1e-8).
     pub eps: f64,
+}
+
+macro_rules! plateau_builders {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        impl PlateauConfig {
+            $(
+                $(#[$doc])*
+                pub fn $field(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+plateau_builders! {
+    /// Builder: whether the metric should fall (`Min`) or rise (`Max`).
+    mode: PlateauMode,
+    /// Builder: the multiplier on each reduction, in [0, 1).
+    factor: f64,
+    /// Builder: steps without improvement tolerated.
+    patience: u64,
+    /// Builder: how much better counts as an improvement.
+    threshold: f64,
+    /// Builder: relative or absolute threshold.
+    threshold_mode: ThresholdMode,
+    /// Builder: steps to wait after a reduction.
+    cooldown: u64,
+    /// Builder: the lower bound on every rate.
+    min_lr: f64,
+    /// Builder: reductions smaller than this are skipped.
+    eps: f64,
 }
 
 impl Default for PlateauConfig {
@@ -69,7 +113,7 @@ impl Default for PlateauConfig {
 #[derive(Debug, Clone)]
 pub struct ReduceLrOnPlateau {
     config: PlateauConfig,
-    groups: Groups,
+    groups: LrGroups,
     best: f64,
     num_bad: u64,
     cooldown_counter: u64,
@@ -114,7 +158,7 @@ impl ReduceLrOnPlateau {
         };
         Ok(Self {
             config,
-            groups: Groups::All,
+            groups: LrGroups::All,
             best,
             num_bad: 0,
             cooldown_counter: 0,
@@ -132,17 +176,18 @@ impl ReduceLrOnPlateau {
         }
     }
 
-    /// Acts on group `i` only (default: every group).
-    pub fn for_group(mut self, i: usize) -> Self {
-        self.groups = Groups::One(i);
+    /// Builder: the groups it acts on (default every group; `LrGroups::One(i)`, or one
+    /// member of an `OptimizerSet` with `set.groups_of(name)?`).
+    pub fn groups(mut self, groups: LrGroups) -> Self {
+        self.groups = groups;
         self
     }
 
     /// Records `metric`; reduces the rates when the plateau outlasts the patience. Returns
-    /// true when it reduced. The shorthand for [`LrControl::step`] with a metric.
+    /// true when it reduced. The shorthand for [`LrControl::step_with`] with a metric.
     pub fn step(&mut self, metric: f64, opt: &mut dyn LrTarget) -> Result<bool> {
         let before = self.reductions;
-        LrControl::step(self, Signal::default().with_metric(metric), opt)?;
+        LrControl::step_with(self, Signal::default().metric(metric), opt)?;
         Ok(self.reductions > before)
     }
 
@@ -162,16 +207,16 @@ impl LrControl for ReduceLrOnPlateau {
         "ReduceLROnPlateau"
     }
 
-    fn drive(&self) -> Drive {
-        Drive::Metric
+    fn drive(&self) -> LrDrive {
+        LrDrive::Metric
     }
 
     /// Records `signal.metric` (required, finite); `signal.step` is not used.
-    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
+    fn step_with(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
         let metric = signal.need_metric("ReduceLROnPlateau")?;
         if !metric.is_finite() {
             return Err(Error::InvalidHyperparameter {
-                optimizer: "ReduceLROnPlateau",
+                owner: "ReduceLROnPlateau",
                 field: "metric",
                 value: metric.to_string(),
                 expected: "a finite metric",
@@ -213,9 +258,9 @@ impl Stateful for ReduceLrOnPlateau {
     /// Writes `{prefix}.best`, `.num_bad`, `.cooldown_counter` and `.reductions`.
     fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
         out.set_scalar(prefix, "best", self.best);
-        out.set_scalar(prefix, "num_bad", self.num_bad as f64);
-        out.set_scalar(prefix, "cooldown_counter", self.cooldown_counter as f64);
-        out.set_scalar(prefix, "reductions", self.reductions as f64);
+        out.set_counter(prefix, "num_bad", self.num_bad)?;
+        out.set_counter(prefix, "cooldown_counter", self.cooldown_counter)?;
+        out.set_counter(prefix, "reductions", self.reductions)?;
         Ok(())
     }
 

@@ -11,9 +11,19 @@ use crate::error::check;
 use crate::{error::Error, error::Result};
 
 /// A learning rate as a function of the base rate and the step.
+///
+/// A schedule is a configuration: `new` takes PyTorch's required arguments, every argument
+/// with a PyTorch default is a builder method of the same name, and
+/// [`Schedule::validate`] checks it all once, when an [`LrScheduler`](crate::LrScheduler)
+/// attaches it (or a composition holding it is checked), naming the field at fault.
 pub trait Schedule: Debug + Send + Sync {
     /// The name PyTorch gives this schedule (or the documents' name).
     fn name(&self) -> &'static str;
+
+    /// Checks the configuration, naming the field at fault (default: nothing to check).
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// The learning rate at step `t` for a group whose base rate is `base`.
     fn lr(&self, base: f64, t: u64) -> Result<f64>;
@@ -27,6 +37,9 @@ pub trait Schedule: Debug + Send + Sync {
 impl Schedule for Box<dyn Schedule> {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn validate(&self) -> Result<()> {
+        (**self).validate()
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         (**self).lr(base, t)
@@ -43,7 +56,7 @@ pub(crate) fn finite_factor(schedule: &'static str, factor: f64, t: u64) -> Resu
         Ok(factor)
     } else {
         Err(Error::InvalidHyperparameter {
-            optimizer: schedule,
+            owner: schedule,
             field: "lr_lambda",
             value: format!("{factor} at step {t}"),
             expected: "a finite factor",
@@ -68,26 +81,30 @@ fn gamma_ok(name: &'static str, gamma: f64) -> Result<()> {
 /// The documents' inverse-time decay: α_t = α / (1 + β·t).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InverseTime {
-    beta: f64,
+    /// Decay rate β ≥ 0.
+    pub beta: f64,
 }
 
 impl InverseTime {
     /// Decay rate β ≥ 0.
-    pub fn new(beta: f64) -> Result<Self> {
-        check(
-            "InverseTime",
-            "beta",
-            beta,
-            beta >= 0.0 && beta.is_finite(),
-            "a finite beta >= 0",
-        )?;
-        Ok(Self { beta })
+    pub fn new(beta: f64) -> Self {
+        Self { beta }
     }
 }
 
 impl Schedule for InverseTime {
     fn name(&self) -> &'static str {
         "InverseTime"
+    }
+    fn validate(&self) -> Result<()> {
+        let b = self.beta;
+        check(
+            self.name(),
+            "beta",
+            b,
+            b >= 0.0 && b.is_finite(),
+            "a finite beta >= 0",
+        )
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         Ok(base / (1.0 + self.beta * t as f64))
@@ -97,20 +114,14 @@ impl Schedule for InverseTime {
 /// The documents' inverse-square-root decay: α_t = α / √(1 + β·t).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InverseSqrt {
-    beta: f64,
+    /// Decay rate β ≥ 0.
+    pub beta: f64,
 }
 
 impl InverseSqrt {
     /// Decay rate β ≥ 0.
-    pub fn new(beta: f64) -> Result<Self> {
-        check(
-            "InverseSqrt",
-            "beta",
-            beta,
-            beta >= 0.0 && beta.is_finite(),
-            "a finite beta >= 0",
-        )?;
-        Ok(Self { beta })
+    pub fn new(beta: f64) -> Self {
+        Self { beta }
     }
 }
 
@@ -118,24 +129,43 @@ impl Schedule for InverseSqrt {
     fn name(&self) -> &'static str {
         "InverseSqrt"
     }
+    fn validate(&self) -> Result<()> {
+        let b = self.beta;
+        check(
+            self.name(),
+            "beta",
+            b,
+            b >= 0.0 && b.is_finite(),
+            "a finite beta >= 0",
+        )
+    }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         Ok(base / (1.0 + self.beta * t as f64).sqrt())
     }
 }
 
-/// `StepLR`: base·γ^⌊t / step_size⌋.
+/// `StepLR(step_size, gamma=0.1)`: base·γ^⌊t / step_size⌋.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepLr {
-    step_size: u64,
-    gamma: f64,
+    /// Steps between decays (> 0).
+    pub step_size: u64,
+    /// The factor γ (default 0.1).
+    pub gamma: f64,
 }
 
 impl StepLr {
-    /// Multiply by `gamma` every `step_size` steps (PyTorch's default γ is 0.1).
-    pub fn new(step_size: u64, gamma: f64) -> Result<Self> {
-        positive("StepLR", "step_size", step_size)?;
-        gamma_ok("StepLR", gamma)?;
-        Ok(Self { step_size, gamma })
+    /// Multiply by γ = 0.1 every `step_size` steps (change γ with [`StepLr::gamma`]).
+    pub fn new(step_size: u64) -> Self {
+        Self {
+            step_size,
+            gamma: 0.1,
+        }
+    }
+
+    /// Builder: the factor γ.
+    pub fn gamma(mut self, gamma: f64) -> Self {
+        self.gamma = gamma;
+        self
     }
 }
 
@@ -143,24 +173,38 @@ impl Schedule for StepLr {
     fn name(&self) -> &'static str {
         "StepLR"
     }
+    fn validate(&self) -> Result<()> {
+        positive(self.name(), "step_size", self.step_size)?;
+        gamma_ok(self.name(), self.gamma)
+    }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         Ok(base * self.gamma.powi((t / self.step_size) as i32))
     }
 }
 
-/// `MultiStepLR`: base·γ^(number of milestones ≤ t).
+/// `MultiStepLR(milestones, gamma=0.1)`: base·γ^(number of milestones ≤ t).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MultiStepLr {
-    milestones: Vec<u64>,
-    gamma: f64,
+    /// The steps at which the rate is multiplied by γ, increasing.
+    pub milestones: Vec<u64>,
+    /// The factor γ (default 0.1).
+    pub gamma: f64,
 }
 
 impl MultiStepLr {
-    /// Multiply by `gamma` at each milestone (sorted here; PyTorch's default γ is 0.1).
-    pub fn new(mut milestones: Vec<u64>, gamma: f64) -> Result<Self> {
-        gamma_ok("MultiStepLR", gamma)?;
+    /// Multiply by γ = 0.1 at each milestone (sorted here).
+    pub fn new(mut milestones: Vec<u64>) -> Self {
         milestones.sort_unstable();
-        Ok(Self { milestones, gamma })
+        Self {
+            milestones,
+            gamma: 0.1,
+        }
+    }
+
+    /// Builder: the factor γ.
+    pub fn gamma(mut self, gamma: f64) -> Self {
+        self.gamma = gamma;
+        self
     }
 }
 
@@ -168,23 +212,26 @@ impl Schedule for MultiStepLr {
     fn name(&self) -> &'static str {
         "MultiStepLR"
     }
+    fn validate(&self) -> Result<()> {
+        gamma_ok(self.name(), self.gamma)
+    }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let passed = self.milestones.partition_point(|&m| m <= t);
         Ok(base * self.gamma.powi(passed as i32))
     }
 }
 
-/// `ExponentialLR`: base·γᵗ.
+/// `ExponentialLR(gamma)`: base·γᵗ.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExponentialLr {
-    gamma: f64,
+    /// The factor γ per step.
+    pub gamma: f64,
 }
 
 impl ExponentialLr {
     /// Multiply by `gamma` every step.
-    pub fn new(gamma: f64) -> Result<Self> {
-        gamma_ok("ExponentialLR", gamma)?;
-        Ok(Self { gamma })
+    pub fn new(gamma: f64) -> Self {
+        Self { gamma }
     }
 }
 
@@ -192,38 +239,64 @@ impl Schedule for ExponentialLr {
     fn name(&self) -> &'static str {
         "ExponentialLR"
     }
+    fn validate(&self) -> Result<()> {
+        gamma_ok(self.name(), self.gamma)
+    }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         Ok(base * self.gamma.powi(t as i32))
     }
 }
 
-/// `ConstantLR`: base·factor for t < total_iters, then base.
+/// `ConstantLR(factor=1/3, total_iters=5)`: base·factor for t < total_iters, then base.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConstantLr {
-    factor: f64,
-    total_iters: u64,
+    /// The factor, in [0, 1] (default 1/3).
+    pub factor: f64,
+    /// Steps it applies for (default 5).
+    pub total_iters: u64,
+}
+
+impl Default for ConstantLr {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ConstantLr {
-    /// PyTorch's defaults are factor 1/3 and 5 iterations.
-    pub fn new(factor: f64, total_iters: u64) -> Result<Self> {
-        check(
-            "ConstantLR",
-            "factor",
-            factor,
-            (0.0..=1.0).contains(&factor),
-            "factor in [0, 1]",
-        )?;
-        Ok(Self {
-            factor,
-            total_iters,
-        })
+    /// PyTorch's defaults: factor 1/3 for 5 steps.
+    pub fn new() -> Self {
+        Self {
+            factor: 1.0 / 3.0,
+            total_iters: 5,
+        }
+    }
+
+    /// Builder: the factor.
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Builder: the steps it applies for.
+    pub fn total_iters(mut self, total_iters: u64) -> Self {
+        self.total_iters = total_iters;
+        self
     }
 }
 
 impl Schedule for ConstantLr {
     fn name(&self) -> &'static str {
         "ConstantLR"
+    }
+    fn validate(&self) -> Result<()> {
+        let f = self.factor;
+        check(
+            self.name(),
+            "factor",
+            f,
+            (0.0..=1.0).contains(&f),
+            "factor in [0, 1]",
+        )
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         Ok(if t < self.total_iters {
@@ -234,39 +307,50 @@ impl Schedule for ConstantLr {
     }
 }
 
-/// `LinearLR`: the factor moves linearly from `start_factor` to `end_factor` over
-/// `total_iters` steps, then stays.
+/// `LinearLR(start_factor=1/3, end_factor=1.0, total_iters=5)`: the factor moves linearly
+/// from `start_factor` to `end_factor` over `total_iters` steps, then stays.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinearLr {
-    start_factor: f64,
-    end_factor: f64,
-    total_iters: u64,
+    /// The first factor, in (0, 1] (default 1/3).
+    pub start_factor: f64,
+    /// The last factor, in [0, 1] (default 1).
+    pub end_factor: f64,
+    /// Steps from the first to the last (default 5).
+    pub total_iters: u64,
+}
+
+impl Default for LinearLr {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LinearLr {
-    /// PyTorch's defaults are 1/3, 1.0 and 5 iterations.
-    pub fn new(start_factor: f64, end_factor: f64, total_iters: u64) -> Result<Self> {
-        let s = start_factor;
-        check(
-            "LinearLR",
-            "start_factor",
-            s,
-            s > 0.0 && s <= 1.0,
-            "start_factor in (0, 1]",
-        )?;
-        check(
-            "LinearLR",
-            "end_factor",
-            end_factor,
-            (0.0..=1.0).contains(&end_factor),
-            "end_factor in [0, 1]",
-        )?;
-        positive("LinearLR", "total_iters", total_iters)?;
-        Ok(Self {
-            start_factor,
-            end_factor,
-            total_iters,
-        })
+    /// PyTorch's defaults: from 1/3 to 1 over 5 steps.
+    pub fn new() -> Self {
+        Self {
+            start_factor: 1.0 / 3.0,
+            end_factor: 1.0,
+            total_iters: 5,
+        }
+    }
+
+    /// Builder: the first factor.
+    pub fn start_factor(mut self, start_factor: f64) -> Self {
+        self.start_factor = start_factor;
+        self
+    }
+
+    /// Builder: the last factor.
+    pub fn end_factor(mut self, end_factor: f64) -> Self {
+        self.end_factor = end_factor;
+        self
+    }
+
+    /// Builder: the steps from the first factor to the last.
+    pub fn total_iters(mut self, total_iters: u64) -> Self {
+        self.total_iters = total_iters;
+        self
     }
 }
 
@@ -274,37 +358,81 @@ impl Schedule for LinearLr {
     fn name(&self) -> &'static str {
         "LinearLR"
     }
+    fn validate(&self) -> Result<()> {
+        let (s, e) = (self.start_factor, self.end_factor);
+        check(
+            self.name(),
+            "start_factor",
+            s,
+            s > 0.0 && s <= 1.0,
+            "start_factor in (0, 1]",
+        )?;
+        check(
+            self.name(),
+            "end_factor",
+            e,
+            (0.0..=1.0).contains(&e),
+            "end_factor in [0, 1]",
+        )?;
+        positive(self.name(), "total_iters", self.total_iters)
+    }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let frac = t.min(self.total_iters) as f64 / self.total_iters as f64;
         Ok(base * (self.start_factor + (self.end_factor - self.start_factor) * frac))
     }
 }
 
-/// `PolynomialLR`: base·(1 − min(t, T)/T)^power.
+/// `PolynomialLR(total_iters=5, power=1.0)`: base·(1 − min(t, T)/T)^power.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolynomialLr {
-    total_iters: u64,
-    power: f64,
+    /// T, the steps of decay (default 5).
+    pub total_iters: u64,
+    /// The power (default 1).
+    pub power: f64,
+}
+
+impl Default for PolynomialLr {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PolynomialLr {
-    /// PyTorch's defaults are 5 iterations and power 1.
-    pub fn new(total_iters: u64, power: f64) -> Result<Self> {
-        positive("PolynomialLR", "total_iters", total_iters)?;
-        check(
-            "PolynomialLR",
-            "power",
-            power,
-            power >= 0.0 && power.is_finite(),
-            "a finite power >= 0",
-        )?;
-        Ok(Self { total_iters, power })
+    /// PyTorch's defaults: linear decay to 0 over 5 steps.
+    pub fn new() -> Self {
+        Self {
+            total_iters: 5,
+            power: 1.0,
+        }
+    }
+
+    /// Builder: T, the steps of decay.
+    pub fn total_iters(mut self, total_iters: u64) -> Self {
+        self.total_iters = total_iters;
+        self
+    }
+
+    /// Builder: the power.
+    pub fn power(mut self, power: f64) -> Self {
+        self.power = power;
+        self
     }
 }
 
 impl Schedule for PolynomialLr {
     fn name(&self) -> &'static str {
         "PolynomialLR"
+    }
+    fn validate(&self) -> Result<()> {
+        positive(self.name(), "total_iters", self.total_iters)?;
+        let p = self.power;
+        check(
+            self.name(),
+            "power",
+            p,
+            p >= 0.0 && p.is_finite(),
+            "a finite power >= 0",
+        )
     }
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let frac = t.min(self.total_iters) as f64 / self.total_iters as f64;

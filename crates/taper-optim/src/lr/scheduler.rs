@@ -1,7 +1,7 @@
 //! `LrScheduler`: applies a [`Schedule`] to an optimizer's groups, step by step, and saves
 //! its position through [`Stateful`]; the time-driven [`LrControl`].
 
-use crate::lr::control::{self, Drive, Groups, LrControl, LrTarget, Signal};
+use crate::lr::control::{self, LrControl, LrDrive, LrGroups, LrTarget, Signal};
 use crate::lr::schedule::Schedule;
 use taper_tensor::{StateDict, Stateful};
 
@@ -15,7 +15,7 @@ use crate::{error::Error, error::Result};
 /// let store = ParamStore::new(&Device::Cpu, DType::F32);
 /// store.parameter("w", 3, |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
 /// let mut opt = Optimizer::new(Sgd::new(0.1), &store)?;
-/// let mut sched = LrScheduler::new(CosineAnnealingLr::new(10, 0.0)?, &mut opt)?;
+/// let mut sched = LrScheduler::new(CosineAnnealingLr::new(10), &mut opt)?;
 /// for _ in 0..10 {
 ///     // ... opt.step(&grads)? ...
 ///     sched.step(&mut opt)?;
@@ -35,16 +35,31 @@ impl<S: Schedule> LrScheduler<S> {
     /// Attaches to every group, taking their current rates as base rates, and applies
     /// step 0 (as PyTorch's constructors do).
     pub fn new(schedule: S, opt: &mut dyn LrTarget) -> Result<Self> {
-        Self::attach(schedule, opt, Groups::All)
+        Self::attach(schedule, opt, LrGroups::All)
     }
 
-    /// Attaches to group `i` only.
-    pub fn for_group(schedule: S, opt: &mut dyn LrTarget, i: usize) -> Result<Self> {
-        Self::attach(schedule, opt, Groups::One(i))
+    /// Attaches to the groups `groups` selects: one group (`LrGroups::One(i)`), or one
+    /// member of an [`OptimizerSet`](crate::OptimizerSet) (`set.groups_of("adamw")?`).
+    pub fn for_groups(schedule: S, opt: &mut dyn LrTarget, groups: LrGroups) -> Result<Self> {
+        Self::attach(schedule, opt, groups)
     }
 
-    fn attach(schedule: S, opt: &mut dyn LrTarget, groups: Groups) -> Result<Self> {
+    fn attach(schedule: S, opt: &mut dyn LrTarget, groups: LrGroups) -> Result<Self> {
+        schedule.validate()?;
         let groups = groups.indices(opt)?;
+        if schedule.momentum(0).is_some() {
+            // PyTorch: "optimizer must support momentum or beta1 with `cycle_momentum`
+            // option enabled".
+            if let Some(g) = groups.iter().find(|&&g| opt.group_momentum(g).is_none()) {
+                return Err(Error::InvalidHyperparameter {
+                    owner: schedule.name(),
+                    field: "cycle_momentum",
+                    value: format!("true, but group {g}'s optimizer has no momentum or beta1"),
+                    expected: "an optimizer with a momentum or beta1 to cycle (SGD, RMSprop, \
+                               the Adam family), or .cycle_momentum(false)",
+                });
+            }
+        }
         let base_lrs = groups
             .iter()
             .map(|&g| opt.group_lr(g).unwrap_or(0.0))
@@ -60,7 +75,7 @@ impl<S: Schedule> LrScheduler<S> {
     }
 
     /// Advances one step and sets the groups' rates (and momentum, for OneCycle): the
-    /// shorthand for [`LrControl::step`] with `Signal::at(self.steps() + 1)`.
+    /// shorthand for [`LrControl::step_with`] with `Signal::at(self.steps() + 1)`.
     /// On error (a schedule past its end, a rate out of range) neither the scheduler nor
     /// the optimizer has changed.
     pub fn step(&mut self, opt: &mut dyn LrTarget) -> Result<()> {
@@ -77,7 +92,7 @@ impl<S: Schedule> LrScheduler<S> {
                 Ok(lr) => {
                     // Name the schedule, not the optimizer: the schedule produced the value.
                     let err = Error::InvalidHyperparameter {
-                        optimizer: self.schedule.name(),
+                        owner: self.schedule.name(),
                         field: "lr",
                         value: format!("{lr} at step {step} from base rate {base}"),
                         expected: "the schedule to give a finite rate >= 0",
@@ -122,13 +137,13 @@ impl<S: Schedule> LrControl for LrScheduler<S> {
         self.schedule.name()
     }
 
-    fn drive(&self) -> Drive {
-        Drive::Time
+    fn drive(&self) -> LrDrive {
+        LrDrive::Time
     }
 
     /// Sets the rates the schedule gives at `signal.step` (it may jump: the schedule is a
     /// pure function of the step).
-    fn step(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
+    fn step_with(&mut self, signal: Signal<'_>, opt: &mut dyn LrTarget) -> Result<()> {
         self.go_to(signal.step, opt)
     }
 }
@@ -136,7 +151,7 @@ impl<S: Schedule> LrControl for LrScheduler<S> {
 impl<S: Schedule> Stateful for LrScheduler<S> {
     /// Writes `{prefix}.step` and one `{prefix}.base_lr.{i}` per attached group.
     fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
-        out.set_scalar(prefix, "step", self.step as f64);
+        out.set_counter(prefix, "step", self.step)?;
         for (i, b) in self.base_lrs.iter().enumerate() {
             out.set_scalar(prefix, &format!("base_lr.{i}"), *b);
         }

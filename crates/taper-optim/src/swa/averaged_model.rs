@@ -6,7 +6,7 @@
 //! shapes and order: build the same model over [`AveragedModel::store`] to evaluate them
 //! (layers reuse existing entries), and save that store like any model's. The average's
 //! own state (the weights and `n_averaged`) goes into checkpoints through [`Stateful`]
-//! (`Checkpoint::with_state("swa", &averaged)` in taper-train).
+//! (`Checkpoint::add_state("swa", &averaged)` in taper-train).
 //!
 //! The first [`AveragedModel::update_parameters`] copies the model; each later one moves
 //! every average a by a ← a + w(θ − a), with w = 1/(n + 1) for SWA (n = updates so far) or
@@ -15,7 +15,7 @@
 //! PyTorch counterpart: `torch.optim.swa_utils.AveragedModel(model, avg_fn=None |
 //! multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)`, with the same lerp. As
 //! in PyTorch, buffers (BatchNorm's running statistics) are copied from the model at each
-//! update unless `with_buffers(true)`, which averages them too; integer buffers (counters)
+//! update unless `use_buffers(true)`, which averages them too; integer buffers (counters)
 //! are then averaged and truncated toward zero, as PyTorch's integer arithmetic does.
 //! PyTorch's `update_bn` (a pass over the data to recompute BatchNorm statistics for the
 //! averaged weights) is not provided: average the buffers, or run the model built over the
@@ -95,7 +95,7 @@ impl AveragedModel {
     }
 
     /// Builder: average the buffers too (PyTorch's `use_buffers=True`).
-    pub fn with_buffers(mut self, on: bool) -> Self {
+    pub fn use_buffers(mut self, on: bool) -> Self {
         self.use_buffers = on;
         self
     }
@@ -220,7 +220,7 @@ impl Stateful for AveragedModel {
     /// Writes `{prefix}.n_averaged` and each averaged entry as `{prefix}.module.{name}`
     /// (PyTorch's state_dict keys, under the prefix).
     fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
-        out.set_scalar(prefix, "n_averaged", self.n_averaged as f64);
+        out.set_counter(prefix, "n_averaged", self.n_averaged)?;
         for e in self.store.entries() {
             out.set_tensor(prefix, &format!("module.{}", e.name), e.var.as_tensor());
         }

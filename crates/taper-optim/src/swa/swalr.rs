@@ -25,7 +25,7 @@ pub struct SwaLr {
     /// Steps (epochs, as PyTorch steps it) of annealing (default 10).
     pub anneal_epochs: u64,
     /// Cosine (default) or linear ramp.
-    pub anneal: Anneal,
+    pub anneal_strategy: Anneal,
 }
 
 impl SwaLr {
@@ -33,25 +33,18 @@ impl SwaLr {
     ///
     /// ```
     /// use taper_optim::{Anneal, Schedule, SwaLr};
-    /// let s = SwaLr::new(0.05)?.anneal_epochs(4).anneal(Anneal::Linear);
+    /// let s = SwaLr::new(0.05).anneal_epochs(4).anneal_strategy(Anneal::Linear);
     /// assert_eq!(s.lr(0.1, 0)?, 0.1);
     /// assert!((s.lr(0.1, 2)? - 0.075).abs() < 1e-12);
     /// assert_eq!(s.lr(0.1, 9)?, 0.05);
     /// # Ok::<(), taper_optim::Error>(())
     /// ```
-    pub fn new(swa_lr: f64) -> Result<Self> {
-        check(
-            "SWALR",
-            "swa_lr",
-            swa_lr,
-            swa_lr >= 0.0 && swa_lr.is_finite(),
-            "a finite swa_lr >= 0",
-        )?;
-        Ok(Self {
+    pub fn new(swa_lr: f64) -> Self {
+        Self {
             swa_lr,
             anneal_epochs: 10,
-            anneal: Anneal::Cos,
-        })
+            anneal_strategy: Anneal::Cos,
+        }
     }
 
     /// Builder: the number of annealing steps (0: `swa_lr` at once).
@@ -60,9 +53,9 @@ impl SwaLr {
         self
     }
 
-    /// Builder: the ramp's shape.
-    pub fn anneal(mut self, anneal: Anneal) -> Self {
-        self.anneal = anneal;
+    /// Builder: the ramp's shape (PyTorch's `anneal_strategy`).
+    pub fn anneal_strategy(mut self, anneal: Anneal) -> Self {
+        self.anneal_strategy = anneal;
         self
     }
 }
@@ -72,9 +65,20 @@ impl Schedule for SwaLr {
         "SWALR"
     }
 
+    fn validate(&self) -> Result<()> {
+        let r = self.swa_lr;
+        check(
+            self.name(),
+            "swa_lr",
+            r,
+            r >= 0.0 && r.is_finite(),
+            "a finite swa_lr >= 0",
+        )
+    }
+
     fn lr(&self, base: f64, t: u64) -> Result<f64> {
         let step = if self.anneal_epochs == 0 { t.max(1) } else { t };
         let frac = (step as f64 / self.anneal_epochs.max(1) as f64).clamp(0.0, 1.0);
-        Ok(self.anneal.at(base, self.swa_lr, frac))
+        Ok(self.anneal_strategy.at(base, self.swa_lr, frac))
     }
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use taper_optim::{Optimizer, Path, Rule};
+use taper_optim::{Optimizer, Rule, UpdatePath};
 use taper_tensor::{DType, Device, Gradients, ParamStore, Tensor};
 
 /// Norm-wise relative error of `a` against the reference `b`: max|a − b| / max|b|.
@@ -69,8 +69,8 @@ pub fn grads(g1: &[f64], g2: &[f64], dtype: DType) -> Gradients {
 }
 
 /// An optimizer over `store` on the given path.
-pub fn optimizer<R: Rule>(rule: R, store: &ParamStore, path: Path) -> Optimizer<R> {
-    Optimizer::new(rule, store).unwrap().with_path(path)
+pub fn optimizer<R: Rule>(rule: R, store: &ParamStore, path: UpdatePath) -> Optimizer<R> {
+    Optimizer::new(rule, store).unwrap().update_path(path)
 }
 
 /// Calls `$f(name, rule)` for every registered optimizer (`visit_optimizers`), each
@@ -85,17 +85,26 @@ macro_rules! for_every_rule {
             fn visit<R: Rule>(&mut self, entry: &Entry, rule: R) {
                 $f(entry.key, rule.clone());
                 let wd = rule.common().weight_decay;
+                // Generic code sets the shared options through `common_mut` (the
+                // builders are each configuration's own inherent methods).
+                let with = |f: &dyn Fn(&mut SharedOptions)| {
+                    let mut r = rule.clone();
+                    f(r.common_mut());
+                    r
+                };
                 if wd == WeightDecay::None {
                     $f(
                         &format!("{} l2", entry.key),
-                        rule.clone().with_weight_decay(WeightDecay::L2(0.1)),
+                        with(&|c| c.weight_decay = WeightDecay::L2(0.1)),
                     );
                 }
                 if matches!(wd, WeightDecay::None | WeightDecay::Decoupled(_)) {
                     $f(
                         &format!("{} decoupled maximize", entry.key),
-                        rule.with_weight_decay(WeightDecay::Decoupled(0.1))
-                            .with_maximize(true),
+                        with(&|c| {
+                            c.weight_decay = WeightDecay::Decoupled(0.1);
+                            c.maximize = true;
+                        }),
                     );
                 }
             }
@@ -104,7 +113,7 @@ macro_rules! for_every_rule {
         // Options beyond the registry's configurations.
         $f(
             "sgd dampened",
-            Sgd::new(0.01).with_momentum(Momentum::Classic {
+            Sgd::new(0.01).momentum(Momentum::Classic {
                 momentum: 0.9,
                 dampening: 0.5,
             }),
@@ -116,7 +125,7 @@ macro_rules! for_every_rule {
                 .initial_accumulator_value(0.1),
         );
         $f("rmsprop centered", RmsProp::new(0.01).centered(true));
-        $f("rmsprop momentum", RmsProp::new(0.01).with_momentum(0.9));
+        $f("rmsprop momentum", RmsProp::new(0.01).momentum(0.9));
         $f("adamw amsgrad", Adam::adamw(0.01).amsgrad(true));
     }};
 }
