@@ -44,6 +44,10 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod error;
+
+pub use error::{Error, Result};
+
 // Inlined, so `cargo doc -p taper` documents every crate's items under the facade's
 // modules (`taper::optim::Adam`), not bare re-export lines.
 #[doc(inline)]
@@ -59,16 +63,25 @@ pub use taper_tensor as tensor;
 #[doc(inline)]
 pub use taper_train as train;
 
-/// The names a training script needs, in one `use taper::prelude::*;`: tensors, seeding and
-/// devices; every layer, activation and loss; every optimizer, schedule and learning-rate
-/// controller; datasets, loaders, splits and transforms; metrics, stopping rules,
-/// checkpoints and logs; and [`Fit`](crate::train::Fit), Keras's `model.fit`.
+/// The names a training script needs, in one `use taper::prelude::*;`: [`Result`] and
+/// [`Error`] (every Taper error converts into it, so `?` works across crates); tensors,
+/// seeding and devices; every layer and its configuration, the activation functions with
+/// PyTorch's gradients (`relu`, `gelu`, `softmax`, …) and every loss; custom layers
+/// ([`CustomLayer`](crate::nn::CustomLayer)); every optimizer, [`OptimizerSet`](crate::optim::OptimizerSet),
+/// schedule and learning-rate controller; datasets, loaders, splits and transforms;
+/// metrics, stopping rules, checkpoints and logs; and [`Fit`](crate::train::Fit), Keras's
+/// `model.fit`.
 ///
-/// It exports nothing under a name candle's crate root uses for another item (the candle
-/// names it has, `Tensor`, `Device`, `DType`, `Var`, `Module`, `ModuleT`, `D`, are candle's
-/// own items), so `use taper::tensor::candle::*;` beside it causes no ambiguity. candle-nn
-/// has layers and an `Optimizer` trait under the same names as Taper's: import candle-nn by
-/// path (`candle_nn::linear`) rather than with a glob.
+/// Use the prelude's `relu` (and the other activations) in your own layers rather than
+/// candle's `x.relu()`: candle's ReLU has gradient 1 at x = 0, PyTorch's and Taper's 0, so a
+/// custom layer written with candle's would silently train differently from PyTorch.
+///
+/// Apart from `Result` and `Error`, which are Taper's, it exports nothing under a name
+/// candle's crate root uses for another item (the candle names it has, `Tensor`, `Device`,
+/// `DType`, `Var`, `Module`, `ModuleT`, `D`, are candle's own items), so
+/// `use taper::tensor::candle::*;` beside it causes no ambiguity elsewhere; name candle's
+/// `candle::Result` by path. candle-nn has layers and an `Optimizer` trait under the same
+/// names as Taper's: import candle-nn by path (`candle_nn::linear`) rather than with a glob.
 ///
 /// ```
 /// use taper::prelude::*;
@@ -90,21 +103,28 @@ pub use taper_train as train;
 ///         opt.backward_step(&loss)?;
 ///     }
 /// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), taper::Error>(())
 /// ```
 pub mod prelude {
+    pub use crate::error::{Error, Result};
+
     pub use taper_tensor::{
         best_device, device, gradcheck, manual_seed, no_grad, on_thread_pool,
-        park_idle_candle_workers, rand_uniform, randn, DType, Device, Gradients, LoadMode, Module,
-        ModuleT, NonFinite, Norm, ParamStore, RowSparse, StateDict, Stateful, Tensor, Var, D,
+        park_idle_candle_workers, rand_uniform, randn, tracked, DType, Device, Gradients, LoadMode,
+        Module, ModuleT, NonFinite, Norm, ParamStore, RowSparse, StateDict, Stateful, Tensor, Var,
+        D,
     };
 
+    pub use taper_nn::activation::{
+        elu, gelu, gelu_tanh, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh,
+    };
     pub use taper_nn::regularization::{l1_penalty, l2_penalty};
     pub use taper_nn::{
         binary_cross_entropy_with_logits, cross_entropy, dropout, huber_loss, kl_div, l1_loss,
-        mse_loss, smooth_l1_loss, Activation, AvgPool2d, BatchNorm, BatchNormConfig, Conv2d,
-        Conv2dConfig, CrossEntropyLoss, Dropout, Embedding, Flatten, KlReduction, LayerNorm,
-        Linear, MaxPool2d, NllLoss, Reduction, Sequential,
+        mse_loss, register_layer, smooth_l1_loss, Activation, AvgPool2d, BatchNorm,
+        BatchNormConfig, Conv2d, Conv2dConfig, CrossEntropyLoss, CustomLayer, Dropout, Embedding,
+        EmbeddingConfig, Flatten, KlReduction, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+        MaxPool2d, NllLoss, Reduction, Sequential,
     };
 
     pub use taper_optim::{
@@ -112,10 +132,10 @@ pub mod prelude {
         ChainedLr, Clip, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, CyclicLr,
         CyclicMode, EpsPlacement, ExponentialLr, GradNormRatio, InverseSqrt, InverseTime, Lamb,
         LambdaLr, Lars, Lbfgs, LbfgsOptimizer, LineSearch, LinearLr, Lion, Lookahead, LrControl,
-        LrScheduler, Momentum, MultiStepLr, MultiplicativeLr, Muon, NAdam, NonFiniteGrads,
-        OneCycleLr, Optimizer, OptimizerState, PlateauConfig, PolynomialLr, RAdam,
-        ReduceLrOnPlateau, RmsProp, Rprop, Rule, Schedule, SequentialLr, Sgd, Signal, SparseAdam,
-        StepLr, SwaLr, WeightDecay,
+        LrGroups, LrScheduler, LrTarget, Momentum, MultiStepLr, MultiplicativeLr, Muon, NAdam,
+        NonFiniteGrads, OneCycleLr, Optimizer, OptimizerSet, OptimizerState, PlateauConfig,
+        PolynomialLr, RAdam, ReduceLrOnPlateau, RmsProp, Rprop, Rule, Schedule, SequentialLr, Sgd,
+        Signal, SparseAdam, StepLr, SwaLr, UpdatePath, WeightDecay,
     };
 
     pub use taper_data::transforms::{
@@ -126,8 +146,8 @@ pub mod prelude {
     };
 
     pub use taper_train::{
-        accuracy, Checkpoint, CheckpointManager, ConfusionMatrix, CsvLog, Direction, EarlyStopping,
-        Fit, History, LrEvery, Metric, Progress, RunningMean, Stop, StopRules, SummaryWriter,
-        Verbosity,
+        accuracy, AverageEvery, Checkpoint, CheckpointManager, ConfusionMatrix, CsvLog, Direction,
+        EarlyStopping, Fit, History, JsonlLog, LrEvery, Metric, Progress, RunningMean, Stop,
+        StopRules, SummaryWriter, TrainState, Verbosity,
     };
 }

@@ -516,3 +516,102 @@ fn the_manager_keeps_the_last_k_and_the_best() {
     );
     assert!(CheckpointManager::new(&root, 0).is_err());
 }
+
+/// A PyTorch model the user wrote (`features`/`classifier` submodules) loads into a Taper
+/// struct of the user's own with other names, through a prefix map and a strict check, and
+/// gives PyTorch's logits.
+#[test]
+fn a_pytorch_state_dict_loads_into_a_user_struct_with_other_names() {
+    use taper::nn::{BatchNorm, Conv2d, Conv2dConfig, MaxPool2d};
+    use taper::tensor::{candle, prefix_map};
+
+    /// The user's port: each layer under its own `store.sub(..)` name.
+    struct Net {
+        conv1: Conv2d,
+        bn1: BatchNorm,
+        pool: MaxPool2d,
+        conv2: Conv2d,
+        fc: Linear,
+    }
+    impl Net {
+        fn new(s: &ParamStore) -> taper::Result<Self> {
+            Ok(Net {
+                conv1: Conv2dConfig::new(1, 4, (3, 3))
+                    .padding(1)
+                    .build(&s.sub("conv1"))?,
+                bn1: BatchNorm::new_2d(4, &s.sub("bn1"))?,
+                pool: MaxPool2d::new(2),
+                conv2: Conv2d::new(4, 6, (3, 3), &s.sub("conv2"))?,
+                fc: Linear::new(6 * 2 * 2, 3, &s.sub("fc"))?,
+            })
+        }
+    }
+    impl ModuleT for Net {
+        fn forward_t(&self, x: &Tensor, train: bool) -> candle::Result<Tensor> {
+            let h = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+            let h = relu(&self.conv2.forward(&self.pool.forward(&h)?)?)?;
+            self.fc.forward(&h.flatten_from(1)?)
+        }
+    }
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("torch_user_cnn.json")).unwrap())
+            .unwrap();
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let net = Net::new(&store).unwrap();
+    let map = prefix_map(&[
+        ("features.0", "conv1"),
+        ("features.1", "bn1"),
+        ("features.4", "conv2"),
+        ("classifier", "fc"),
+    ]);
+    // Without the map nothing fits, and strict loading says which names.
+    let e = store
+        .load(fixture("torch_user_cnn.safetensors"), LoadMode::Strict)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv1.weight") && e.contains("features.0.weight"),
+        "{e}"
+    );
+    let report = store
+        .load_renamed(
+            fixture("torch_user_cnn.safetensors"),
+            &map,
+            LoadMode::Strict,
+        )
+        .unwrap();
+    assert!(report.is_clean());
+    let x: Vec<Vec<Vec<Vec<f32>>>> = serde_json::from_value(fx["x"].clone()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(fx["logits"].clone()).unwrap();
+    let got = net
+        .forward_t(&Tensor::new(x, &Device::Cpu).unwrap(), false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+        assert!((g - w).abs() < 1e-5, "{g} vs torch {w}");
+    }
+    assert_eq!(
+        store
+            .var("bn1.num_batches_tracked")
+            .unwrap()
+            .as_tensor()
+            .to_scalar::<i64>()
+            .unwrap(),
+        3
+    );
+    // A map sending two names to one is refused, naming both.
+    let clash = prefix_map(&[("features.0", "fc"), ("classifier", "fc")]);
+    let e = store
+        .load_renamed(
+            fixture("torch_user_cnn.safetensors"),
+            &clash,
+            LoadMode::Strict,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`classifier.") && e.contains("`features.0.") && e.contains("`fc."),
+        "{e}"
+    );
+}

@@ -473,3 +473,42 @@ fn mnist_fit_example_runs() {
     assert!(acc > 90.0, "{acc}");
     assert!(dir.join("mnist_mlp.safetensors").exists());
 }
+
+/// The custom-layer guide's example, as built: a user-defined residual block inside a
+/// `Sequential`, trained with `Fit`, checkpointed and resumed, saved as a model file and
+/// loaded back to the same predictions.
+#[test]
+fn custom_layer_example_trains_resumes_and_round_trips_its_model_file() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("custom_layer"))
+        .unwrap();
+    if !bin.exists() {
+        println!(
+            "skipped: {} is not built (cargo test builds examples)",
+            bin.display()
+        );
+        return;
+    }
+    let run = std::process::Command::new(&bin).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains(" 3 (Residual) "), "{stdout}");
+    assert!(stdout.contains("Epoch 3/3"), "{stdout}");
+    assert!(
+        stdout.contains("the model loaded from its file predicts the same: true"),
+        "{stdout}"
+    );
+    let acc: f64 = stdout
+        .lines()
+        .find_map(|l| l.split("test accuracy ").nth(1))
+        .and_then(|v| v.trim_end_matches('%').parse().ok())
+        .unwrap();
+    assert!(acc > 85.0, "{stdout}");
+}

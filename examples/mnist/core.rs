@@ -675,6 +675,6 @@ fn train_with<R: Rule>(
 fn scheduler<S: Schedule + 'static, R: Rule>(
     schedule: S,
     opt: &mut Optimizer<R>,
-) -> Result<Box<dyn LrControl>> {
+) -> taper::Result<Box<dyn LrControl>> {
     Ok(Box::new(LrScheduler::new(schedule, opt)?))
 }

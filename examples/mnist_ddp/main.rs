@@ -82,7 +82,7 @@ impl<R: Rule> Opt<'_, R> {
     fn load(&mut self, state: &OptimizerState) -> anyhow::Result<()> {
         match self {
             Opt::Plain(o) => o.load_state_dict(state)?,
-            Opt::Zero(o) => o.load_state(state)?,
+            Opt::Zero(o) => o.load_state_dict(state)?,
         }
         Ok(())
     }

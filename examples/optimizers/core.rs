@@ -6,7 +6,7 @@ use taper::data::{mnist, Batching, DataLoader};
 use taper::nn::{cross_entropy, Activation, Flatten, Linear, Sequential};
 use taper::optim::*;
 use taper::prelude::*;
-use taper::train::plot::{contour_panels, plot_panels, Panel, Series};
+use taper::train::plot::{contour_panels, plot_grid, plot_panels, Panel, Series};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -312,17 +312,49 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             convergence("Beale", along(&bea, beale)),
         ],
     )?;
-    let panel = Panel {
-        series: mn,
-        ..Panel::new(
-            "MNIST MLP 784-128-10, batch 64 (smoothed)",
-            "step",
-            "training loss",
-        )
-        .log_y()
-        .integer_x()
+    // Small multiples: one family per panel, on one shared y range, and a last panel with
+    // the best of each family (lowest final loss) to compare across families.
+    let final_of = |s: &Series| {
+        let tail = &s.points[s.points.len().saturating_sub(20)..];
+        tail.iter().map(|p| p.1).sum::<f64>() / tail.len().max(1) as f64
     };
-    plot_panels(cfg.out.join("mnist_loss.png"), 1000, 600, &[panel])?;
+    let mut panels: Vec<Panel> = PANELS
+        .iter()
+        .map(|&fam| Panel {
+            series: mn
+                .iter()
+                .filter(|(f, _)| *f == fam)
+                .map(|(_, s)| s.clone())
+                .collect(),
+            ..Panel::new(fam, "step", "training loss").log_y().integer_x()
+        })
+        .collect();
+    let best: Vec<Series> = panels
+        .iter()
+        .filter_map(|p| {
+            p.series
+                .iter()
+                .min_by(|a, b| final_of(a).total_cmp(&final_of(b)))
+                .cloned()
+        })
+        .collect();
+    panels.push(Panel {
+        series: best,
+        ..Panel::new("Best of each family", "step", "training loss")
+            .log_y()
+            .integer_x()
+    });
+    let (lo, hi) = mn
+        .iter()
+        .flat_map(|(_, s)| s.points.iter().map(|p| p.1))
+        .filter(|y| *y > 0.0 && y.is_finite())
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+            (lo.min(y), hi.max(y))
+        });
+    for p in &mut panels {
+        p.y_range = Some((lo, hi));
+    }
+    plot_grid(cfg.out.join("mnist_loss.png"), 1800, 900, 3, &panels)?;
     Ok(rows)
 }
 
@@ -332,8 +364,33 @@ struct Each<'a> {
     rows: Vec<Row>,
     ros: Vec<Series>,
     bea: Vec<Series>,
-    mn: Vec<Series>,
+    /// Each MNIST curve with the panel (family) it is drawn in.
+    mn: Vec<(&'static str, Series)>,
     err: Option<anyhow::Error>,
+}
+
+/// The panel of the optimizers that are not one registered rule.
+const WRAPPED: &str = "Lookahead, Muon + AdamW";
+
+/// The MNIST figure's panels, in order: one family of optimizers each (sign and relative
+/// steps: Lion, Rprop, LAMB, LARS, Adafactor), so that no panel
+/// holds more lines than an eye can follow.
+const PANELS: [&str; 5] = [
+    "Gradient descent and momentum",
+    "Adam family",
+    "AdaGrad, RMSProp, Adadelta",
+    "Sign and relative steps",
+    WRAPPED,
+];
+
+/// The panel a registered configuration's curve goes in.
+fn family_panel(entry: &Entry) -> &'static str {
+    match entry.family {
+        Family::Descent => PANELS[0],
+        Family::Adaptive if entry.key.contains("adam") || entry.key == "amsgrad" => PANELS[1],
+        Family::Adaptive => PANELS[2],
+        Family::Sign | Family::Layerwise => PANELS[3],
+    }
 }
 
 impl Each<'_> {
@@ -341,6 +398,7 @@ impl Each<'_> {
     fn one(
         &mut self,
         name: &str,
+        family: &'static str,
         on_2d: Option<&Make<'_>>,
         on_mnist: Option<&MakeMnist<'_>>,
     ) -> anyhow::Result<()> {
@@ -362,7 +420,7 @@ impl Each<'_> {
         if let Some(make) = on_mnist {
             let (ms, mf, mr) = mnist_curve(name, make, self.cfg.mnist_steps)?;
             row.mnist = Some((mf, mr));
-            self.mn.push(ms);
+            self.mn.push((family, ms));
         }
         self.rows.push(row);
         Ok(())
@@ -380,6 +438,7 @@ impl Each<'_> {
         };
         self.one(
             "lookahead-adam",
+            WRAPPED,
             Some(&lookahead),
             Some(&|s: &ParamStore| lookahead(s, 2e-3)),
         )?;
@@ -390,7 +449,7 @@ impl Each<'_> {
                 .max_eval(25);
             Ok(Box::new(Quasi(LbfgsOptimizer::new(config, store)?)))
         };
-        self.one("lbfgs-wolfe", Some(&lbfgs), None)?;
+        self.one("lbfgs-wolfe", WRAPPED, Some(&lbfgs), None)?;
         let muon = |store: &ParamStore| -> anyhow::Result<Box<dyn Stepper>> {
             let (matrices, rest): (Vec<_>, Vec<_>) = store
                 .trainable()
@@ -402,7 +461,7 @@ impl Each<'_> {
                 store.clone(),
             )))
         };
-        self.one("muon+adamw", None, Some(&muon))
+        self.one("muon+adamw", WRAPPED, None, Some(&muon))
     }
 }
 
@@ -412,7 +471,7 @@ impl Visitor for Each<'_> {
             let registry_rate = rule.common().lr;
             let make = plain(rule);
             let mnist = |s: &ParamStore| make(s, registry_rate);
-            if let Err(e) = self.one(entry.key, Some(&make), Some(&mnist)) {
+            if let Err(e) = self.one(entry.key, family_panel(entry), Some(&make), Some(&mnist)) {
                 self.err = Some(e.context(entry.key));
             }
         }

@@ -9,7 +9,8 @@
 
 use candle_core::{DType, Storage, Tensor, WithDType};
 
-use crate::{invalid, Communicator, Result};
+use crate::error::invalid;
+use crate::{Communicator, Result};
 
 /// PyTorch DDP's default bucket capacity, 25 MiB.
 pub const DEFAULT_BUCKET_BYTES: usize = 25 * 1024 * 1024;

@@ -8,7 +8,8 @@
 
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor};
 
-use crate::{invalid, Error, Result};
+use crate::error::invalid;
+use crate::{Error, Result};
 
 /// The collectives every transport provides. Ranks count from 0; rank 0 is the root that
 /// broadcasts the initial model and writes checkpoints.

@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 use taper_tensor::{Gradients, ParamKind, ParamStore};
 
 use crate::bucket::{copy_out, Elem};
-use crate::{invalid, BucketPlan, Communicator, Error, Result, DEFAULT_BUCKET_BYTES};
+use crate::error::invalid;
+use crate::{BucketPlan, Communicator, Error, Result, DEFAULT_BUCKET_BYTES};
 
 /// Time and bytes spent averaging gradients, for the all-reduce's share of step time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

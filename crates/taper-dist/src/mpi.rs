@@ -23,7 +23,8 @@ use mpi::traits::{CommunicatorCollectives, Root};
 use mpi::Count;
 
 use crate::communicator::{check_counts, check_root};
-use crate::{invalid, Communicator, Error, Result};
+use crate::error::invalid;
+use crate::{Communicator, Error, Result};
 
 /// Elements per MPI call: MPI counts are 32-bit, so longer buffers go in chunks.
 const CHUNK: usize = 1 << 30;

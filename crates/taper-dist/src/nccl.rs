@@ -22,7 +22,8 @@ use candle_core::{CpuStorage, CudaStorage, DType, Device, InplaceOp1, Layout, Te
 use std::sync::Arc;
 
 use crate::communicator::{check_counts, check_root};
-use crate::{invalid, Communicator, Error, Result};
+use crate::error::invalid;
+use crate::{Communicator, Error, Result};
 
 /// NCCL's and CUDA's errors, in words.
 fn nccl_err(op: &'static str) -> impl Fn(String) -> Error {

@@ -17,11 +17,12 @@
 use std::collections::HashSet;
 
 use candle_core::{DType, Tensor, Var};
-use taper_optim::{Clip, LrTarget, Optimizer, OptimizerState, Rule, StepReport};
-use taper_tensor::{Gradients, ParamStore};
+use taper_optim::{AnyOptimizer, Clip, LrTarget, Optimizer, OptimizerState, Rule, StepReport};
+use taper_tensor::{Gradients, ParamStore, StateDict, Stateful};
 
 use crate::bucket::{copy_out, Elem};
-use crate::{invalid, Communicator, Error, Result};
+use crate::error::invalid;
+use crate::{Communicator, Error, Result};
 
 /// Optimizer-state memory of one rank, sharded against unsharded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,8 @@ impl ZeroMemory {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ZeroOptimizer<'c, R: Rule, C: Communicator> {
+    /// Steps taken (every rank counts them, owning parameters or not).
+    steps: u64,
     comm: &'c C,
     params: Vec<(String, Var)>,
     owner: Vec<usize>,
@@ -140,6 +143,7 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
         })();
         let (dtype, owner, inner, counts) = comm.agree("building the sharded optimizer", local)?;
         Ok(Self {
+            steps: 0,
             comm,
             params,
             owner,
@@ -213,6 +217,9 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
         match self.dtype {
             DType::F64 => self.gather::<f64>()?,
             _ => self.gather::<f32>()?,
+        }
+        if !report.skipped {
+            self.steps += 1;
         }
         Ok(report)
     }
@@ -302,7 +309,21 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
     /// optimizer's, saved by any number of ranks): each rank takes its own parameters'
     /// entries. Everything is checked on every rank first; if any rank's share does not
     /// fit, every rank returns an error and nothing changed anywhere.
-    pub fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+    pub fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        let staged = self.stage(state)?;
+        if let (Some(o), Some(s)) = (&mut self.inner, staged) {
+            o.commit_state(s);
+        }
+        self.steps = state
+            .scalars
+            .get("steps")
+            .map_or(Ok(0), |&v| taper_tensor::checked_counter("steps", v))?;
+        Ok(())
+    }
+
+    /// This rank's share of `state`, checked on every rank (see
+    /// [`ZeroOptimizer::load_state_dict`]); nothing changes.
+    fn stage(&self, state: &OptimizerState) -> Result<Option<taper_optim::StagedState<R>>> {
         let all: HashSet<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
         let mine: HashSet<&str> = self.owned().into_iter().collect();
         let keep = |k: &str| match key_param(k) {
@@ -328,13 +349,8 @@ impl<'c, R: Rule, C: Communicator> ZeroOptimizer<'c, R, C> {
             Some(o) => o.stage_state_dict(&filtered).map(Some).map_err(Error::from),
             None => Ok(None),
         };
-        let staged = self
-            .comm
-            .agree("loading the sharded optimizer state", staged)?;
-        if let (Some(o), Some(s)) = (&mut self.inner, staged) {
-            o.commit_state(s);
-        }
-        Ok(())
+        self.comm
+            .agree("loading the sharded optimizer state", staged)
     }
 }
 
@@ -376,5 +392,97 @@ impl<R: Rule, C: Communicator> LrTarget for ZeroOptimizer<'_, R, C> {
         };
         self.rule.set_momentum_coefficient(momentum);
         Ok(had)
+    }
+}
+
+/// A sharded optimizer's state is the consolidated state of an unsharded one (see
+/// [`ZeroOptimizer::consolidated_state`]), so a checkpoint of it loads on any number of
+/// ranks. **Collective:** every rank must call each method; saving writes the state on rank
+/// 0 only (the one that writes checkpoints), and checking and loading agree over the ranks,
+/// so a state that does not fit one rank fails on all.
+impl<R: Rule, C: Communicator> Stateful for ZeroOptimizer<'_, R, C> {
+    fn save_state(&self, prefix: &str, out: &mut StateDict) -> taper_tensor::Result<()> {
+        let state = self
+            .consolidated_state()
+            .map_err(|e| state_error(prefix, e))?;
+        if let Some(st) = state {
+            for (k, t) in &st.tensors {
+                out.set_tensor(prefix, k, t);
+            }
+            for (k, v) in &st.scalars {
+                out.set_scalar(prefix, k, *v);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_state(&self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        let st = under(prefix, state, R::NAME);
+        self.stage(&st)
+            .map(|_| ())
+            .map_err(|e| state_error(prefix, e))
+    }
+
+    fn load_state(&mut self, prefix: &str, state: &StateDict) -> taper_tensor::Result<()> {
+        let st = under(prefix, state, R::NAME);
+        self.load_state_dict(&st)
+            .map_err(|e| state_error(prefix, e))
+    }
+}
+
+/// The entries of `state` under `prefix`, as an optimizer state of algorithm `name`.
+fn under(prefix: &str, state: &StateDict, name: &str) -> OptimizerState {
+    let head = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}.")
+    };
+    let strip = |k: &String| k.strip_prefix(&head).map(str::to_string);
+    OptimizerState {
+        optimizer: name.to_string(),
+        tensors: state
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| strip(k).map(|k| (k, t.clone())))
+            .collect(),
+        scalars: state
+            .scalars
+            .iter()
+            .filter_map(|(k, v)| strip(k).map(|k| (k, *v)))
+            .collect(),
+    }
+}
+
+fn state_error(prefix: &str, e: Error) -> taper_tensor::Error {
+    taper_tensor::Error::State {
+        key: if prefix.is_empty() {
+            "ZeroOptimizer".into()
+        } else {
+            prefix.to_string()
+        },
+        reason: e.to_string(),
+    }
+}
+
+/// A sharded optimizer is an [`AnyOptimizer`] (schedules, checkpoints, `Fit`). Its steps are
+/// collective: with more than one rank, every rank must make the same calls, and the
+/// gradients it is given must already be averaged over the ranks
+/// ([`DistributedDataParallel::backward`](crate::DistributedDataParallel::backward));
+/// `backward_step` and `step_closure` do not average them.
+impl<R: Rule, C: Communicator> AnyOptimizer for ZeroOptimizer<'_, R, C> {
+    fn name(&self) -> String {
+        R::NAME.to_string()
+    }
+    fn params(&self) -> Vec<(String, Var)> {
+        self.params.clone()
+    }
+    fn step(&mut self, grads: &Gradients) -> taper_optim::Result<StepReport> {
+        ZeroOptimizer::step(self, grads).map_err(|e| match e {
+            Error::Optim(o) => o,
+            other => taper_optim::Error::External(Box::new(other)),
+        })
+    }
+    fn steps(&self) -> u64 {
+        self.steps
     }
 }

@@ -129,7 +129,7 @@ fn zero_state_consolidates_and_loads_back_and_refuses_a_bad_state() -> Res<()> {
     assert_eq!(mem.local_bytes, 2 * 4 * (784 * 8 + 8 + 8 * 10 + 10));
 
     let mut fresh = ZeroOptimizer::new(Adam::new(1e-3), &store, &comm)?;
-    fresh.load_state(&state)?;
+    fresh.load_state_dict(&state)?;
     assert_eq!(fresh.local().unwrap().steps(), 1);
     // A state with a wrongly shaped tensor is refused, and nothing changes.
     let mut bad = state.clone();
@@ -139,7 +139,7 @@ fn zero_state_consolidates_and_loads_back_and_refuses_a_bad_state() -> Res<()> {
         candle_core::Tensor::zeros(3, DType::F32, &Device::Cpu)?,
     );
     let mut other = ZeroOptimizer::new(Adam::new(1e-3), &store, &comm)?;
-    assert!(other.load_state(&bad).is_err());
+    assert!(other.load_state_dict(&bad).is_err());
     assert_eq!(other.local().unwrap().steps(), 0);
     Ok(())
 }

@@ -42,17 +42,29 @@ pub use losses::{loss, regularization};
 
 pub use error::{Error, Result};
 pub use layers::activation::Activation;
+pub use layers::attention::scaled_dot_product_attention;
 pub use layers::batch_norm::{BatchNorm, BatchNormConfig};
 pub use layers::conv::{Conv2d, Conv2dConfig};
+pub use layers::custom::{register_layer, CustomLayer};
 pub use layers::dropout::{dropout, Dropout};
 pub use layers::embedding::{Embedding, EmbeddingConfig};
 pub use layers::flatten::Flatten;
 pub use layers::layer_norm::{LayerNorm, LayerNormConfig};
 pub use layers::linear::{Linear, LinearConfig};
 pub use layers::model_file::MODEL_FORMAT;
+pub use layers::multihead_attention::{
+    AttentionArgs, MultiheadAttention, MultiheadAttentionConfig,
+};
 pub use layers::pool::{AvgPool2d, MaxPool2d};
+pub use layers::positional::{apply_rotary, PositionalEmbedding, SinusoidalEncoding};
+pub use layers::recurrent::{Gru, Lstm, RecurrentConfig, RecurrentKind, Rnn, RnnNonlinearity};
+pub use layers::rms_norm::{RmsNorm, RmsNormConfig};
 pub use layers::sequential::Sequential;
 pub use layers::spec::{BoxedLayer, LayerSpec};
+pub use layers::transformer::{
+    DecoderArgs, EncoderArgs, FeedForwardActivation, TransformerConfig, TransformerDecoderLayer,
+    TransformerEncoder, TransformerEncoderLayer,
+};
 pub use losses::cross_entropy::{
     binary_cross_entropy_with_logits, cross_entropy, CrossEntropyLoss, NllLoss, Target,
 };

@@ -158,3 +158,138 @@ fn unsafe_or_mismatched_files_are_refused_by_name() {
     assert!(err.contains("child 0 (Mine)"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+mod custom {
+    use serde::{Deserialize, Serialize};
+    use taper_nn::{register_layer, CustomLayer, Linear, Sequential};
+    use taper_tensor::{candle, DType, Device, Module, ModuleT, ParamStore, Tensor};
+
+    /// y = x + scale·fc(x)
+    pub struct Scaled {
+        fc: Linear,
+        scale: Tensor,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ScaledConfig {
+        pub dim: usize,
+    }
+
+    impl Module for Scaled {
+        fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+            x + self.fc.forward(x)?.broadcast_mul(&self.scale)?
+        }
+    }
+
+    impl CustomLayer for Scaled {
+        const KIND: &'static str = "Scaled";
+        type Config = ScaledConfig;
+        fn config(&self) -> ScaledConfig {
+            ScaledConfig {
+                dim: self.fc.in_features(),
+            }
+        }
+        fn from_config(
+            c: ScaledConfig,
+            store: &ParamStore,
+        ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+            if c.dim == 0 {
+                return Err("dim must be positive".into());
+            }
+            Ok(Scaled {
+                fc: Linear::new(c.dim, c.dim, &store.sub("fc"))?,
+                scale: store.parameter("scale", 1, |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?,
+            })
+        }
+    }
+
+    /// A user-defined layer round-trips through a model file once registered; unregistered
+    /// kinds, foreign configurations and clashing names are errors naming the layer.
+    #[test]
+    fn a_registered_custom_layer_round_trips_and_bad_files_name_the_layer() {
+        register_layer::<Scaled>().unwrap();
+        register_layer::<Scaled>().unwrap(); // again: a no-op
+        let store = ParamStore::new(&Device::Cpu, DType::F32);
+        let model = Sequential::new(&store)
+            .append_with(|s| Scaled::from_config(ScaledConfig { dim: 3 }, s))
+            .unwrap()
+            .append(taper_nn::Activation::Tanh)
+            .append_with(|s| {
+                Sequential::new(s).append_with(|s| Scaled::from_config(ScaledConfig { dim: 3 }, s))
+            })
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("taper-custom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        model.save_model(&path).unwrap();
+        let json = std::fs::read_to_string(dir.join("model.json")).unwrap();
+        assert!(
+            json.contains("\"kind\": \"Custom\"") && json.contains("\"name\": \"Scaled\""),
+            "{json}"
+        );
+        let (loaded, _) = Sequential::load_model(&path, &Device::Cpu, DType::F32).unwrap();
+        let x = Tensor::new(&[[0.5f32, -1.0, 2.0]], &Device::Cpu).unwrap();
+        assert_eq!(
+            loaded
+                .forward_t(&x, false)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap(),
+            model
+                .forward_t(&x, false)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        );
+        assert!(loaded.summary(&[3]).unwrap().contains(" 0 (Scaled) "));
+
+        // A file naming a kind nobody registered, and one whose configuration the type
+        // refuses: errors naming the layer's path, before any model is returned.
+        let edit = |from: &str, to: &str| {
+            std::fs::write(dir.join("model.json"), json.replacen(from, to, 1)).unwrap();
+            Sequential::load_model(&path, &Device::Cpu, DType::F32)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = edit("\"name\": \"Scaled\"", "\"name\": \"Unknown\"");
+        assert!(
+            e.contains("layers[0]") && e.contains("`Unknown`") && e.contains("register_layer"),
+            "{e}"
+        );
+        let e = edit("\"dim\": 3", "\"dim\": 3, \"extra\": 1");
+        assert!(e.contains("layers[0]") && e.contains("extra"), "{e}");
+        let nested = json.rfind("\"dim\": 3").unwrap();
+        let mut bad = json.clone();
+        bad.replace_range(nested..nested + 8, "\"dim\": 0");
+        std::fs::write(dir.join("model.json"), bad).unwrap();
+        let e = Sequential::load_model(&path, &Device::Cpu, DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("layers[2].layers[0]") && e.contains("dim must be positive"),
+            "{e}"
+        );
+
+        // A name that one of Taper's kinds has is refused.
+        struct Clash;
+        impl Module for Clash {
+            fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+                Ok(x.clone())
+            }
+        }
+        impl CustomLayer for Clash {
+            const KIND: &'static str = "Linear";
+            type Config = ();
+            fn config(&self) {}
+            fn from_config(
+                _: (),
+                _: &ParamStore,
+            ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(Clash)
+            }
+        }
+        assert!(register_layer::<Clash>().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

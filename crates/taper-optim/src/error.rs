@@ -69,6 +69,11 @@ pub enum Error {
         optimizer: &'static str,
     },
 
+    /// An error from outside taper-optim that an optimizer step met (a sharded optimizer's
+    /// collective in taper-dist).
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync>),
+
     /// A parameter group selected no parameters.
     #[error("parameter group `{group}` matches no trainable parameter")]
     EmptyGroup {

@@ -50,8 +50,8 @@ pub use random::{
 };
 pub use row_sparse::RowSparse;
 pub use serialize::{
-    parse_safetensors, read_safetensors, save_safetensors, serialize_safetensors, LoadMode,
-    LoadReport, StagedLoad,
+    parse_safetensors, prefix_map, read_safetensors, rename_keys, save_safetensors,
+    serialize_safetensors, LoadMode, LoadReport, StagedLoad,
 };
 pub use state_dict::{
     checked_counter, parse_scalar, savable_counter, StateDict, Stateful, MAX_COUNTER,

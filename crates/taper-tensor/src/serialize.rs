@@ -157,6 +157,37 @@ impl ParamStore {
         self.load_state_dict(&tensors, mode)
     }
 
+    /// Loads a safetensors file whose names differ from this model's (a PyTorch model with
+    /// other submodule names): each file name goes through `rename` first ([`rename_keys`];
+    /// [`prefix_map`] builds the usual one), then the tensors load as
+    /// [`ParamStore::load_state_dict`] loads them, checked strictly under
+    /// [`LoadMode::Strict`] after the renaming.
+    ///
+    /// ```
+    /// use taper_tensor::{prefix_map, DType, Device, LoadMode, ParamStore, Tensor};
+    /// let dir = std::env::temp_dir().join(format!("taper-renamed-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// // PyTorch saved `classifier.weight`; this model calls the layer `fc`.
+    /// let theirs = ParamStore::new(&Device::Cpu, DType::F32);
+    /// theirs.sub("classifier").parameter("weight", (2, 3), |s, dt, d| Ok(Tensor::ones(s, dt, d)?))?;
+    /// theirs.save(dir.join("w.safetensors"))?;
+    /// let ours = ParamStore::new(&Device::Cpu, DType::F32);
+    /// ours.sub("fc").parameter("weight", (2, 3), |s, dt, d| Ok(Tensor::zeros(s, dt, d)?))?;
+    /// ours.load_renamed(dir.join("w.safetensors"), prefix_map(&[("classifier", "fc")]), LoadMode::Strict)?;
+    /// assert_eq!(ours.var("fc.weight")?.as_tensor().sum_all()?.to_scalar::<f32>()?, 6.0);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_renamed(
+        &self,
+        path: impl AsRef<Path>,
+        rename: impl Fn(&str) -> Option<String>,
+        mode: LoadMode,
+    ) -> Result<LoadReport> {
+        let (tensors, _) = read_safetensors(path)?;
+        self.load_state_dict(&rename_keys(tensors, rename)?, mode)
+    }
+
     /// Loads named tensors into this view's entries (see [`ParamStore::load`]).
     ///
     /// Floating-point tensors are converted to the entry's float dtype (an f64 file loads
@@ -251,5 +282,62 @@ impl StagedLoad {
             let _ = var.set(&t);
         }
         self.report
+    }
+}
+
+/// Renames the keys of a state dict with `rename` (`None` drops a key, such as a buffer the
+/// model does not have), for loading weights whose names differ from the model's. Two keys
+/// renamed to one name are an error naming both.
+pub fn rename_keys(
+    tensors: HashMap<String, Tensor>,
+    rename: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut out: HashMap<String, Tensor> = HashMap::with_capacity(tensors.len());
+    let mut from: HashMap<String, String> = HashMap::new();
+    let mut keys: Vec<String> = tensors.keys().cloned().collect();
+    keys.sort();
+    let mut tensors = tensors;
+    for key in keys {
+        let Some(new) = rename(&key) else { continue };
+        if let Some(first) = from.get(&new) {
+            return Err(Error::InvalidName {
+                name: new,
+                reason: format!("both `{first}` and `{key}` are renamed to it"),
+            });
+        }
+        let t = tensors.remove(&key).expect("listed above");
+        from.insert(new.clone(), key);
+        out.insert(new, t);
+    }
+    Ok(out)
+}
+
+/// A renaming for [`rename_keys`] and [`ParamStore::load_renamed`] from a table of dotted
+/// prefixes, PyTorch's names on the left and the model's on the right: a key under the
+/// longest matching prefix (at a dot boundary) gets the replacement; other keys keep
+/// their names.
+///
+/// ```
+/// let map = taper_tensor::prefix_map(&[("features.0", "conv1"), ("features", "body"), ("classifier", "fc")]);
+/// assert_eq!(map("features.0.weight").as_deref(), Some("conv1.weight"));
+/// assert_eq!(map("features.10.bias").as_deref(), Some("body.10.bias"));
+/// assert_eq!(map("classifier.weight").as_deref(), Some("fc.weight"));
+/// assert_eq!(map("head.weight").as_deref(), Some("head.weight"));
+/// ```
+pub fn prefix_map(table: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let mut table: Vec<(String, String)> = table
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    table.sort_by_key(|(a, _)| std::cmp::Reverse(a.len()));
+    move |key: &str| {
+        for (from, to) in &table {
+            if let Some(rest) = key.strip_prefix(from.as_str()) {
+                if rest.is_empty() || rest.starts_with('.') {
+                    return Some(format!("{to}{rest}"));
+                }
+            }
+        }
+        Some(key.to_string())
     }
 }

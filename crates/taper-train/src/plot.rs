@@ -79,6 +79,9 @@ pub struct Panel {
     /// A vertical dashed marker line at x, with its label in the legend (e.g. the best
     /// epoch).
     pub mark_x: Option<(f64, String)>,
+    /// The y range, when several panels must share one (small multiples); `None` fits the
+    /// data.
+    pub y_range: Option<(f64, f64)>,
     /// The lines.
     pub series: Vec<Series>,
 }
@@ -93,6 +96,7 @@ impl Panel {
             log_y: false,
             integer_x: false,
             mark_x: None,
+            y_range: None,
             series: Vec::new(),
         }
     }
@@ -298,7 +302,22 @@ pub fn plot_panels(
     height: u32,
     panels: &[Panel],
 ) -> Result<Figure> {
+    plot_grid(path, width, height, panels.len().max(1), panels)
+}
+
+/// Draws panels as small multiples, `cols` a row (row by row), into a PNG of `width` ×
+/// `height` pixels, each with its legend in a column to the right of its data: one family
+/// of curves per panel instead of every curve on one axis.
+pub fn plot_grid(
+    path: impl AsRef<Path>,
+    width: u32,
+    height: u32,
+    cols: usize,
+    panels: &[Panel],
+) -> Result<Figure> {
     let path = path.as_ref();
+    let cols = cols.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(cols).max(1);
     ensure_font()?;
     let e = plot_err(path);
     let mut pixels = vec![0u8; width as usize * height as usize * 3];
@@ -306,7 +325,7 @@ pub fn plot_panels(
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-        let areas = root.split_evenly((1, panels.len().max(1)));
+        let areas = root.split_evenly((rows, cols));
         for (area, panel) in areas.iter().zip(panels) {
             let (aw, _) = area.dim_in_pixel();
             let with_legend = !panel.series.is_empty() && aw > 2 * LEGEND_WIDTH;
@@ -358,6 +377,14 @@ fn draw_panel(
             .iter()
             .flat_map(|s| s.points.iter().copied().filter(|&(_, y)| usable(y))),
     );
+    if let Some((lo, hi)) = panel.y_range {
+        (y0, y1) = if panel.log_y {
+            (lo, hi)
+        } else {
+            let pad = 0.02 * (hi - lo).abs().max(f64::MIN_POSITIVE);
+            (lo - pad, hi + pad)
+        };
+    }
     let styles: Vec<(RGBColor, Dash)> = (0..panel.series.len()).map(series_style).collect();
     let mut builder = ChartBuilder::on(area);
     builder
@@ -403,7 +430,10 @@ fn draw_panel(
             y1 = y0 * 10.0;
         }
         let mut chart = builder
-            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+            .build_cartesian_2d(
+                x0..x1,
+                (y0..y1).log_scale().with_key_points(log_ticks(y0, y1)),
+            )
             .map_err(|x| x.to_string())?;
         chart
             .configure_mesh()
@@ -411,7 +441,7 @@ fn draw_panel(
             .y_desc(panel.y_label.as_str())
             .x_labels(x_ticks)
             .x_label_formatter(&x_fmt)
-            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .y_label_formatter(&|v| log_label(*v))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|x| x.to_string())?;
@@ -433,6 +463,49 @@ fn draw_panel(
         .map_err(|x| x.to_string())?;
     draw_contents(&mut chart, panel, &styles, (y0, y1))?;
     Ok((plot_rect(&chart), styles))
+}
+
+/// The ticks of a log axis over [lo, hi]: every decade 10ᵏ inside it, and 2·10ᵏ and
+/// 5·10ᵏ too when it spans fewer than three decades, so that every labelled value is one a
+/// reader names at a glance.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let steps: &[f64] = if (hi / lo).log10() < 3.0 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    (a..=b)
+        .flat_map(|k| steps.iter().map(move |m| m * 10f64.powi(k)))
+        .filter(|&v| v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9))
+        .collect()
+}
+
+/// A log axis label: 10ᵏ with a superscript exponent for a power of ten (`10⁻³`, `1`, `10`),
+/// otherwise a plain decimal (`0.2`, `50`).
+pub fn log_label(v: f64) -> String {
+    let k = v.log10().round();
+    if ((v / 10f64.powf(k)) - 1.0).abs() < 1e-9 {
+        let k = k as i32;
+        return match k {
+            0 => "1".to_string(),
+            1 => "10".to_string(),
+            _ => {
+                let sup: String = k
+                    .to_string()
+                    .chars()
+                    .map(|c| match c {
+                        '-' => '⁻',
+                        d => ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹']
+                            [d as usize - '0' as usize],
+                    })
+                    .collect();
+                format!("10{sup}")
+            }
+        };
+    }
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A panel's lines (points a log axis cannot show left out) and its marker, on either kind

@@ -171,3 +171,24 @@ fn contour_small_multiples_get_one_panel_per_run_and_a_heatmap_draws() {
     assert_eq!(cell(2, 1), image::Rgb([255, 255, 255]));
     let _ = std::fs::remove_file(&path);
 }
+
+/// Log axes are labelled 10ᵏ (or plain decimals between decades), every decade that has a
+/// grid line; short ranges get 2× and 5× ticks too.
+#[test]
+fn log_axes_label_decades_as_powers_of_ten() {
+    use taper_train::plot::{log_label, log_ticks};
+    assert_eq!(log_ticks(0.003, 20.0), [0.01, 0.1, 1.0, 10.0]);
+    let short = log_ticks(0.04, 2.5);
+    assert_eq!(short.len(), 6, "{short:?}");
+    for (v, want) in [
+        (1e-3, "10⁻³"),
+        (0.1, "10⁻¹"),
+        (1.0, "1"),
+        (10.0, "10"),
+        (1e4, "10⁴"),
+    ] {
+        assert_eq!(log_label(v), want);
+    }
+    assert_eq!(log_label(0.2), "0.2");
+    assert_eq!(log_label(50.0), "50");
+}

@@ -118,7 +118,7 @@ pub fn train<C: Communicator, R: Rule>(
     if let Some((_, state)) = init {
         match &mut opt {
             Opt::Plain(o) => o.load_state_dict(state)?,
-            Opt::Zero(o) => o.load_state(state)?,
+            Opt::Zero(o) => o.load_state_dict(state)?,
         }
     }
     let loader = loader(comm.rank(), comm.world_size(), batch)?;

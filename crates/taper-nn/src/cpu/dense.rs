@@ -14,7 +14,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::gemm::{matmul, matmul_into, View};
-use super::slice_of;
+use super::{slice_of, storage_of};
 
 /// Calls `f` with a tensor's values when it is a contiguous f32 CPU tensor (no copy);
 /// `None` otherwise.
@@ -83,26 +83,6 @@ fn bias_grad_f32(g: &Tensor, rows: usize, out_f: usize) -> Option<Vec<f32>> {
         }
         sum
     })
-}
-
-/// Returns a tensor's CPU storage (contiguous, from offset 0) as the op's output.
-fn storage_of(t: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
-    let t = t.contiguous()?;
-    let (st, layout) = t.storage_and_layout();
-    match (&*st, layout.contiguous_offsets()) {
-        (Storage::Cpu(c), Some((0, end))) if end == t.elem_count() => {
-            Ok((c.clone(), t.shape().clone()))
-        }
-        (Storage::Cpu(_), _) => {
-            let copy = t.copy()?;
-            let (st, _) = copy.storage_and_layout();
-            match &*st {
-                Storage::Cpu(c) => Ok((c.clone(), t.shape().clone())),
-                _ => candle_core::bail!("fused node: expected CPU storage"),
-            }
-        }
-        _ => candle_core::bail!("fused node: CPU only"),
-    }
 }
 
 /// y = x·Wᵀ + b, already computed; backward skips x when x is constant.

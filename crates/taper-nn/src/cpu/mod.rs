@@ -33,6 +33,7 @@ macro_rules! float_dispatch {
     };
 }
 
+pub(crate) mod attention;
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod dense;
@@ -119,4 +120,24 @@ pub(crate) fn tensor_from<T: WithDType>(
     shape: impl Into<Shape>,
 ) -> candle_core::Result<Tensor> {
     Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// Returns a tensor's CPU storage (contiguous, from offset 0) as the op's output.
+pub(crate) fn storage_of(t: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let (st, layout) = t.storage_and_layout();
+    match (&*st, layout.contiguous_offsets()) {
+        (Storage::Cpu(c), Some((0, end))) if end == t.elem_count() => {
+            Ok((c.clone(), t.shape().clone()))
+        }
+        (Storage::Cpu(_), _) => {
+            let copy = t.copy()?;
+            let (st, _) = copy.storage_and_layout();
+            match &*st {
+                Storage::Cpu(c) => Ok((c.clone(), t.shape().clone())),
+                _ => candle_core::bail!("fused node: expected CPU storage"),
+            }
+        }
+        _ => candle_core::bail!("fused node: CPU only"),
+    }
 }

@@ -53,21 +53,25 @@ use crate::layers::spec::BoxedLayer;
 ///     fn config(&self) -> ResidualConfig {
 ///         ResidualConfig { dim: self.fc.in_features() }
 ///     }
-///     fn from_config(c: ResidualConfig, store: &ParamStore) -> taper_nn::Result<Self> {
+///     fn from_config(
+///         c: ResidualConfig,
+///         store: &ParamStore,
+///     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
 ///         Ok(Residual { fc: Linear::new(c.dim, c.dim, &store.sub("fc"))? })
 ///     }
 /// }
 ///
 /// register_layer::<Residual>()?;
 /// let store = ParamStore::new(&Device::Cpu, DType::F32);
-/// let model = Sequential::new(&store).append_with(|s| Residual::from_config(ResidualConfig { dim: 4 }, s))?;
+/// let model = Sequential::new(&store)
+///     .append_with(|s| Residual::from_config(ResidualConfig { dim: 4 }, s))?;
 /// let dir = std::env::temp_dir().join(format!("taper-custom-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir)?;
 /// model.save_model(dir.join("model.safetensors"))?;
 /// let (loaded, _) = Sequential::load_model(dir.join("model.safetensors"), &Device::Cpu, DType::F32)?;
 /// assert_eq!(loaded.len(), 1);
 /// # std::fs::remove_dir_all(&dir)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 pub trait CustomLayer: ModuleT + Send + Sync + Sized + 'static {
     /// The kind's name in model files (`"name"` of a `Custom` entry); unique per type.
@@ -80,8 +84,11 @@ pub trait CustomLayer: ModuleT + Send + Sync + Sized + 'static {
     fn config(&self) -> Self::Config;
 
     /// Builds the layer under `store` (its parameters initialized as the constructor does;
-    /// `load_model` loads the weights afterwards).
-    fn from_config(config: Self::Config, store: &ParamStore) -> Result<Self>;
+    /// `load_model` loads the weights afterwards). Any error will do (`?` on Taper's).
+    fn from_config(
+        config: Self::Config,
+        store: &ParamStore,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// What the registry keeps of one type.
@@ -98,11 +105,13 @@ fn registry() -> &'static RwLock<HashMap<&'static str, Registered>> {
 
 fn describe<L: CustomLayer>(layer: &dyn Any) -> Option<Result<Value>> {
     let l = layer.downcast_ref::<L>()?;
-    Some(serde_json::to_value(l.config()).map_err(|e| Error::InvalidValue {
-        field: "config",
-        value: format!("{}: {e}", L::KIND),
-        expected: "a configuration serde can write as JSON",
-    }))
+    Some(
+        serde_json::to_value(l.config()).map_err(|e| Error::InvalidValue {
+            field: "config",
+            value: format!("{}: {e}", L::KIND),
+            expected: "a configuration serde can write as JSON",
+        }),
+    )
 }
 
 fn build<L: CustomLayer>(config: Value, store: &ParamStore) -> Result<BoxedLayer> {
@@ -111,7 +120,12 @@ fn build<L: CustomLayer>(config: Value, store: &ParamStore) -> Result<BoxedLayer
         value: format!("{}: {e}", L::KIND),
         expected: "the configuration the layer kind was saved with",
     })?;
-    Ok(Box::new(L::from_config(config, store)?))
+    let layer = L::from_config(config, store).map_err(|e| Error::InvalidValue {
+        field: "custom layer",
+        value: format!("{}: {e}", L::KIND),
+        expected: "a configuration its constructor accepts",
+    })?;
+    Ok(Box::new(layer))
 }
 
 /// Registers `L` for model files (process-wide). Registering the same type again is a
@@ -157,7 +171,11 @@ pub(crate) fn describe_registered(layer: &dyn Any) -> Option<Result<(String, Val
 }
 
 /// Builds the registered kind `name` from `config` under `store`.
-pub(crate) fn build_registered(name: &str, config: Value, store: &ParamStore) -> Result<BoxedLayer> {
+pub(crate) fn build_registered(
+    name: &str,
+    config: Value,
+    store: &ParamStore,
+) -> Result<BoxedLayer> {
     let build = {
         let reg = registry().read().unwrap_or_else(|p| p.into_inner());
         reg.get(name).map(|r| r.build)

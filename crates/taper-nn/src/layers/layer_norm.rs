@@ -25,6 +25,7 @@ impl LayerNorm {
             normalized_shape: self.normalized_shape.clone(),
             eps: self.eps,
             elementwise_affine: self.weight.is_some(),
+            bias: self.bias.is_some() || self.weight.is_none(),
         }
     }
 
@@ -57,6 +58,8 @@ pub struct LayerNormConfig {
     pub eps: f64,
     /// Learn a scale and shift (default true).
     pub elementwise_affine: bool,
+    /// With `elementwise_affine`, learn the shift too (default true; PyTorch's `bias`).
+    pub bias: bool,
 }
 
 impl LayerNormConfig {
@@ -66,6 +69,7 @@ impl LayerNormConfig {
             normalized_shape: normalized_shape.to_vec(),
             eps: 1e-5,
             elementwise_affine: true,
+            bias: true,
         }
     }
 
@@ -81,6 +85,12 @@ impl LayerNormConfig {
         self
     }
 
+    /// Builder: learn the shift `bias` or not (with `elementwise_affine`).
+    pub fn bias(mut self, on: bool) -> Self {
+        self.bias = on;
+        self
+    }
+
     /// Builds the layer, checking the configuration and registering `weight` and `bias`.
     pub fn build(self, store: &ParamStore) -> crate::error::Result<LayerNorm> {
         let eps = self.eps;
@@ -93,13 +103,15 @@ impl LayerNormConfig {
                 expected: "a non-empty shape of positive sizes",
             });
         }
-        let (weight, bias) = if self.elementwise_affine {
-            (
-                Some(store.parameter("weight", shape.clone(), Init::Ones.init_fn())?),
-                Some(store.parameter("bias", shape.clone(), Init::Zeros.init_fn())?),
-            )
+        let weight = if self.elementwise_affine {
+            Some(store.parameter("weight", shape.clone(), Init::Ones.init_fn())?)
         } else {
-            (None, None)
+            None
+        };
+        let bias = if self.elementwise_affine && self.bias {
+            Some(store.parameter("bias", shape.clone(), Init::Zeros.init_fn())?)
+        } else {
+            None
         };
         Ok(LayerNorm {
             normalized_shape: shape,
@@ -127,10 +139,11 @@ impl Module for LayerNorm {
         let centered = x2.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(1)?;
         let mut y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
-            y = y
-                .broadcast_mul(&tracked(w).reshape((1, d))?)?
-                .broadcast_add(&tracked(b).reshape((1, d))?)?;
+        if let Some(w) = &self.weight {
+            y = y.broadcast_mul(&tracked(w).reshape((1, d))?)?;
+        }
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&tracked(b).reshape((1, d))?)?;
         }
         y.reshape(dims)
     }

@@ -72,24 +72,34 @@ impl Sequential {
     }
 
     /// A `Sequential` built from specs, its children registered under `store` as 0, 1, 2….
+    /// A child that cannot be built is an error naming its path (`layers[2].layers[0]`).
     pub fn from_specs(specs: &[LayerSpec], store: &ParamStore) -> crate::error::Result<Self> {
+        Self::from_specs_at(specs, store, "layers")
+    }
+
+    fn from_specs_at(
+        specs: &[LayerSpec],
+        store: &ParamStore,
+        at: &str,
+    ) -> crate::error::Result<Self> {
         let mut model = Sequential::new(store);
-        for spec in specs {
-            let layer = spec.build(&store.sub(model.layers.len()))?;
+        for (i, spec) in specs.iter().enumerate() {
+            let here = format!("{at}[{i}]");
+            let child = store.sub(i);
+            let layer: crate::layers::spec::BoxedLayer = match spec {
+                LayerSpec::Sequential { layers } => Box::new(Self::from_specs_at(
+                    layers,
+                    &child,
+                    &format!("{here}.layers"),
+                )?),
+                _ => spec.build(&child).map_err(|e| Error::InvalidValue {
+                    field: "layer",
+                    value: format!("`{here}` ({}): {e}", spec.kind()),
+                    expected: "a layer its constructor accepts",
+                })?,
+            };
             model.layers.push(layer);
-            model.kinds.push(match spec {
-                LayerSpec::Linear { .. } => "Linear",
-                LayerSpec::Conv2d { .. } => "Conv2d",
-                LayerSpec::BatchNorm { .. } => "BatchNorm",
-                LayerSpec::LayerNorm { .. } => "LayerNorm",
-                LayerSpec::Dropout { .. } => "Dropout",
-                LayerSpec::Flatten { .. } => "Flatten",
-                LayerSpec::MaxPool2d { .. } => "MaxPool2d",
-                LayerSpec::AvgPool2d { .. } => "AvgPool2d",
-                LayerSpec::Activation { .. } => "Activation",
-                LayerSpec::Embedding { .. } => "Embedding",
-                LayerSpec::Sequential { .. } => "Sequential",
-            });
+            model.kinds.push(spec.kind().to_string());
             model.specs.push(Some(spec.clone()));
         }
         Ok(model)

@@ -23,7 +23,7 @@ pub struct Sequential {
     pub(crate) store: ParamStore,
     pub(crate) layers: Vec<Box<dyn ModuleT + Send + Sync>>,
     /// Each layer's type name (`Linear`), for `summary`.
-    pub(crate) kinds: Vec<&'static str>,
+    pub(crate) kinds: Vec<String>,
     /// Each layer's architecture, when it is one of Taper's layers (for model files).
     pub(crate) specs: Vec<Option<crate::layers::spec::LayerSpec>>,
 }
@@ -57,25 +57,27 @@ impl Sequential {
 
     /// Builds the next child with the store view named by its index, and appends it.
     pub fn append_with<M, E>(
-        mut self,
+        self,
         build: impl FnOnce(&ParamStore) -> std::result::Result<M, E>,
     ) -> std::result::Result<Self, E>
     where
         M: ModuleT + Send + Sync + 'static,
     {
         let layer = build(&self.store.sub(self.layers.len()))?;
-        self.specs.push(crate::layers::spec::LayerSpec::of(&layer));
-        self.layers.push(Box::new(layer));
-        self.kinds.push(short_type_name::<M>());
-        Ok(self)
+        Ok(self.append(layer))
     }
 
     /// Appends a layer that has no parameters (an activation, dropout, flatten); it still
     /// takes an index, as in PyTorch.
     pub fn append<M: ModuleT + Send + Sync + 'static>(mut self, layer: M) -> Self {
-        self.specs.push(crate::layers::spec::LayerSpec::of(&layer));
+        let spec = crate::layers::spec::LayerSpec::of(&layer);
+        // A registered custom layer shows its kind's name; any other type its own.
+        self.kinds.push(match &spec {
+            Some(s) => s.kind().to_string(),
+            None => short_type_name::<M>().to_string(),
+        });
+        self.specs.push(spec);
         self.layers.push(Box::new(layer));
-        self.kinds.push(short_type_name::<M>());
         self
     }
 

@@ -26,8 +26,9 @@ use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 
 use crate::backends::kernel_source::{KernelSource, MAX_KERNEL_CONSTANTS};
+use crate::backends::nvrtc;
 use crate::engine::rule::Rule;
-use crate::{backends::fused, backends::nvrtc, error::Result};
+use crate::error::Result;
 
 /// Threads per block.
 const BLOCK: u32 = 256;
@@ -35,7 +36,7 @@ const BLOCK: u32 = 256;
 /// Runs one fused update of `p` and `state` with gradient `g` on the GPU. Returns `false`,
 /// having changed nothing, when this step's update needs more than
 /// [`MAX_KERNEL_CONSTANTS`] constants (the caller then uses tensor ops). Call only when
-/// [`eligible`].
+/// [`Execution::FusedCuda`](crate::Execution::FusedCuda) ([`decide`](crate::engine::execution::decide)).
 pub(crate) fn step<R: Rule>(
     rule: &R,
     s: &R::Step,
@@ -105,7 +106,7 @@ fn run<T: KernelFloat>(
         };
         // SAFETY: the argument list matches `KernelSource::cuda`'s signature (parameter,
         // gradient, one pointer per state tensor, the constants struct by value, the
-        // element count); every view holds `n` elements, checked by `eligible`, and the
+        // element count); every view holds `n` elements, checked by the execution decision, and the
         // kernel touches indices below `n` only.
         unsafe { args.launch(cfg) }.map_err(candle_core::Error::wrap)?;
         Ok(())

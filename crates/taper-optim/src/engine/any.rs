@@ -38,7 +38,7 @@ use crate::lr::control::LrTarget;
 /// assert_eq!(opts[1].name(), "Lookahead(Adam)");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub trait AnyOptimizer: LrTarget + Stateful + Send {
+pub trait AnyOptimizer: LrTarget + Stateful {
     /// The algorithm's name (`Adam`, `Lookahead(Adam)`, `OptimizerSet(muon: Muon, adamw:
     /// Adam)`), checked when a saved state is loaded.
     fn name(&self) -> String;

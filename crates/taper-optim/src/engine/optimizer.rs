@@ -548,10 +548,10 @@ fn apply<R: Rule>(
     match execution {
         Execution::FusedCpu { .. } => return fused::step(rule, &s, p, g, &st.tensors),
         #[cfg(feature = "cuda")]
-        Execution::FusedCuda { .. } => {
-            if crate::backends::cuda::step(rule, &s, p, g, &st.tensors)? {
-                return Ok(());
-            }
+        Execution::FusedCuda { .. }
+            if crate::backends::cuda::step(rule, &s, p, g, &st.tensors)? =>
+        {
+            return Ok(());
         }
         _ => {}
     }
