@@ -4,8 +4,9 @@
 //! [`DataLoader`] with the source documents' three batching strategies ([`Batching`]: full
 //! batch, stochastic, mini-batch), seeded per-epoch shuffling and `drop_last`; the IDX format
 //! ([`idx`]); MNIST-format loading with a built-in subset ([`mnist`]); seeded per-batch
-//! [`transforms`]; the documents' regression data ([`linear_regression`]); and, behind the
-//! `download` feature, checksummed downloads.
+//! [`transforms`]; the documents' regression data ([`linear_regression`]); text for
+//! language models ([`text`]: vocabularies, next-token windows, a built-in corpus); and,
+//! behind the `download` feature, checksummed downloads.
 //!
 //! ```
 //! use taper_data::{mnist, Batching, DataLoader};
@@ -27,6 +28,7 @@ pub mod mnist;
 mod prefetch;
 mod regression;
 mod subset;
+pub mod text;
 pub mod transforms;
 
 pub use dataset::{Dataset, TensorDataset};

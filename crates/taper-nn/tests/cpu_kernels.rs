@@ -386,3 +386,71 @@ fn other_dtypes_and_strided_inputs_take_a_working_path() {
     let p = MaxPool2d::new(2).forward(&y).unwrap();
     assert_eq!(p.dims(), &[2, 4, 2, 3]);
 }
+
+/// The sequence models' element-wise kernels (LayerNorm, GELU, dropout) equal candle's
+/// generic ops, with and without an affine transform, over one and two normalized
+/// dimensions; dropout's mask is the same from the same seed, so the two paths agree to the
+/// bit.
+#[test]
+fn layer_norm_gelu_and_dropout_kernels_equal_the_generic_ops() {
+    for (shape, norm) in [
+        (&[6, 5, 16][..], &[16][..]),
+        (&[3, 4, 3], &[4, 3]),
+        (&[300, 130], &[130]),
+    ] {
+        for affine in [true, false] {
+            same_on_both_paths(
+                &format!("layer norm {shape:?} over {norm:?} affine {affine}"),
+                shape,
+                &|x, s| {
+                    let ln = LayerNormConfig::new(norm)
+                        .elementwise_affine(affine)
+                        .build(s)?;
+                    if affine {
+                        for (name, v) in [("weight", 1.5), ("bias", -0.5)] {
+                            let var = s.var(name)?;
+                            let r = randn(var.shape(), v, 0.3, var.dtype(), &Device::Cpu)?;
+                            var.set(&r)?;
+                        }
+                    }
+                    Ok(ln.forward(x)?)
+                },
+            );
+        }
+    }
+    for shape in [&[7, 33][..], &[40_000]] {
+        same_on_both_paths(&format!("gelu {shape:?}"), shape, &|x, _| {
+            Ok(activation::gelu(&(x * 3.0)?)?)
+        });
+    }
+    for dt in [DType::F32, DType::F64] {
+        let draw = |generic: bool| {
+            manual_seed(11);
+            let x =
+                Var::from_tensor(&randn((50, 70), 0.0, 1.0, dt, &Device::Cpu).unwrap()).unwrap();
+            let f = || {
+                let y = dropout(x.as_tensor(), 0.3, true).unwrap();
+                let g = y.sum_all().unwrap().backward().unwrap();
+                (y, g.get(x.as_tensor()).unwrap().clone())
+            };
+            let (y, g) = if generic {
+                with_generic_kernels(f)
+            } else {
+                f()
+            };
+            let bits = |t: &Tensor| -> Vec<f64> {
+                t.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            (bits(&y), bits(&g))
+        };
+        let (fast, generic) = (draw(false), draw(true));
+        assert_eq!(fast, generic, "dropout {dt:?}");
+        let dropped = fast.0.iter().filter(|v| **v == 0.0).count() as f64 / 3500.0;
+        assert!((dropped - 0.3).abs() < 0.05, "{dropped}");
+    }
+}

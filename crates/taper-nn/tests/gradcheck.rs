@@ -310,3 +310,148 @@ fn regularizers() {
         &[r(&[1], 0), r(&[3, 2], 15), r(&[3], 16)],
     );
 }
+
+/// The sequence layers in f64, with respect to their inputs and (some of) their parameters,
+/// attention on Taper's CPU kernel and on candle's generic ops.
+#[test]
+fn sequence_layers() {
+    for generic in [false, true] {
+        let run = |f: &dyn Fn()| {
+            if generic {
+                taper_tensor::with_generic_kernels(f)
+            } else {
+                f()
+            }
+        };
+        run(&|| {
+            for causal in [false, true] {
+                check(
+                    "scaled_dot_product_attention",
+                    |xs| {
+                        Ok(scaled_dot_product_attention(
+                            &xs[0], &xs[1], &xs[2], None, 0.0, causal, None,
+                        )?)
+                    },
+                    &[
+                        r(&[1, 2, 3, 4], 1),
+                        r(&[1, 2, 5, 4], 2),
+                        r(&[1, 2, 5, 3], 3),
+                    ],
+                );
+            }
+            check(
+                "scaled_dot_product_attention, additive mask",
+                |xs| {
+                    Ok(scaled_dot_product_attention(
+                        &xs[0],
+                        &xs[1],
+                        &xs[2],
+                        Some(&xs[3]),
+                        0.0,
+                        false,
+                        Some(0.7),
+                    )?)
+                },
+                &[
+                    r(&[2, 3, 4], 1),
+                    r(&[2, 3, 4], 2),
+                    r(&[2, 3, 2], 3),
+                    r(&[3, 3], 4),
+                ],
+            );
+        });
+    }
+    check(
+        "multihead attention (self)",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["in_proj_weight", "in_proj_bias"], xs);
+            let mha = MultiheadAttentionConfig::new(4, 2)
+                .batch_first(true)
+                .build(&s)?;
+            Ok(mha.forward_t(&xs[0], false)?)
+        },
+        &[r(&[2, 3, 4], 1), r(&[12, 4], 2), r(&[12], 3)],
+    );
+    check(
+        "transformer encoder layer (pre-norm, gelu)",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["linear1.weight"], xs);
+            let layer = TransformerConfig::new(4, 2)
+                .dim_feedforward(6)
+                .batch_first(true)
+                .norm_first(true)
+                .activation(FeedForwardActivation::Gelu)
+                .encoder_layer(&s)?;
+            Ok(layer.forward_t(&xs[0], false)?)
+        },
+        &[r(&[2, 3, 4], 1), r(&[6, 4], 2)],
+    );
+    check(
+        "LSTM",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["weight_ih_l0", "weight_hh_l0", "bias_ih_l0"], xs);
+            let lstm = RecurrentConfig::new(3, 2).batch_first(true).lstm(&s)?;
+            let (y, (h, c)) = lstm.forward_with(&xs[0], None, false)?;
+            Ok((y.sum_all()? + h.sum_all()? + c.sum_all()?)?)
+        },
+        &[r(&[2, 4, 3], 1), r(&[8, 3], 2), r(&[8, 2], 3), r(&[8], 4)],
+    );
+    check(
+        "GRU, bidirectional, from h0",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["weight_ih_l0", "weight_hh_l0"], xs);
+            let gru = RecurrentConfig::new(3, 2).bidirectional(true).gru(&s)?;
+            Ok(gru.forward_with(&xs[0], Some(&xs[3]), false)?.0)
+        },
+        &[
+            r(&[4, 2, 3], 1),
+            r(&[6, 3], 2),
+            r(&[6, 2], 3),
+            r(&[2, 2, 2], 4),
+        ],
+    );
+    check(
+        "RNN tanh",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["weight_ih_l0"], xs);
+            let rnn = RecurrentConfig::new(3, 2).rnn(RnnNonlinearity::Tanh, &s)?;
+            Ok(rnn.forward_with(&xs[0], None, false)?.0)
+        },
+        &[r(&[4, 2, 3], 1), r(&[2, 3], 2)],
+    );
+    check(
+        "RMSNorm",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["weight"], xs);
+            Ok(RmsNormConfig::new(&[4]).build(&s)?.forward(&xs[0])?)
+        },
+        &[r(&[3, 4], 1), r(&[4], 2)],
+    );
+    check(
+        "rotary embedding",
+        |xs| Ok(apply_rotary(&xs[0], 2, 10000.0)?),
+        &[r(&[2, 3, 4], 1)],
+    );
+    check(
+        "learned positions",
+        |xs| {
+            // The parameters not given are initialized the same way on every call.
+            manual_seed(0);
+            let s = store_with(&["weight"], xs);
+            Ok(PositionalEmbedding::new(5, 4, &s)?.forward(&xs[0])?)
+        },
+        &[r(&[2, 3, 4], 1), r(&[5, 4], 2)],
+    );
+}

@@ -293,3 +293,104 @@ mod custom {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A language-model-like stack of every sequence layer kind: saved, rebuilt from `model.json`
+/// alone, the same outputs; `summary` lists each kind with its parameter count.
+#[test]
+fn sequence_layer_kinds_round_trip_and_summarize() {
+    manual_seed(5);
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let tcfg = TransformerConfig::new(16, 4)
+        .dim_feedforward(32)
+        .batch_first(true)
+        .norm_first(true)
+        .activation(FeedForwardActivation::Gelu);
+    let rcfg = RecurrentConfig::new(16, 8).batch_first(true);
+    let model = Sequential::new(&store)
+        .append_with(|s| Embedding::new(11, 16, s))
+        .unwrap()
+        .append_with(|s| PositionalEmbedding::new(12, 16, s))
+        .unwrap()
+        .append(SinusoidalEncoding::new(12, 16).unwrap())
+        .append_with(|s| tcfg.encoder(2, true, s))
+        .unwrap()
+        .append_with(|s| tcfg.decoder_layer(s))
+        .unwrap()
+        .append_with(|s| tcfg.encoder_layer(s))
+        .unwrap()
+        .append_with(|s| {
+            MultiheadAttentionConfig::new(16, 2)
+                .batch_first(true)
+                .build(s)
+        })
+        .unwrap()
+        .append_with(|s| RmsNormConfig::new(&[16]).eps(1e-6).build(s))
+        .unwrap()
+        .append_with(|s| rcfg.num_layers(2).bidirectional(true).lstm(s))
+        .unwrap()
+        .append_with(|s| RecurrentConfig::new(16, 8).batch_first(true).gru(s))
+        .unwrap()
+        .append_with(|s| {
+            RecurrentConfig::new(8, 4)
+                .batch_first(true)
+                .rnn(RnnNonlinearity::Relu, s)
+        })
+        .unwrap()
+        .append_with(|s| Linear::new(4, 11, s))
+        .unwrap();
+    let ids = Tensor::new(&[[1u32, 2, 3, 4, 5], [6, 7, 8, 9, 10]], &Device::Cpu).unwrap();
+    let d = dir("sequence");
+    let path = d.join("lm.safetensors");
+    model.save_model(&path).unwrap();
+    let json = std::fs::read_to_string(path.with_extension("json")).unwrap();
+    for kind in [
+        "TransformerEncoder",
+        "TransformerDecoderLayer",
+        "MultiheadAttention",
+        "Recurrent",
+        "RmsNorm",
+        "PositionalEmbedding",
+        "SinusoidalEncoding",
+    ] {
+        assert!(json.contains(&format!("\"kind\": \"{kind}\"")), "{kind}");
+    }
+    let (loaded, loaded_store) = Sequential::load_model(&path, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(loaded_store.names(), store.names());
+    assert_eq!(loaded.spec().unwrap(), model.spec().unwrap());
+    let a = model.forward_t(&ids, false).unwrap();
+    let b = loaded.forward_t(&ids, false).unwrap();
+    assert_eq!(a.dims(), &[2, 5, 11]);
+    assert_eq!(
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    // The summary names every kind and counts every parameter once.
+    let summary = model.summary(&[5]).unwrap();
+    let total = store.num_parameters();
+    assert!(
+        summary.contains(&format!("Total params: {}", thousands(total))),
+        "{summary}"
+    );
+    for kind in [
+        "TransformerEncoder",
+        "(LSTM)",
+        "(GRU)",
+        "(RNN)",
+        "(RMSNorm)",
+    ] {
+        assert!(summary.contains(kind), "{kind} missing in\n{summary}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -473,3 +473,114 @@ fn rotary_embedding_is_its_formula() {
         }
     }
 }
+
+fn state_fixture() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_sequence_state.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn fixture_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A nested JSON array as a tensor of f32.
+fn nested(v: &Value) -> Tensor {
+    fn walk(v: &Value, dims: &mut Vec<usize>, depth: usize, out: &mut Vec<f32>) {
+        match v {
+            Value::Array(items) => {
+                if dims.len() == depth {
+                    dims.push(items.len());
+                }
+                for item in items {
+                    walk(item, dims, depth + 1, out);
+                }
+            }
+            x => out.push(x.as_f64().unwrap() as f32),
+        }
+    }
+    let (mut dims, mut out) = (Vec::new(), Vec::new());
+    walk(v, &mut dims, 0, &mut out);
+    Tensor::from_vec(out, dims, &Device::Cpu).unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}");
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < 1e-5, "{what}[{i}]: {g} vs torch {w}");
+    }
+}
+
+/// `fixtures/torch_sequence_state.py`: PyTorch's `state_dict` of a 2-layer pre-norm GELU
+/// `TransformerEncoder` with a final norm, and of a 2-layer bidirectional LSTM, saved with
+/// safetensors, load strictly into Taper's layers (same names, same order) and give
+/// PyTorch's eval-mode outputs to 1e-5, as the MLP round trip does.
+#[test]
+fn pytorch_state_dicts_of_a_transformer_and_an_lstm_load_and_give_pytorchs_outputs() {
+    let fx = state_fixture();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    // The transformer, with a causal mask.
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let encoder = TransformerConfig::new(16, 4)
+        .dim_feedforward(32)
+        .activation(FeedForwardActivation::Gelu)
+        .batch_first(true)
+        .norm_first(true)
+        .encoder(2, true, &store)
+        .unwrap();
+    assert_eq!(store.names(), names(&fx["transformer"]["names"]));
+    let report = store
+        .load(
+            fixture_file("torch_transformer.safetensors"),
+            LoadMode::Strict,
+        )
+        .unwrap();
+    assert!(report.is_clean());
+    let t = &fx["transformer"];
+    let args = EncoderArgs {
+        is_causal: true,
+        ..Default::default()
+    };
+    for generic in [false, true] {
+        let run = || encoder.encode(&nested(&t["x"]), args, false).unwrap();
+        let y = if generic {
+            with_generic_kernels(run)
+        } else {
+            run()
+        };
+        assert_close(&y, &nested(&t["y"]), "transformer output");
+    }
+    // The LSTM, from given initial states.
+    let store = ParamStore::new(&Device::Cpu, DType::F32);
+    let lstm = RecurrentConfig::new(6, 8)
+        .num_layers(2)
+        .batch_first(true)
+        .bidirectional(true)
+        .dropout(0.2)
+        .lstm(&store)
+        .unwrap();
+    let l = &fx["lstm"];
+    assert_eq!(store.names(), names(&l["names"]));
+    store
+        .load(fixture_file("torch_lstm.safetensors"), LoadMode::Strict)
+        .unwrap();
+    let (h0, c0) = (nested(&l["h0"]), nested(&l["c0"]));
+    let (out, (hn, cn)) = lstm
+        .forward_with(&nested(&l["x"]), Some((&h0, &c0)), false)
+        .unwrap();
+    assert_close(&out, &nested(&l["out"]), "LSTM output");
+    assert_close(&hn, &nested(&l["hn"]), "LSTM h_n");
+    assert_close(&cn, &nested(&l["cn"]), "LSTM c_n");
+}

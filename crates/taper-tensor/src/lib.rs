@@ -22,6 +22,7 @@ mod error;
 mod gradcheck;
 mod gradients;
 mod kernels;
+mod memory;
 mod no_grad;
 mod param_store;
 mod random;
@@ -42,6 +43,7 @@ pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use gradients::{all_finite, Gradients, NonFinite, Norm};
 pub use kernels::{fast_kernels_enabled, with_generic_kernels};
+pub use memory::retain_freed_memory;
 pub use no_grad::{is_grad_enabled, no_grad, tracked, NoGradGuard};
 pub use param_store::{natural_cmp, Entry, ParamKind, ParamStore};
 pub use random::{

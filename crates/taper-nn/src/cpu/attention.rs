@@ -173,7 +173,7 @@ fn softmax_row<T: Elem>(row: &mut [T], scale: T, bias: Option<&[T]>) {
     }
     let mut sum = 0.0f64;
     for x in row.iter_mut() {
-        let e = T::from_f64((x.to_f64() - max.to_f64()).exp());
+        let e = (*x - max).exp();
         *x = e;
         sum += e.to_f64();
     }

@@ -18,6 +18,7 @@ pub(crate) trait Elem:
     + PartialOrd
     + std::ops::Add<Output = Self>
     + std::ops::AddAssign
+    + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::fmt::Debug
     + 'static
@@ -34,6 +35,8 @@ pub(crate) trait Elem:
     fn from_f64(v: f64) -> Self;
     /// This value in f64 (exact).
     fn to_f64(self) -> f64;
+    /// eˣ in this type's precision (f32's `expf` is several times faster than f64's `exp`).
+    fn exp(self) -> Self;
     /// `if take { a } else { b }` by bit masks: no branch, whatever the compiler would
     /// choose (a branch on an unpredictable comparison costs more than the arithmetic).
     fn select(take: bool, a: Self, b: Self) -> Self;
@@ -61,6 +64,9 @@ macro_rules! elem {
             }
             fn to_f64(self) -> f64 {
                 self as f64
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
             }
             fn select(take: bool, a: Self, b: Self) -> Self {
                 let mask = <$bits>::from(take).wrapping_neg();

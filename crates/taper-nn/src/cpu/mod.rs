@@ -14,6 +14,11 @@
 //! - `pool`: `MaxPool2d` with a remembered argmax and `AvgPool2d` (f32 and f64).
 //! - `batch_norm`: `BatchNorm1d`/`BatchNorm2d`, two passes forward and two backward (f32
 //!   and f64).
+//! - `layer_norm`: `LayerNorm` over the last dimensions, one pass per row each way (f32 and
+//!   f64).
+//! - `gelu`: exact GELU, one pass each way (f32 and f64).
+//! - `dropout`: the seeded mask kept by the node, one pass each way (f32 and f64).
+//! - `attention`: scaled dot-product attention with its softmax in place (f32 and f64).
 
 /// Runs `$body` with the type alias `$t` set to f32 or f64, as the dtype `$dtype` says; for
 /// any other dtype, an error naming the kernel `$op`. One dispatch for every kernel node.
@@ -37,7 +42,10 @@ pub(crate) mod attention;
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod dense;
+pub(crate) mod dropout;
+pub(crate) mod gelu;
 pub(crate) mod gemm;
+pub(crate) mod layer_norm;
 pub(crate) mod pool;
 
 use candle_core::{CpuStorage, Device, Layout, Shape, Storage, Tensor, WithDType};

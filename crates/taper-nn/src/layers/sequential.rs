@@ -81,10 +81,24 @@ impl Sequential {
         self
     }
 
+    /// Whether the first layer (through nested `Sequential`s) is an `Embedding`.
+    fn starts_with_embedding(&self) -> bool {
+        fn first(spec: Option<&crate::layers::spec::LayerSpec>) -> bool {
+            use crate::layers::spec::LayerSpec;
+            match spec {
+                Some(LayerSpec::Embedding { .. }) => true,
+                Some(LayerSpec::Sequential { layers }) => first(layers.first()),
+                _ => false,
+            }
+        }
+        first(self.specs.first().and_then(|s| s.as_ref()))
+    }
+
     /// A Keras-style summary for inputs of shape `input` (without the batch dimension):
     /// each child with its type, its output shape (batch shown as `None`) and its parameter
     /// count, then the totals. The shapes come from one forward pass of a single zero
-    /// example in evaluation mode, without gradients.
+    /// example in evaluation mode, without gradients (token id 0, u32, when the model
+    /// starts with an `Embedding`).
     ///
     /// As Keras counts its moving statistics, floating-point buffers (BatchNorm's running
     /// mean and variance) count as parameters, non-trainable ones, in each child's count
@@ -111,11 +125,17 @@ impl Sequential {
         use std::fmt::Write as _;
         let mut dims = vec![1];
         dims.extend(input);
-        let mut x = Tensor::zeros(dims, self.store.dtype(), self.store.device())?;
+        // A model that starts with an embedding takes token ids (0 is a valid id).
+        let dtype = if self.starts_with_embedding() {
+            candle_core::DType::U32
+        } else {
+            self.store.dtype()
+        };
+        let mut x = Tensor::zeros(dims, dtype, self.store.device())?;
         let rule = "_".repeat(72);
         let double = "=".repeat(72);
         let mut out = format!(
-            "Model: \"sequential\"\n{rule}\n {:<26} {:<27} {:>14}\n{double}\n",
+            "Model: \"sequential\"\n{rule}\n {:<31} {:<24} {:>12}\n{double}\n",
             "Layer (type)", "Output Shape", "Param #"
         );
         let group = |v: usize| {
@@ -161,7 +181,7 @@ impl Sequential {
             };
             let _ = writeln!(
                 out,
-                " {:<26} {:<27} {:>14}",
+                " {:<31} {:<24} {:>12}",
                 format!("{i} ({kind})"),
                 shape,
                 group(n)
