@@ -17,6 +17,8 @@ use std::time::Instant;
 
 #[path = "common/peers.rs"]
 mod peers;
+#[path = "common/roofline.rs"]
+mod roofline;
 use peers::{best, peak_mib};
 
 use taper::data::mnist::{self, MnistKind};
@@ -285,5 +287,34 @@ fn main() -> anyhow::Result<()> {
     for s in skipped {
         println!("{s}");
     }
+    // Roofline: each network's FLOPs per sample, counted per layer, against the matmul
+    // rate measured now.
+    let mut table = Vec::new();
+    for (net, bn) in [("CNN", false), ("CNN+BN", true)] {
+        let flops = roofline::count(
+            &taper_cnn(&ParamStore::new(&Device::Cpu, DType::F32), bn)?,
+            &[1, 28, 28],
+        )?;
+        if !bn {
+            for (layer, f) in &flops.per_layer {
+                println!("  {layer}: {:.3} MFLOP forward per sample", f / 1e6);
+            }
+        }
+        let of_net = |n: &str| n == net;
+        for (name, t, i) in taper
+            .iter()
+            .filter(|r| of_net(r.0))
+            .map(|r| ("Taper".to_string(), r.1, r.2))
+            .chain(
+                rows.iter()
+                    .filter(|r| of_net(r.1))
+                    .map(|r| (r.0.clone(), r.2, r.3)),
+            )
+        {
+            table.push((name.clone(), net.to_string(), "train", flops.train, t));
+            table.push((name, net.to_string(), "inference", flops.forward, i));
+        }
+    }
+    roofline::print_table(&table, roofline::matmul_gflops()?);
     Ok(())
 }

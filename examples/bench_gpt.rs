@@ -15,6 +15,9 @@ mod core;
 #[path = "common/peers.rs"]
 #[allow(dead_code)]
 mod peers;
+#[path = "common/roofline.rs"]
+#[allow(dead_code)]
+mod roofline;
 
 use std::process::Command;
 use std::time::Instant;
@@ -24,21 +27,6 @@ use taper::data::text::{shakespeare, TokenWindows, Vocab};
 use taper::prelude::*;
 
 const WARMUP: u64 = 3;
-
-/// The f32 matmul rate of candle's CPU matmul (the gemm crate, as Taper's layers use it):
-/// a 1024×1024 by 1024×1024 product repeated for about a second, in GFLOP/s.
-fn matmul_gflops() -> anyhow::Result<f64> {
-    let n = 1024;
-    let a = randn((n, n), 0.0, 1.0, DType::F32, &Device::Cpu)?;
-    let b = randn((n, n), 0.0, 1.0, DType::F32, &Device::Cpu)?;
-    a.matmul(&b)?;
-    let (start, mut reps) = (Instant::now(), 0u32);
-    while start.elapsed().as_secs_f64() < 1.0 {
-        a.matmul(&b)?;
-        reps += 1;
-    }
-    Ok(2.0 * (n as f64).powi(3) * reps as f64 / start.elapsed().as_secs_f64() / 1e9)
-}
 
 /// Taper's tokens/s over `steps` timed steps (after the warmup).
 fn taper_rates(config: GptConfig, batch: usize, steps: u64) -> anyhow::Result<(Vec<f64>, f64)> {
@@ -102,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         config.block_size,
         taper::tensor::candle::utils::get_num_threads()
     );
-    let peak = matmul_gflops()?;
+    let peak = roofline::matmul_gflops()?;
     let (rates, loss) = taper_rates(config, batch, steps)?;
     let taper_rate = median(rates.clone());
     let taper_peak = peers::peak_mib();

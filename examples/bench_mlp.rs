@@ -14,6 +14,9 @@ use std::time::Instant;
 mod mlp;
 #[path = "common/peers.rs"]
 mod peers;
+#[path = "common/roofline.rs"]
+#[allow(dead_code)] // the inference figures are bench_cnn's
+mod roofline;
 use peers::{best, peak_mib};
 
 use taper::data::mnist::{self, MnistKind};
@@ -168,5 +171,26 @@ fn main() -> anyhow::Result<()> {
     for s in skipped {
         println!("{s}");
     }
+    // Roofline: the MLP's FLOPs per training sample against the matmul rate measured now.
+    let flops = roofline::count(
+        &mlp::mlp(&ParamStore::new(&Device::Cpu, DType::F32))?,
+        &[1, 28, 28],
+    )?;
+    for (layer, f) in &flops.per_layer {
+        println!("  {layer}: {:.3} MFLOP forward per sample", f / 1e6);
+    }
+    let mut rows = vec![(
+        "Taper".to_string(),
+        "MLP".to_string(),
+        "train",
+        flops.train,
+        t,
+    )];
+    rows.extend(
+        peers
+            .iter()
+            .map(|(n, r)| (n.clone(), "MLP".to_string(), "train", flops.train, *r)),
+    );
+    roofline::print_table(&rows, roofline::matmul_gflops()?);
     Ok(())
 }

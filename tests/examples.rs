@@ -36,6 +36,38 @@ fn out(name: &str) -> TmpDir {
     TmpDir::fresh("examples", name)
 }
 
+/// Runs the built example `name` with `args` in `dir` (or here) and returns its standard
+/// output, having checked that it succeeded; `None`, saying so, when the example is not
+/// built (`cargo test` builds the examples; `cargo test --test examples` alone does not).
+fn run_example(name: &str, args: &[&str], dir: Option<&Path>) -> Option<String> {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .unwrap();
+    if !bin.exists() {
+        println!(
+            "skipped: {} is not built (cargo test builds examples)",
+            bin.display()
+        );
+        return None;
+    }
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let run = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Some(stdout)
+}
+
 /// A PNG exists, has the expected size and is not blank: many distinct non-white pixels.
 fn assert_non_trivial_png(path: &Path) {
     let img = image::open(path)
@@ -439,31 +471,11 @@ fn mnist_prefetch_trains_the_same() {
 /// its weights): it trains and reports its test accuracy.
 #[test]
 fn mnist_fit_example_runs() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("mnist_fit"))
-        .unwrap();
-    if !bin.exists() {
-        println!(
-            "skipped: {} is not built (cargo test builds examples)",
-            bin.display()
-        );
-        return;
-    }
     let dir = out("mnist_fit");
     std::fs::create_dir_all(&dir).unwrap();
-    let run = std::process::Command::new(&bin)
-        .current_dir(&*dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let Some(stdout) = run_example("mnist_fit", &[], Some(&dir)) else {
+        return;
+    };
     assert!(stdout.contains("Epoch 10/10"), "{stdout}");
     let acc: f64 = stdout
         .lines()
@@ -479,26 +491,9 @@ fn mnist_fit_example_runs() {
 /// loaded back to the same predictions.
 #[test]
 fn custom_layer_example_trains_resumes_and_round_trips_its_model_file() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("custom_layer"))
-        .unwrap();
-    if !bin.exists() {
-        println!(
-            "skipped: {} is not built (cargo test builds examples)",
-            bin.display()
-        );
+    let Some(stdout) = run_example("custom_layer", &[], None) else {
         return;
-    }
-    let run = std::process::Command::new(&bin).output().unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    };
     assert!(stdout.contains(" 3 (Residual) "), "{stdout}");
     assert!(stdout.contains("Epoch 3/3"), "{stdout}");
     assert!(
@@ -628,26 +623,9 @@ fn char_gpt_trains_resumes_bit_identically_and_samples() {
 /// The LSTM example reads images row by row and learns in one epoch.
 #[test]
 fn lstm_mnist_example_learns_in_one_epoch() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("lstm_mnist"))
-        .unwrap();
-    if !bin.exists() {
-        println!(
-            "skipped: {} is not built (cargo test builds examples)",
-            bin.display()
-        );
+    let Some(stdout) = run_example("lstm_mnist", &["1"], None) else {
         return;
-    }
-    let run = std::process::Command::new(&bin).arg("1").output().unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    };
     assert!(stdout.contains("lstm.weight_hh_l0"), "{stdout}");
     let acc: f64 = stdout
         .lines()

@@ -509,7 +509,10 @@ impl Lstm {
             None => (None, None),
         };
         let (y, h, c) = self.0.run(x, h0, c0, train)?;
-        Ok((y, (h, c.expect("an LSTM keeps a cell state"))))
+        let c = c.ok_or_else(|| {
+            candle_core::Error::Msg("LSTM: the recurrence returned no cell state".into())
+        })?;
+        Ok((y, (h, c)))
     }
 }
 
