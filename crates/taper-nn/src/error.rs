@@ -45,6 +45,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An ONNX model could not be written or read: `at` names the layer (its path in the
+    /// model), the graph node and operator, or the file; `reason` says what was expected.
+    #[error("ONNX {at}: {reason}")]
+    Onnx {
+        /// The layer, node or file.
+        at: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A constructor or loss argument is out of range.
     #[error("invalid value for `{field}`: {value} ({expected})")]
     InvalidValue {

@@ -33,6 +33,7 @@ mod error;
 pub mod init;
 mod layers;
 mod losses;
+mod onnx;
 
 // The public API is flat (`taper_nn::Linear`) with three public modules of functions
 // (`taper_nn::activation`, `taper_nn::loss`, `taper_nn::regularization`); inside the crate,
@@ -70,3 +71,4 @@ pub use losses::cross_entropy::{
 };
 pub use losses::kl_div::{kl_div, KlReduction};
 pub use losses::loss::{huber_loss, l1_loss, mse_loss, smooth_l1_loss, Reduction};
+pub use onnx::export::ONNX_OPSET;
