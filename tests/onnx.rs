@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::TmpDir;
+use common::{check_with_onnx_runtime, TmpDir};
 use taper::nn::{
     Activation, FeedForwardActivation, LayerSpec, MultiheadAttentionConfig, RecurrentConfig,
     RecurrentKind, RmsNormConfig, RnnNonlinearity, Sequential, TransformerConfig,
@@ -433,44 +433,6 @@ fn export(dir: &Path, case: &Case) -> (Sequential, Vec<(Tensor, Tensor)>) {
     taper::tensor::candle::safetensors::save(&io, dir.join(format!("{}.safetensors", case.name)))
         .unwrap();
     (model, pairs)
-}
-
-/// Whether python3 has what `check_ort.py` needs; else the reason to skip.
-fn onnx_runtime() -> Result<(), String> {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import onnx, onnxruntime, safetensors, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(
-            "python3 with onnx, onnxruntime, safetensors and numpy is not available \
-             (pip install onnx onnxruntime safetensors numpy)"
-                .into(),
-        )
-    }
-}
-
-/// Runs `check_ort.py` over `dir`, asserting that every model passes.
-fn check_with_onnx_runtime(dir: &Path, expected: usize) {
-    if let Err(reason) = onnx_runtime() {
-        println!("skipped: {reason}");
-        return;
-    }
-    let out = std::process::Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/check_ort.py"))
-        .arg(dir)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "ONNX Runtime disagrees:\n{report}");
-    assert_eq!(
-        report.lines().filter(|l| l.starts_with("ok ")).count(),
-        expected
-    );
 }
 
 /// Exports `cases` into a fresh directory and checks them all with ONNX Runtime.

@@ -102,6 +102,10 @@ pub struct Args {
     /// With `--tensorboard`: weight and gradient histograms every this many steps.
     #[arg(long, default_value_t = 100)]
     pub histogram_every: u64,
+    /// Also write the trained model as ONNX (opset 17, dynamic batch) to this path, for ONNX
+    /// Runtime, TensorRT or OpenVINO.
+    #[arg(long)]
+    pub export_onnx: Option<PathBuf>,
 }
 
 /// Datasets.
@@ -577,6 +581,10 @@ fn train_with<R: Rule>(
     }
     // The trained model as a whole-model file: `predict` rebuilds it with no code.
     model.save_model(args.out.join("model.safetensors"))?;
+    if let Some(path) = &args.export_onnx {
+        model.export_onnx(path, &[1, 28, 28])?;
+        println!("ONNX model: {}", path.display());
+    }
     let seconds = start.elapsed().as_secs_f64();
     let (best_epoch, best) = history
         .iter()

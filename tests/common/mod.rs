@@ -48,3 +48,43 @@ impl Drop for TmpDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[allow(dead_code)] // only the ONNX tests run ONNX Runtime
+/// Whether python3 has what `check_ort.py` needs; else the reason to skip.
+pub fn onnx_runtime() -> Result<(), String> {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import onnx, onnxruntime, safetensors, numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "python3 with onnx, onnxruntime, safetensors and numpy is not available \
+             (pip install onnx onnxruntime safetensors numpy)"
+                .into(),
+        )
+    }
+}
+
+#[allow(dead_code)]
+/// Runs `check_ort.py` over `dir`, asserting that every model passes.
+pub fn check_with_onnx_runtime(dir: &Path, expected: usize) {
+    if let Err(reason) = onnx_runtime() {
+        println!("skipped: {reason}");
+        return;
+    }
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/check_ort.py"))
+        .arg(dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ONNX Runtime disagrees:\n{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok ")).count(),
+        expected
+    );
+}

@@ -33,7 +33,7 @@ mod error;
 pub mod init;
 mod layers;
 mod losses;
-mod onnx;
+pub mod onnx;
 
 // The public API is flat (`taper_nn::Linear`) with three public modules of functions
 // (`taper_nn::activation`, `taper_nn::loss`, `taper_nn::regularization`); inside the crate,
