@@ -508,21 +508,8 @@ fn train_with<R: Rule>(
             ]);
             if let Some(tb) = tb.as_mut() {
                 let step = state.step;
-                tb.add_scalar("loss/train", l, step)?;
-                tb.add_scalar("time/step_ms", 1e3 * t1.elapsed().as_secs_f64(), step)?;
-                for g in 0..opt.group_count() {
-                    tb.add_scalar(
-                        &format!("lr/group{g}"),
-                        opt.group_lr(g).unwrap_or(0.0),
-                        step,
-                    )?;
-                    if let Some(m) = opt.group_momentum(g) {
-                        tb.add_scalar(&format!("momentum/group{g}"), m, step)?;
-                    }
-                }
-                if let Some(n) = grad_norm {
-                    tb.add_scalar("grad_norm", n, step)?;
-                }
+                let step_ms = 1e3 * t1.elapsed().as_secs_f64();
+                tb.add_step_scalars(&opt, l, step_ms, grad_norm, step)?;
                 if args.histogram_every > 0 && step % args.histogram_every == 0 {
                     for (name, var) in store.trainable() {
                         let w: Vec<f64> = var.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;

@@ -6,18 +6,21 @@
 //! that the process's resident size stays at its peak (as with PyTorch's caching allocator
 //! on a GPU).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 /// The largest block served from the heap rather than by its own `mmap` (glibc's maximum on
 /// 64-bit targets): 32 MiB.
 const MMAP_THRESHOLD: i32 = 32 << 20;
 
-static DONE: AtomicBool = AtomicBool::new(false);
+/// The first call's outcome, which every later call reports.
+static APPLIED: OnceLock<bool> = OnceLock::new();
 
 /// Keeps freed memory in the process for reuse: glibc's `mallopt(M_MMAP_THRESHOLD, 32 MiB)`
 /// and `mallopt(M_TRIM_THRESHOLD, 2³¹ − 1)`. Returns whether the settings were applied
 /// (false on other C libraries and platforms, where nothing is changed; or when the
-/// environment variable `TAPER_MALLOC=system` asks to leave `malloc` as it is).
+/// environment variable `TAPER_MALLOC=system` asks to leave `malloc` as it is). The first
+/// call decides: it reads `TAPER_MALLOC` and calls `mallopt`, and every later call returns
+/// its outcome without doing either again.
 ///
 /// [`ParamStore::new`](crate::ParamStore::new) calls it once for a CPU store, so training
 /// scripts get it without asking. On this machine it takes the `char_gpt` example's training
@@ -29,17 +32,16 @@ static DONE: AtomicBool = AtomicBool::new(false);
 /// assert_eq!(taper_tensor::retain_freed_memory(), taper_tensor::retain_freed_memory());
 /// ```
 pub fn retain_freed_memory() -> bool {
-    if std::env::var("TAPER_MALLOC").is_ok_and(|v| v == "system") {
-        return false;
-    }
-    apply()
+    *APPLIED.get_or_init(|| {
+        if std::env::var("TAPER_MALLOC").is_ok_and(|v| v == "system") {
+            return false;
+        }
+        apply()
+    })
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn apply() -> bool {
-    if DONE.swap(true, Ordering::AcqRel) {
-        return true;
-    }
     // SAFETY: mallopt only changes glibc's allocation thresholds; it is thread-safe (it takes
     // the arena locks) and valid at any time.
     unsafe {
@@ -50,6 +52,5 @@ fn apply() -> bool {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn apply() -> bool {
-    DONE.store(true, Ordering::Release);
     false
 }

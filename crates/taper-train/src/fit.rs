@@ -830,21 +830,8 @@ impl Logs {
         let Some(tb) = &mut self.tensorboard else {
             return Ok(());
         };
-        tb.add_scalar("loss/train", loss, step)?;
-        tb.add_scalar("time/step_ms", 1e3 * started.elapsed().as_secs_f64(), step)?;
-        for g in 0..opt.group_count() {
-            tb.add_scalar(
-                &format!("lr/group{g}"),
-                opt.group_lr(g).unwrap_or(0.0),
-                step,
-            )?;
-            if let Some(m) = opt.group_momentum(g) {
-                tb.add_scalar(&format!("momentum/group{g}"), m, step)?;
-            }
-        }
-        if let Some(n) = report.grad_norm {
-            tb.add_scalar("grad_norm", n, step)?;
-        }
+        let step_ms = 1e3 * started.elapsed().as_secs_f64();
+        tb.add_step_scalars(opt, loss, step_ms, report.grad_norm, step)?;
         Ok(())
     }
 

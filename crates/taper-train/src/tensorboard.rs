@@ -132,6 +132,35 @@ impl SummaryWriter {
         self.write_summary(vec![v], step)
     }
 
+    /// Records one optimizer step as `Fit` and the `mnist` example log it: `loss/train`,
+    /// `time/step_ms`, each group's `lr/group{g}` and, where it has one, `momentum/group{g}`,
+    /// and `grad_norm` when the step measured it.
+    pub fn add_step_scalars(
+        &mut self,
+        opt: &dyn taper_optim::AnyOptimizer,
+        loss: f64,
+        step_ms: f64,
+        grad_norm: Option<f64>,
+        step: u64,
+    ) -> Result<()> {
+        self.add_scalar("loss/train", loss, step)?;
+        self.add_scalar("time/step_ms", step_ms, step)?;
+        for g in 0..opt.group_count() {
+            self.add_scalar(
+                &format!("lr/group{g}"),
+                opt.group_lr(g).unwrap_or(0.0),
+                step,
+            )?;
+            if let Some(m) = opt.group_momentum(g) {
+                self.add_scalar(&format!("momentum/group{g}"), m, step)?;
+            }
+        }
+        if let Some(n) = grad_norm {
+            self.add_scalar("grad_norm", n, step)?;
+        }
+        Ok(())
+    }
+
     /// Records the distribution of `values` under `tag` at `step`. Non-finite values are an
     /// error naming the tag (a histogram of NaN has no buckets; log the count as a scalar).
     pub fn add_histogram(&mut self, tag: &str, values: &[f64], step: u64) -> Result<()> {

@@ -467,8 +467,7 @@ impl Rnn {
         h0: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let (y, h, _) = self.0.run(x, h0, None, train)?;
-        Ok((y, h))
+        self.0.run_hidden(x, h0, train)
     }
 }
 
@@ -485,8 +484,7 @@ impl Gru {
         h0: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let (y, h, _) = self.0.run(x, h0, None, train)?;
-        Ok((y, h))
+        self.0.run_hidden(x, h0, train)
     }
 }
 
@@ -517,6 +515,12 @@ impl Lstm {
 }
 
 impl Stack {
+    /// The output and final hidden state of a recurrence without a cell state (RNN, GRU).
+    fn run_hidden(&self, x: &Tensor, h0: Option<&Tensor>, train: bool) -> Result<(Tensor, Tensor)> {
+        let (y, h, _) = self.run(x, h0, None, train)?;
+        Ok((y, h))
+    }
+
     /// The recurrence this stack runs.
     pub(crate) fn kind(&self) -> RecurrentKind {
         self.kind
