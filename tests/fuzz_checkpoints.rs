@@ -18,7 +18,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -30,7 +29,7 @@ use taper::optim::{Adam, CosineAnnealingLr, LrScheduler, Optimizer};
 use taper::prelude::*;
 use taper::train::{Checkpoint, Direction, EarlyStopping, TrainState};
 
-use common::{weight_bits, TmpDir};
+use common::{run_capped_fuzz_child, weight_bits, TmpDir};
 
 const CHILD: &str = "TAPER_FUZZ_CHILD";
 const FILES: [&str; 4] = [
@@ -429,40 +428,9 @@ fn structured_mutations_of_every_checkpoint_file_never_panic_or_half_restore() {
     }
     let root = TmpDir::fresh("fuzz", "structured");
     std::fs::create_dir_all(&*root).unwrap();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
+    run_capped_fuzz_child(
         "structured_mutations_of_every_checkpoint_file_never_panic_or_half_restore",
-        "--exact",
-        "--nocapture",
-    ])
-    .env(CHILD, &*root)
-    .env("MALLOC_ARENA_MAX", "2");
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let cap = 2u64 << 30;
-                let lim = libc::rlimit {
-                    rlim_cur: cap,
-                    rlim_max: cap,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for line in stdout.lines().filter(|l| l.contains("mutations")) {
-        println!("{line}");
-    }
-    assert!(
-        out.status.success() && stdout.contains("FUZZ-OK"),
-        "the fuzzing process failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        CHILD,
+        root.as_os_str(),
     );
 }

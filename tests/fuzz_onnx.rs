@@ -18,7 +18,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use prost::Message;
 use rand::seq::{IndexedMutRandom, IndexedRandom};
@@ -28,7 +27,7 @@ use taper::nn::onnx::proto::{attribute_proto::AttributeType, AttributeProto, Mod
 use taper::nn::{Activation, LayerSpec, Sequential};
 use taper::prelude::*;
 
-use common::TmpDir;
+use common::run_capped_fuzz_child;
 
 const CHILD: &str = "TAPER_FUZZ_ONNX_CHILD";
 
@@ -403,41 +402,9 @@ fn structured_mutations_of_onnx_files_never_panic_or_allocate_unbounded() {
         println!("FUZZ-OK");
         return;
     }
-    let _root = TmpDir::fresh("fuzz", "onnx");
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
+    run_capped_fuzz_child(
         "structured_mutations_of_onnx_files_never_panic_or_allocate_unbounded",
-        "--exact",
-        "--nocapture",
-    ])
-    .env(CHILD, "1")
-    .env("MALLOC_ARENA_MAX", "2");
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let cap = 2u64 << 30;
-                let lim = libc::rlimit {
-                    rlim_cur: cap,
-                    rlim_max: cap,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for line in stdout.lines().filter(|l| l.contains("mutations")) {
-        println!("{line}");
-    }
-    assert!(
-        out.status.success() && stdout.contains("FUZZ-OK"),
-        "the fuzzing process failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        CHILD,
+        std::ffi::OsStr::new("1"),
     );
 }

@@ -19,8 +19,10 @@ pub fn weight_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
 
 /// A path for a test's temporary directory, `taper-{kind}-{pid}-{name}` under the system's
 /// temp dir: emptied when made (not created), removed with everything in it when dropped.
+#[allow(dead_code)] // not every test file makes directories
 pub struct TmpDir(PathBuf);
 
+#[allow(dead_code)]
 impl TmpDir {
     /// The path, with any leftover from an earlier run removed.
     pub fn fresh(kind: &str, name: &str) -> Self {
@@ -86,5 +88,46 @@ pub fn check_with_onnx_runtime(dir: &Path, expected: usize) {
     assert_eq!(
         report.lines().filter(|l| l.starts_with("ok ")).count(),
         expected
+    );
+}
+
+#[allow(dead_code)] // only the fuzz tests run a capped child
+/// Runs this test binary's test `test` again in a child process, with the environment
+/// variable `env` set to `value` (the child's cue to fuzz) and a 2 GiB address-space limit,
+/// so a file that makes a reader allocate by what it claims fails the test instead of the
+/// machine. Prints the child's lines that mention "mutations", and asserts that it
+/// succeeded and printed `FUZZ-OK`.
+pub fn run_capped_fuzz_child(test: &str, env: &str, value: &std::ffi::OsStr) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture"])
+        .env(env, value)
+        .env("MALLOC_ARENA_MAX", "2");
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let cap = 2u64 << 30;
+                let lim = libc::rlimit {
+                    rlim_cur: cap,
+                    rlim_max: cap,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines().filter(|l| l.contains("mutations")) {
+        println!("{line}");
+    }
+    assert!(
+        out.status.success() && stdout.contains("FUZZ-OK"),
+        "the fuzzing process failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }

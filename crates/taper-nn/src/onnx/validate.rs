@@ -334,14 +334,18 @@ fn tensor(t: &TensorProto, at: &str) -> Result<Tensor> {
             )))
         }
     };
+    // Raw data: a whole number of `size`-byte elements, as many as the dimensions say.
+    let raw_count = |size: usize, what: &str| {
+        if t.raw_data.len() % size != 0 {
+            return Err(err(format!("raw data is not a whole number of {what}")));
+        }
+        count(t.raw_data.len() / size, what)
+    };
     let dev = &Device::Cpu;
     let floats = |v: Vec<f64>| Tensor::from_vec(v, dims.as_slice(), dev);
     let t = match DataType::try_from(t.data_type) {
         Ok(DataType::Float) if raw => {
-            count(t.raw_data.len() / 4, "floats")?;
-            if t.raw_data.len() % 4 != 0 {
-                return Err(err("raw data is not a whole number of floats".into()));
-            }
+            raw_count(4, "floats")?;
             floats(
                 le_chunks::<4>(&t.raw_data)
                     .map(|b| f32::from_le_bytes(b) as f64)
@@ -353,10 +357,7 @@ fn tensor(t: &TensorProto, at: &str) -> Result<Tensor> {
             floats(t.float_data.iter().map(|&v| v as f64).collect())?
         }
         Ok(DataType::Double) if raw => {
-            count(t.raw_data.len() / 8, "doubles")?;
-            if t.raw_data.len() % 8 != 0 {
-                return Err(err("raw data is not a whole number of doubles".into()));
-            }
+            raw_count(8, "doubles")?;
             floats(
                 le_chunks::<8>(&t.raw_data)
                     .map(f64::from_le_bytes)
@@ -369,10 +370,7 @@ fn tensor(t: &TensorProto, at: &str) -> Result<Tensor> {
         }
         Ok(DataType::Int64) => {
             let v: Vec<i64> = if raw {
-                count(t.raw_data.len() / 8, "int64s")?;
-                if t.raw_data.len() % 8 != 0 {
-                    return Err(err("raw data is not a whole number of int64s".into()));
-                }
+                raw_count(8, "int64s")?;
                 le_chunks::<8>(&t.raw_data)
                     .map(i64::from_le_bytes)
                     .collect()
