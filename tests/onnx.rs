@@ -609,3 +609,51 @@ fn unsupported_operators_and_branching_graphs_are_errors_naming_the_node() {
         "{err}"
     );
 }
+
+#[test]
+fn constant_nodes_are_read_as_the_initializers_they_stand_for() {
+    use prost::Message;
+    use taper::nn::onnx::proto::{
+        attribute_proto::AttributeType, AttributeProto, ModelProto, NodeProto,
+    };
+    // PyTorch's MLP with its Reshape shape moved from an initializer to a Constant node.
+    let bytes = std::fs::read(fixture("mlp")).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let k = g.initializer.iter().position(|t| t.data_type == 7).unwrap();
+    let shape = g.initializer.remove(k);
+    let constant = |kind: AttributeType| NodeProto {
+        op_type: "Constant".into(),
+        output: vec![shape.name.clone()],
+        attribute: vec![AttributeProto {
+            name: "value_ints".into(),
+            r#type: kind as i32,
+            ints: vec![-1, 784],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    g.node.insert(0, constant(AttributeType::Ints));
+    let (model, _) =
+        Sequential::from_onnx_bytes(&m.encode_to_vec(), &Device::Cpu, DType::F32).unwrap();
+    let io = torch_io();
+    let diff = (model.forward_t(&io["mlp.x"], false).unwrap() - &io["mlp.y"]).unwrap();
+    assert!(
+        diff.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            <= 1e-5
+    );
+    // The same attribute with the wrong type is an error naming the node.
+    m.graph.as_mut().unwrap().node[0] = constant(AttributeType::Floats);
+    let err = Sequential::from_onnx_bytes(&m.encode_to_vec(), &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("(Constant)") && err.contains("value_ints"),
+        "{err}"
+    );
+}

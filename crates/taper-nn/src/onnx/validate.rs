@@ -240,16 +240,43 @@ fn fold(node: &NodeProto, constants: &HashMap<String, Tensor>) -> Result<Option<
             let [a] = &node.attribute[..] else {
                 return Err(node_error(node, "expected exactly one attribute"));
             };
-            match (a.name.as_str(), a.t.as_ref()) {
-                ("value", Some(t)) => Ok(Some(tensor(t, &format!("node `{}`", node.name))?)),
-                _ => Err(node_error(
+            let want = match a.name.as_str() {
+                "value" => AttributeType::Tensor,
+                "value_float" => AttributeType::Float,
+                "value_floats" => AttributeType::Floats,
+                "value_int" => AttributeType::Int,
+                _ => AttributeType::Ints,
+            };
+            if a.r#type != want as i32 {
+                return Err(node_error(
                     node,
                     format!(
-                        "attribute `{}` is not supported; expected a `value` tensor",
-                        a.name
+                        "attribute `{}` has type {}; expected {want:?}",
+                        a.name, a.r#type
                     ),
-                )),
+                ));
             }
+            let dev = &Device::Cpu;
+            let t = match (a.name.as_str(), a.t.as_ref()) {
+                ("value", Some(t)) => tensor(t, &format!("node `{}`", node.name))?,
+                ("value_float", _) => Tensor::new(a.f as f64, dev)?,
+                ("value_floats", _) => {
+                    Tensor::new(a.floats.iter().map(|&v| v as f64).collect::<Vec<_>>(), dev)?
+                }
+                ("value_int", _) => Tensor::new(a.i, dev)?,
+                ("value_ints", _) => Tensor::new(a.ints.as_slice(), dev)?,
+                _ => {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "attribute `{}` is not supported; expected `value`, `value_float(s)` \
+                             or `value_int(s)`",
+                            a.name
+                        ),
+                    ))
+                }
+            };
+            Ok(Some(t))
         }
         "Transpose" if node.input.len() == 1 && constants.contains_key(&node.input[0]) => {
             let t = &constants[&node.input[0]];
