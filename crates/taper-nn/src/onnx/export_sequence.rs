@@ -11,7 +11,7 @@ use crate::layers::multihead_attention::MultiheadAttentionConfig;
 use crate::layers::recurrent::{RecurrentConfig, RecurrentKind, RnnNonlinearity};
 use crate::layers::spec::LayerSpec;
 use crate::layers::transformer::{FeedForwardActivation, TransformerConfig};
-use crate::onnx::export::{layer_norm, linear, Site, Value};
+use crate::onnx::export::{layer_norm, linear, Attr1, Site, Value};
 use crate::onnx::graph::Attr;
 
 /// The nodes of a sequence layer (any kind `export` does not write itself).
@@ -128,41 +128,8 @@ fn attention(
             ),
         ));
     }
+    let [q, k, v] = project_qkv(s, config, &xq.name, &xkv.name)?;
     let path = s.path.clone();
-    let thirds = s.g.ints(&format!("{path}/thirds"), &[e as i64; 3]);
-    let split = |s: &mut Site, name: &str| -> Result<Vec<String>> {
-        let t = s.param(name)?;
-        Ok(s.g.node_n(
-            &path,
-            "Split",
-            &[&t, &thirds],
-            vec![crate::onnx::graph::attr("axis", Attr::Int(0))],
-            3,
-        ))
-    };
-    let w = split(s, "in_proj_weight")?;
-    let b = if config.bias {
-        Some(split(s, "in_proj_bias")?)
-    } else {
-        None
-    };
-    let project = |s: &mut Site, x: &str, k: usize| {
-        let wt = s.node(
-            "Transpose",
-            &[&w[k]],
-            vec![("perm", Attr::Ints(vec![1, 0]))],
-        );
-        let y = s.node("MatMul", &[x, &wt], vec![]);
-        match &b {
-            Some(b) => s.node("Add", &[&y, &b[k]], vec![]),
-            None => y,
-        }
-    };
-    let (q, k, v) = (
-        project(s, &xq.name, 0),
-        project(s, &xkv.name, 1),
-        project(s, &xkv.name, 2),
-    );
     let d = e / h;
     let split_heads =
         s.g.ints(&format!("{path}/heads"), &[0, 0, h as i64, d as i64]);
@@ -190,6 +157,44 @@ fn attention(
         dims: xq.dims.clone(),
     };
     linear(&mut s.sub("out_proj"), o, e, e, config.bias)
+}
+
+/// The query, key and value projections (N, L, E) of `xq` and `xkv`: the packed
+/// `in_proj_weight` and `in_proj_bias` split into thirds in the graph, so the initializers
+/// keep PyTorch's names.
+fn project_qkv(
+    s: &mut Site,
+    config: &MultiheadAttentionConfig,
+    xq: &str,
+    xkv: &str,
+) -> Result<[String; 3]> {
+    let e = config.embed_dim;
+    let path = s.path.clone();
+    let thirds = s.g.ints(&format!("{path}/thirds"), &[e as i64; 3]);
+    let split = |s: &mut Site, name: &str| -> Result<Vec<String>> {
+        let t = s.param(name)?;
+        let axis = vec![crate::onnx::graph::attr("axis", Attr::Int(0))];
+        Ok(s.g.node_n(&path, "Split", &[&t, &thirds], axis, 3))
+    };
+    let w = split(s, "in_proj_weight")?;
+    let b = if config.bias {
+        Some(split(s, "in_proj_bias")?)
+    } else {
+        None
+    };
+    let mut project = |x: &str, k: usize| {
+        let wt = s.node(
+            "Transpose",
+            &[&w[k]],
+            vec![("perm", Attr::Ints(vec![1, 0]))],
+        );
+        let y = s.node("MatMul", &[x, &wt], vec![]);
+        match &b {
+            Some(b) => s.node("Add", &[&y, &b[k]], vec![]),
+            None => y,
+        }
+    };
+    Ok([project(xq, 0), project(xkv, 1), project(xkv, 2)])
 }
 
 /// The attention configuration of a transformer layer's blocks.
@@ -292,6 +297,64 @@ fn reorder(t: &Tensor, kind: RecurrentKind) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// The attributes of ONNX's RNN, LSTM or GRU for this configuration.
+fn recurrent_attributes(kind: RecurrentKind, c: &RecurrentConfig) -> Vec<Attr1> {
+    let direction = if c.bidirectional {
+        "bidirectional"
+    } else {
+        "forward"
+    };
+    let mut attrs = vec![
+        ("hidden_size", Attr::Int(c.hidden_size as i64)),
+        ("direction", Attr::Str(direction)),
+    ];
+    match kind {
+        // PyTorch applies the reset gate after the hidden state's linear map.
+        RecurrentKind::Gru => attrs.push(("linear_before_reset", Attr::Int(1))),
+        RecurrentKind::Rnn(f) => {
+            let f = match f {
+                RnnNonlinearity::Tanh => "Tanh",
+                RnnNonlinearity::Relu => "Relu",
+            };
+            let dirs = if c.bidirectional { 2 } else { 1 };
+            attrs.push(("activations", Attr::Strs(vec![f; dirs])));
+        }
+        RecurrentKind::Lstm => {}
+    }
+    attrs
+}
+
+/// Layer `layer`'s W, R and (with biases) B inputs of ONNX's recurrent operators: every
+/// direction's weights stacked, their gate blocks in ONNX's order, the two bias vectors
+/// concatenated.
+fn layer_weights(
+    s: &mut Site,
+    kind: RecurrentKind,
+    c: &RecurrentConfig,
+    layer: usize,
+) -> Result<Vec<String>> {
+    let dirs = if c.bidirectional { 2 } else { 1 };
+    let (mut w, mut r, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for dir in 0..dirs {
+        let sfx = if dir == 1 { "_reverse" } else { "" };
+        let get = |name: &str| reorder(&s.tensor(&format!("{name}_l{layer}{sfx}"))?, kind);
+        w.push(get("weight_ih")?);
+        r.push(get("weight_hh")?);
+        if c.bias {
+            b.push(Tensor::cat(&[get("bias_ih")?, get("bias_hh")?], 0)?);
+        }
+    }
+    let path = s.path.clone();
+    let mut names = vec![
+        s.g.weight(&format!("{path}/W_l{layer}"), &Tensor::stack(&w, 0)?)?,
+        s.g.weight(&format!("{path}/R_l{layer}"), &Tensor::stack(&r, 0)?)?,
+    ];
+    if c.bias {
+        names.push(s.g.weight(&format!("{path}/B_l{layer}"), &Tensor::stack(&b, 0)?)?);
+    }
+    Ok(names)
+}
+
 /// RNN, LSTM or GRU as ONNX's operator, one node per layer, on (N, L, F) or (L, N, F).
 fn recurrent(s: &mut Site, kind: RecurrentKind, c: &RecurrentConfig, x: Value) -> Result<Value> {
     let name = match kind {
@@ -315,54 +378,10 @@ fn recurrent(s: &mut Site, kind: RecurrentKind, c: &RecurrentConfig, x: Value) -
     let h = c.hidden_size;
     let path = s.path.clone();
     for layer in 0..c.num_layers {
-        let mut w = Vec::new();
-        let mut r = Vec::new();
-        let mut b = Vec::new();
-        for dir in 0..dirs {
-            let sfx = if dir == 1 { "_reverse" } else { "" };
-            w.push(reorder(
-                &s.tensor(&format!("weight_ih_l{layer}{sfx}"))?,
-                kind,
-            )?);
-            r.push(reorder(
-                &s.tensor(&format!("weight_hh_l{layer}{sfx}"))?,
-                kind,
-            )?);
-            if c.bias {
-                let bi = reorder(&s.tensor(&format!("bias_ih_l{layer}{sfx}"))?, kind)?;
-                let bh = reorder(&s.tensor(&format!("bias_hh_l{layer}{sfx}"))?, kind)?;
-                b.push(Tensor::cat(&[bi, bh], 0)?);
-            }
-        }
-        let w =
-            s.g.weight(&format!("{path}/W_l{layer}"), &Tensor::stack(&w, 0)?)?;
-        let r =
-            s.g.weight(&format!("{path}/R_l{layer}"), &Tensor::stack(&r, 0)?)?;
-        let mut inputs = vec![x.name.clone(), w, r];
-        if c.bias {
-            inputs.push(s.g.weight(&format!("{path}/B_l{layer}"), &Tensor::stack(&b, 0)?)?);
-        }
+        let mut inputs = vec![x.name.clone()];
+        inputs.extend(layer_weights(s, kind, c, layer)?);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let direction = if c.bidirectional {
-            "bidirectional"
-        } else {
-            "forward"
-        };
-        let mut attrs = vec![
-            ("hidden_size", Attr::Int(h as i64)),
-            ("direction", Attr::Str(direction)),
-        ];
-        match kind {
-            RecurrentKind::Gru => attrs.push(("linear_before_reset", Attr::Int(1))),
-            RecurrentKind::Rnn(f) => {
-                let f = match f {
-                    RnnNonlinearity::Tanh => "Tanh",
-                    RnnNonlinearity::Relu => "Relu",
-                };
-                attrs.push(("activations", Attr::Strs(vec![f; dirs])));
-            }
-            RecurrentKind::Lstm => {}
-        }
+        let attrs = recurrent_attributes(kind, c);
         // Y: (L, directions, N, H) → (L, N, directions · H).
         let y = s.node(name, &inputs, attrs);
         let y = s.node(

@@ -236,75 +236,80 @@ fn check_node(node: &NodeProto, defined: &HashSet<String>) -> Result<()> {
 /// exporter writes a transposed weight). Other nodes compute.
 fn fold(node: &NodeProto, constants: &HashMap<String, Tensor>) -> Result<Option<Tensor>> {
     match node.op_type.as_str() {
-        "Constant" => {
-            let [a] = &node.attribute[..] else {
-                return Err(node_error(node, "expected exactly one attribute"));
-            };
-            let want = match a.name.as_str() {
-                "value" => AttributeType::Tensor,
-                "value_float" => AttributeType::Float,
-                "value_floats" => AttributeType::Floats,
-                "value_int" => AttributeType::Int,
-                _ => AttributeType::Ints,
-            };
-            if a.r#type != want as i32 {
-                return Err(node_error(
-                    node,
-                    format!(
-                        "attribute `{}` has type {}; expected {want:?}",
-                        a.name, a.r#type
-                    ),
-                ));
-            }
-            let dev = &Device::Cpu;
-            let t = match (a.name.as_str(), a.t.as_ref()) {
-                ("value", Some(t)) => tensor(t, &format!("node `{}`", node.name))?,
-                ("value_float", _) => Tensor::new(a.f as f64, dev)?,
-                ("value_floats", _) => {
-                    Tensor::new(a.floats.iter().map(|&v| v as f64).collect::<Vec<_>>(), dev)?
-                }
-                ("value_int", _) => Tensor::new(a.i, dev)?,
-                ("value_ints", _) => Tensor::new(a.ints.as_slice(), dev)?,
-                _ => {
-                    return Err(node_error(
-                        node,
-                        format!(
-                            "attribute `{}` is not supported; expected `value`, `value_float(s)` \
-                             or `value_int(s)`",
-                            a.name
-                        ),
-                    ))
-                }
-            };
-            Ok(Some(t))
-        }
+        "Constant" => constant(node).map(Some),
         "Transpose" if node.input.len() == 1 && constants.contains_key(&node.input[0]) => {
-            let t = &constants[&node.input[0]];
-            let rank = t.rank();
-            let perm = match find_attr(node, "perm") {
-                Some(a) => ints(node, a)?,
-                None => (0..rank as i64).rev().collect(),
-            };
-            let mut seen = vec![false; rank];
-            for &p in &perm {
-                if p < 0 || p as usize >= rank || std::mem::replace(&mut seen[p as usize], true) {
-                    return Err(node_error(
-                        node,
-                        format!("perm {perm:?} is not a permutation"),
-                    ));
-                }
-            }
-            if perm.len() != rank {
-                return Err(node_error(
-                    node,
-                    format!("perm {perm:?} is not a permutation"),
-                ));
-            }
-            let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
-            Ok(Some(t.permute(perm)?.contiguous()?))
+            transposed(node, &constants[&node.input[0]]).map(Some)
         }
         _ => Ok(None),
     }
+}
+
+/// A `Constant` node's value: its `value` tensor, or `value_float(s)` / `value_int(s)`, the
+/// attribute's type checked.
+fn constant(node: &NodeProto) -> Result<Tensor> {
+    let [a] = &node.attribute[..] else {
+        return Err(node_error(node, "expected exactly one attribute"));
+    };
+    let want = match a.name.as_str() {
+        "value" => AttributeType::Tensor,
+        "value_float" => AttributeType::Float,
+        "value_floats" => AttributeType::Floats,
+        "value_int" => AttributeType::Int,
+        "value_ints" => AttributeType::Ints,
+        other => {
+            return Err(node_error(
+                node,
+                format!(
+                    "attribute `{other}` is not supported; expected `value`, `value_float(s)` \
+                     or `value_int(s)`"
+                ),
+            ))
+        }
+    };
+    if a.r#type != want as i32 {
+        return Err(node_error(
+            node,
+            format!(
+                "attribute `{}` has type {}; expected {want:?}",
+                a.name, a.r#type
+            ),
+        ));
+    }
+    let dev = &Device::Cpu;
+    Ok(match want {
+        AttributeType::Tensor => match a.t.as_ref() {
+            Some(t) => tensor(t, &format!("node `{}`", node.name))?,
+            None => return Err(node_error(node, "attribute `value` holds no tensor")),
+        },
+        AttributeType::Float => Tensor::new(a.f as f64, dev)?,
+        AttributeType::Floats => {
+            Tensor::new(a.floats.iter().map(|&v| v as f64).collect::<Vec<_>>(), dev)?
+        }
+        AttributeType::Int => Tensor::new(a.i, dev)?,
+        _ => Tensor::new(a.ints.as_slice(), dev)?,
+    })
+}
+
+/// A `Transpose` node's result on the constant `t`.
+fn transposed(node: &NodeProto, t: &Tensor) -> Result<Tensor> {
+    let rank = t.rank();
+    let perm = match find_attr(node, "perm") {
+        Some(a) => ints(node, a)?,
+        None => (0..rank as i64).rev().collect(),
+    };
+    let mut seen = vec![false; rank];
+    let valid = perm.len() == rank
+        && perm.iter().all(|&p| {
+            p >= 0 && (p as usize) < rank && !std::mem::replace(&mut seen[p as usize], true)
+        });
+    if !valid {
+        return Err(node_error(
+            node,
+            format!("perm {perm:?} is not a permutation"),
+        ));
+    }
+    let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
+    Ok(t.permute(perm)?.contiguous()?)
 }
 
 /// The attribute `name` of `node`.
@@ -327,29 +332,7 @@ pub(crate) fn ints(node: &NodeProto, a: &AttributeProto) -> Result<Vec<i64>> {
 /// its type, dimensions and that its data holds exactly that many elements.
 fn tensor(t: &TensorProto, at: &str) -> Result<Tensor> {
     let err = |reason: String| file_error(format!("{at}: {reason}"));
-    if t.data_location != 0 || !t.external_data.is_empty() {
-        return Err(err(
-            "external data is not supported (save with the weights inside)".into(),
-        ));
-    }
-    if t.segment.is_some() {
-        return Err(err("segmented tensors are not supported".into()));
-    }
-    let mut n = 1usize;
-    for &d in &t.dims {
-        if d < 0 {
-            return Err(err(format!("negative dimension in {:?}", t.dims)));
-        }
-        n = n
-            .checked_mul(d as usize)
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| {
-                err(format!(
-                    "dimensions {:?} exceed {MAX_ELEMENTS} elements",
-                    t.dims
-                ))
-            })?;
-    }
+    let n = element_count(t, at)?;
     let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
     let raw = !t.raw_data.is_empty();
     let count = |len: usize, what: &str| {
@@ -415,6 +398,36 @@ fn tensor(t: &TensorProto, at: &str) -> Result<Tensor> {
         }
     };
     Ok(t)
+}
+
+/// How many elements a tensor proto's dimensions hold, after checking that its data is in
+/// the file (not external or segmented) and that the count is in bounds.
+fn element_count(t: &TensorProto, at: &str) -> Result<usize> {
+    let err = |reason: String| file_error(format!("{at}: {reason}"));
+    if t.data_location != 0 || !t.external_data.is_empty() {
+        return Err(err(
+            "external data is not supported (save with the weights inside)".into(),
+        ));
+    }
+    if t.segment.is_some() {
+        return Err(err("segmented tensors are not supported".into()));
+    }
+    let mut n = 1usize;
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(err(format!("negative dimension in {:?}", t.dims)));
+        }
+        n = n
+            .checked_mul(d as usize)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| {
+                err(format!(
+                    "dimensions {:?} exceed {MAX_ELEMENTS} elements",
+                    t.dims
+                ))
+            })?;
+    }
+    Ok(n)
 }
 
 /// `bytes` in little-endian chunks of `N`.
