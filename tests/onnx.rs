@@ -586,7 +586,31 @@ fn a_layer_without_an_onnx_form_is_an_error_naming_its_path() {
 
 #[test]
 fn unsupported_operators_and_branching_graphs_are_errors_naming_the_node() {
-    // A residual block: Add reads two values, not a chain.
+    use prost::Message;
+    use taper::nn::onnx::proto::ModelProto;
+    // An operator Taper has no layer for: PyTorch's MLP with its ReLU made a HardSwish.
+    let bytes = std::fs::read(fixture("mlp")).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let relu = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Relu")
+        .unwrap();
+    relu.op_type = "HardSwish".into();
+    let name = relu.name.clone();
+    let err = Sequential::from_onnx_bytes(&m.encode_to_vec(), &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("node `{name}` (HardSwish)"))
+            && err.contains("operator `HardSwish` is not supported"),
+        "{err}"
+    );
+
+    // A graph that is not a chain: attention's projections read the weights first.
     let dir = TmpDir::fresh("onnx", "unsupported");
     std::fs::create_dir_all(&dir).unwrap();
     let case = case(
@@ -605,7 +629,7 @@ fn unsupported_operators_and_branching_graphs_are_errors_naming_the_node() {
         "{err}"
     );
     assert!(
-        err.contains("not supported") || err.contains("chain"),
+        err.contains("only a chain of layers can be imported"),
         "{err}"
     );
 }
