@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::Elem;
-use super::{float_kernel_applies, slice_of, with_slice, GradTensors, Grads};
+use super::{slice_of, with_slice, GradTensors, Grads};
 
 /// The layout (n, c, s) of one batch normalization: s values per sample and channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,14 +247,6 @@ impl CustomOp3 for BatchNormNode {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         self.grads(x, Some((w, b)), grad)
-    }
-}
-
-/// Whether the kernel takes `x` with these parameters ([`float_kernel_applies`]).
-pub(crate) fn applies(x: &Tensor, params: Option<(&Tensor, &Tensor)>) -> bool {
-    match params {
-        Some((w, b)) => float_kernel_applies(&[x, w, b]),
-        None => float_kernel_applies(&[x]),
     }
 }
 

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithD
 use rayon::prelude::*;
 
 use crate::cpu::gemm::Elem;
-use crate::cpu::{float_kernel_applies, slice_of, with_slice, GradTensors, Grads};
+use crate::cpu::{affine_kernel_applies, slice_of, with_slice, GradTensors, Grads};
 
 /// Rows per parallel task: fixed, so the parameter gradients' sums do not depend on
 /// scheduling (bit-identical runs).
@@ -223,11 +223,7 @@ pub(crate) fn layer_norm(
     eps: f64,
     affine: Option<(&Tensor, &Tensor)>,
 ) -> candle_core::Result<Option<Tensor>> {
-    let applies = match affine {
-        Some((w, b)) => float_kernel_applies(&[x, w, b]),
-        None => float_kernel_applies(&[x]),
-    };
-    if !applies || d == 0 {
+    if !affine_kernel_applies(x, affine) || d == 0 {
         return Ok(None);
     }
     let x = x.contiguous()?;

@@ -91,6 +91,15 @@ pub(crate) fn float_kernel_applies(tensors: &[&Tensor]) -> bool {
             .all(|t| t.device().is_cpu() && t.dtype() == dt)
 }
 
+/// [`float_kernel_applies`] to `x` with its optional affine parameters (γ and β): the test
+/// behind the BatchNorm and LayerNorm nodes.
+pub(crate) fn affine_kernel_applies(x: &Tensor, params: Option<(&Tensor, &Tensor)>) -> bool {
+    match params {
+        Some((w, b)) => float_kernel_applies(&[x, w, b]),
+        None => float_kernel_applies(&[x]),
+    }
+}
+
 /// A contiguous CPU storage's `len` elements of type `T`; an error naming what was found
 /// otherwise.
 pub(crate) fn slice_of<'a, T: WithDType>(

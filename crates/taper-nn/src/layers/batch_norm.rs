@@ -12,6 +12,7 @@
 use candle_core::{DType, Result, Tensor, Var};
 use taper_tensor::{tracked, ModuleT, ParamStore};
 
+use crate::cpu::affine_kernel_applies;
 use crate::cpu::batch_norm as kernel;
 use crate::error::check;
 use crate::error::Error;
@@ -236,7 +237,7 @@ impl ModuleT for BatchNorm {
             _ => None,
         };
         let params_ref = params.as_ref().map(|(w, b)| (w, b));
-        if kernel::applies(x, params_ref) {
+        if affine_kernel_applies(x, params_ref) {
             let geometry = kernel::Geometry { n, c, s };
             let (mean, var) = if train {
                 let st = kernel::batch_stats(x, &geometry)?;
