@@ -3,13 +3,18 @@
 //!
 //! Forward, per sample and group: the input's windows are unrolled into a (C/g·kh·kw) ×
 //! (OH·OW) matrix (`im2col`; skipped for 1×1 convolutions with stride 1 and no padding),
-//! and y = W·cols, starting from the bias. Backward, per sample and group, from the output
-//! gradient G (O/g × OH·OW):
-//! - weight: dW += G·colsᵀ, with cols unrolled again (cheaper than keeping every sample's
+//! and y = W·cols plus the bias (computed as yᵀ = colsᵀ·Wᵀ when that spares gemm a copy of
+//! cols, see [`Geometry::forward_transposed`]). Backward, per sample and group, from the
+//! output gradient G (O/g × OH·OW):
+//! - weight: dWᵀ += cols·Gᵀ, with cols unrolled again (cheaper than keeping every sample's
 //!   cols alive between forward and backward: for the benchmark CNN that would be 25 MB);
 //! - bias: row sums of G;
 //! - input, only when the input is tracked (never for the data batch): dcols = Wᵀ·G, then
 //!   `col2im` adds each column back to the pixels it came from.
+//!
+//! With stride 1 and "same" padding (the output as wide as the input), each row of cols is
+//! the input plane shifted by a constant, so `im2col` and `col2im` move one contiguous span
+//! per row instead of one short run per output row.
 //!
 //! Each thread keeps its own weight- and bias-gradient sums, added at the end, so threads
 //! never share an output. The unrolled matrices live in one scratch buffer per thread, kept
@@ -128,6 +133,16 @@ impl Geometry {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
 
+    /// Whether the forward product is computed as yᵀ = colsᵀ·Wᵀ and transposed into y,
+    /// rather than as y = W·cols. The gemm crate works on the transposed problem
+    /// (colsᵀ·Wᵀ) either way, and uses colsᵀ in place only when its row count OH·OW is a
+    /// multiple of the SIMD width (16 f32 lanes); otherwise it copies all of cols into a
+    /// packed buffer first. Asking for yᵀ makes the small weight the operand it packs, for
+    /// the price of transposing an output of O/g·OH·OW elements.
+    fn forward_transposed(&self) -> bool {
+        self.p() % 16 != 0
+    }
+
     /// Samples per task: all in one task for small work, else about four tasks per thread,
     /// so a thread that falls behind (a busy core) is helped by the others.
     fn samples_per_task(&self) -> usize {
@@ -157,6 +172,70 @@ impl Geometry {
     }
 }
 
+/// One row of the unrolled matrix: the window offset (`off_h`, `off_w`) and the output
+/// positions it reads inside the input (`ys` rows, `xs` columns, from [`Geometry::valid`]).
+#[derive(Clone, Copy)]
+struct Tap {
+    off_h: isize,
+    off_w: isize,
+    ys: (usize, usize),
+    xs: (usize, usize),
+}
+
+impl Geometry {
+    /// The window offset of kernel element (i, j), and the output positions it reads
+    /// inside the input.
+    fn tap(&self, i: usize, j: usize) -> Tap {
+        let off_h = (i * self.dil) as isize - self.pad as isize;
+        let off_w = (j * self.dil) as isize - self.pad as isize;
+        Tap {
+            off_h,
+            off_w,
+            ys: self.valid(off_h, self.oh, self.h),
+            xs: self.valid(off_w, self.ow, self.w),
+        }
+    }
+
+    /// Whether an unrolled row is its input plane shifted by a constant: stride 1 and the
+    /// output as wide as the input ("same" padding). Output (oy, ox) then reads input
+    /// element oy·w + ox + (off_h·w + off_w), so the rows inside the window are one
+    /// contiguous span of the plane, apart from the columns that fall in the padding.
+    fn is_shift(&self) -> bool {
+        self.stride == 1 && self.ow == self.w
+    }
+}
+
+impl Tap {
+    /// For a shift geometry ([`Geometry::is_shift`]): the span `start..end` of the
+    /// unrolled row that maps onto the input, and the offset from it to the input plane;
+    /// `None` when the window lies wholly in the padding.
+    fn span(&self, g: &Geometry) -> Option<(usize, usize, isize)> {
+        let ((y_lo, y_hi), (x_lo, x_hi)) = (self.ys, self.xs);
+        (y_lo < y_hi && x_lo < x_hi).then(|| {
+            let start = y_lo * g.ow + x_lo;
+            let end = (y_hi - 1) * g.ow + x_hi;
+            (start, end, self.off_h * g.w as isize + self.off_w)
+        })
+    }
+
+    /// For a shift geometry: zeroes the elements of the span that wrapped around from the
+    /// next output row (columns in the left or right padding), a few elements each.
+    fn zero_wrapped<T: Elem>(&self, g: &Geometry, row: &mut [T]) {
+        let ((y_lo, y_hi), (x_lo, x_hi)) = (self.ys, self.xs);
+        if x_lo == 0 && x_hi == g.ow {
+            return;
+        }
+        for oy in y_lo..y_hi.saturating_sub(1) {
+            for e in &mut row[oy * g.ow + x_hi..(oy + 1) * g.ow + x_lo] {
+                // SAFETY: `e` is a valid, exclusive reference. The store is volatile only so
+                // that the compiler keeps these few stores inline instead of calling
+                // `memset`, whose call costs more than the stores.
+                unsafe { std::ptr::write_volatile(e, T::ZERO) };
+            }
+        }
+    }
+}
+
 /// Unrolls the windows of one group of one sample, `x` (C/g, h, w), into `cols`
 /// (C/g·kh·kw rows of OH·OW), zeros where a window covers padding.
 fn im2col<T: Elem>(g: &Geometry, x: &[T], cols: &mut [T]) {
@@ -164,69 +243,119 @@ fn im2col<T: Elem>(g: &Geometry, x: &[T], cols: &mut [T]) {
     let mut rows = cols.chunks_exact_mut(p);
     for plane in x.chunks_exact(hw).take(g.cg()) {
         for i in 0..g.kh {
-            let off_h = (i * g.dil) as isize - g.pad as isize;
-            let (y_lo, y_hi) = g.valid(off_h, g.oh, g.h);
             for j in 0..g.kw {
-                let off_w = (j * g.dil) as isize - g.pad as isize;
-                let (x_lo, x_hi) = g.valid(off_w, g.ow, g.w);
                 let Some(row) = rows.next() else { return };
-                for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                    if oy < y_lo || oy >= y_hi {
-                        out.fill(T::ZERO);
-                        continue;
-                    }
-                    let iy = (oy * g.stride) as isize + off_h;
-                    let src = &plane[iy as usize * g.w..][..g.w];
-                    out[..x_lo].fill(T::ZERO);
-                    out[x_hi..].fill(T::ZERO);
-                    let ix0 = (x_lo * g.stride) as isize + off_w;
-                    if g.stride == 1 {
-                        let s = ix0 as usize;
-                        out[x_lo..x_hi].copy_from_slice(&src[s..s + x_hi - x_lo]);
-                    } else {
-                        let taken = src[ix0 as usize..].iter().step_by(g.stride);
-                        for (o, &v) in out[x_lo..x_hi].iter_mut().zip(taken) {
-                            *o = v;
-                        }
-                    }
+                let tap = g.tap(i, j);
+                if g.is_shift() {
+                    im2col_shift(g, &tap, plane, row);
+                } else {
+                    im2col_rows(g, &tap, plane, row);
                 }
             }
         }
     }
 }
 
+/// One unrolled row of a shift geometry ([`Geometry::is_shift`]): one copy of the span
+/// the window covers, then zeros over the padding.
+fn im2col_shift<T: Elem>(g: &Geometry, tap: &Tap, plane: &[T], row: &mut [T]) {
+    let Some((start, end, shift)) = tap.span(g) else {
+        row.fill(T::ZERO);
+        return;
+    };
+    row[..start].fill(T::ZERO);
+    let from = (start as isize + shift) as usize;
+    row[start..end].copy_from_slice(&plane[from..from + end - start]);
+    row[end..].fill(T::ZERO);
+    tap.zero_wrapped(g, row);
+}
+
+/// One unrolled row of any geometry, output row by output row.
+fn im2col_rows<T: Elem>(g: &Geometry, tap: &Tap, plane: &[T], row: &mut [T]) {
+    let ((y_lo, y_hi), (x_lo, x_hi)) = (tap.ys, tap.xs);
+    for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
+        if oy < y_lo || oy >= y_hi {
+            out.fill(T::ZERO);
+            continue;
+        }
+        let iy = (oy * g.stride) as isize + tap.off_h;
+        let src = &plane[iy as usize * g.w..][..g.w];
+        out[..x_lo].fill(T::ZERO);
+        out[x_hi..].fill(T::ZERO);
+        let ix0 = ((x_lo * g.stride) as isize + tap.off_w) as usize;
+        if g.stride == 1 {
+            out[x_lo..x_hi].copy_from_slice(&src[ix0..ix0 + x_hi - x_lo]);
+        } else {
+            let taken = src[ix0..].iter().step_by(g.stride);
+            for (o, &v) in out[x_lo..x_hi].iter_mut().zip(taken) {
+                *o = v;
+            }
+        }
+    }
+}
+
 /// The adjoint of [`im2col`]: adds every element of `cols` to the input pixel it was read
-/// from, in `dx` (C/g, h, w).
-fn col2im<T: Elem>(g: &Geometry, cols: &[T], dx: &mut [T]) {
+/// from, in `dx` (C/g, h, w). `cols` is scratch: a shift geometry zeroes its padding
+/// columns first, so that one contiguous add per row is exact.
+fn col2im<T: Elem>(g: &Geometry, cols: &mut [T], dx: &mut [T]) {
     let (p, hw) = (g.p(), g.h * g.w);
-    let mut rows = cols.chunks_exact(p);
+    let mut rows = cols.chunks_exact_mut(p);
     for plane in dx.chunks_exact_mut(hw).take(g.cg()) {
         for i in 0..g.kh {
-            let off_h = (i * g.dil) as isize - g.pad as isize;
-            let (y_lo, y_hi) = g.valid(off_h, g.oh, g.h);
             for j in 0..g.kw {
-                let off_w = (j * g.dil) as isize - g.pad as isize;
-                let (x_lo, x_hi) = g.valid(off_w, g.ow, g.w);
                 let Some(row) = rows.next() else { return };
-                for oy in y_lo..y_hi {
-                    let iy = (oy * g.stride) as isize + off_h;
-                    let dst = &mut plane[iy as usize * g.w..][..g.w];
-                    let src = &row[oy * g.ow..][x_lo..x_hi];
-                    let ix0 = ((x_lo * g.stride) as isize + off_w) as usize;
-                    if g.stride == 1 {
-                        for (d, &v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
-                            *d += v;
-                        }
-                    } else {
-                        let targets = dst[ix0..].iter_mut().step_by(g.stride);
-                        for (d, &v) in targets.zip(src) {
-                            *d += v;
-                        }
-                    }
+                let tap = g.tap(i, j);
+                if g.is_shift() {
+                    col2im_shift(g, &tap, row, plane);
+                } else {
+                    col2im_rows(g, &tap, row, plane);
                 }
             }
         }
     }
+}
+
+/// [`col2im`] for one row of a shift geometry.
+fn col2im_shift<T: Elem>(g: &Geometry, tap: &Tap, row: &mut [T], plane: &mut [T]) {
+    let Some((start, end, shift)) = tap.span(g) else {
+        return;
+    };
+    tap.zero_wrapped(g, row);
+    let from = (start as isize + shift) as usize;
+    let dst = &mut plane[from..from + end - start];
+    for (d, &v) in dst.iter_mut().zip(&row[start..end]) {
+        *d += v;
+    }
+}
+
+/// [`col2im`] for one row of any geometry, output row by output row.
+fn col2im_rows<T: Elem>(g: &Geometry, tap: &Tap, row: &[T], plane: &mut [T]) {
+    let ((y_lo, y_hi), (x_lo, x_hi)) = (tap.ys, tap.xs);
+    for oy in y_lo..y_hi {
+        let iy = (oy * g.stride) as isize + tap.off_h;
+        let dst = &mut plane[iy as usize * g.w..][..g.w];
+        let src = &row[oy * g.ow..][x_lo..x_hi];
+        let ix0 = ((x_lo * g.stride) as isize + tap.off_w) as usize;
+        let targets = dst[ix0..].iter_mut().step_by(g.stride);
+        for (d, &v) in targets.zip(src) {
+            *d += v;
+        }
+    }
+}
+
+/// The sum of `v`, in sixteen interleaved partial sums that the compiler keeps in vector
+/// registers (a single running sum is one dependent add per element).
+fn lane_sum<T: Elem>(v: &[T]) -> T {
+    let mut acc = [T::ZERO; 16];
+    let chunks = v.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    tail.iter()
+        .fold(acc.iter().fold(T::ZERO, |s, &a| s + a), |s, &x| s + x)
 }
 
 /// The forward pass: y (n, o, oh, ow) from x, the weight and an optional bias.
@@ -238,8 +367,15 @@ pub(crate) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) 
         .par_chunks_mut(per * g.y_len())
         .zip(x.par_chunks(per * g.x_len()));
     tasks.for_each(|(ys, xs)| {
-        T::with_scratch(if g.is_pointwise() { 0 } else { k * p }, |cols| {
-            forward_block(g, ys, xs, w, b, cols)
+        let cols_len = if g.is_pointwise() { 0 } else { k * p };
+        let yt_len = if g.forward_transposed() {
+            g.og() * p
+        } else {
+            0
+        };
+        T::with_scratch(cols_len + yt_len, |buf| {
+            let (cols, yt) = buf.split_at_mut(cols_len);
+            forward_block(g, ys, xs, w, b, cols, yt)
         })
     });
     y
@@ -254,6 +390,7 @@ fn forward_block<T: Elem>(
     w: &[T],
     b: Option<&[T]>,
     cols: &mut [T],
+    yt: &mut [T],
 ) {
     let (k, p, og) = (g.k(), g.p(), g.og());
     for (yn, xn) in ys
@@ -269,16 +406,28 @@ fn forward_block<T: Elem>(
                 cols
             };
             let yg = &mut yn[grp * og * p..][..og * p];
-            if let Some(b) = b {
-                for (row, &bv) in yg.chunks_exact_mut(p).zip(&b[grp * og..]) {
-                    row.fill(bv);
-                }
-            }
             let wg = View::row_major(&w[grp * og * k..], og, k);
             let cg = View::row_major(src, k, p);
-            let done = wg
-                .zip(cg)
-                .is_some_and(|(a, c)| matmul_serial(yg, a, c, true));
+            let bias = |o: usize| b.map_or(T::ZERO, |b| b[grp * og + o]);
+            let done = if g.forward_transposed() {
+                let done = cg
+                    .map(View::t)
+                    .zip(wg.map(View::t))
+                    .is_some_and(|(c, a)| matmul_serial(yt, c, a, false));
+                for (o, row) in yg.chunks_exact_mut(p).enumerate() {
+                    let bv = bias(o);
+                    for (pp, y) in row.iter_mut().enumerate() {
+                        *y = yt[pp * og + o] + bv;
+                    }
+                }
+                done
+            } else {
+                for (o, row) in yg.chunks_exact_mut(p).enumerate() {
+                    row.fill(bias(o));
+                }
+                wg.zip(cg)
+                    .is_some_and(|(a, c)| matmul_serial(yg, a, c, true))
+            };
             debug_assert!(done, "conv forward: shapes checked by Geometry");
         }
     }
@@ -308,7 +457,21 @@ fn backward_block<T: Elem>(
         let (cols, dcols) = buf.split_at_mut(cols_len);
         backward_samples(g, xs, gys, w, dxs, (&mut dw, &mut db), (cols, dcols));
     });
-    (dw, db)
+    (transpose_groups(&dw, k, g.og()), db)
+}
+
+/// Each group's block of `dwt`, a (k × og) matrix, transposed to (og × k): the weight
+/// gradient's layout, from the one [`backward_samples`] accumulates in.
+fn transpose_groups<T: Elem>(dwt: &[T], k: usize, og: usize) -> Vec<T> {
+    let mut dw = vec![T::ZERO; dwt.len()];
+    for (src, dst) in dwt.chunks_exact(k * og).zip(dw.chunks_exact_mut(k * og)) {
+        for (kk, row) in src.chunks_exact(og).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                dst[o * k + kk] = v;
+            }
+        }
+    }
+    dw
 }
 
 /// [`backward_block`]'s loop over its samples, with its scratch matrices.
@@ -322,6 +485,7 @@ fn backward_samples<T: Elem>(
     (dw, db): (&mut [T], &mut [T]),
     (cols, dcols): (&mut [T], &mut [T]),
 ) {
+    // `dw` holds each group's weight gradient transposed, (k × og).
     let (k, p, og) = (g.k(), g.p(), g.og());
     let (want_w, want_b) = (!dw.is_empty(), !db.is_empty());
     let samples = xs.chunks_exact(g.x_len()).zip(gys.chunks_exact(g.y_len()));
@@ -338,16 +502,18 @@ fn backward_samples<T: Elem>(
                     im2col(g, xg, cols);
                     cols
                 };
+                // dWᵀ += cols·Gᵀ: gemm then reads cols in place as its broadcast operand
+                // and packs only G, where dW += G·colsᵀ would copy all of cols first.
                 let dwg = &mut dw[grp * og * k..][..og * k];
-                let c_view = View::row_major(src, k, p).map(View::t);
-                let done = g_view
-                    .zip(c_view)
-                    .is_some_and(|(a, c)| matmul_serial(dwg, a, c, true));
+                let c_view = View::row_major(src, k, p);
+                let done = c_view
+                    .zip(g_view.map(View::t))
+                    .is_some_and(|(c, a)| matmul_serial(dwg, c, a, true));
                 debug_assert!(done, "conv weight gradient: shapes checked by Geometry");
             }
             if want_b {
                 for (d, row) in db[grp * og..].iter_mut().zip(gg.chunks_exact(p)) {
-                    *d += row.iter().fold(T::ZERO, |a, &v| a + v);
+                    *d += lane_sum(row);
                 }
             }
             if let Some(dx) = dxs.as_deref_mut() {
@@ -586,6 +752,15 @@ mod tests {
             ((3, 2, 5, 5), (3, 2, 1, 1), (1, 0, 1, 1)),
             ((1, 3, 5, 4), (3, 1, 5, 4), (3, 2, 1, 3)),
             ((2, 1, 4, 4), (2, 1, 3, 3), (1, 3, 2, 1)),
+            // "Same" geometries (stride 1, output as wide as the input), whose rows are
+            // copied as one shifted span: dilated, with windows wholly in the padding, with
+            // a 1-wide input, and with rows narrower than the padding.
+            ((1, 2, 6, 5), (2, 2, 3, 3), (1, 2, 2, 1)),
+            ((2, 2, 1, 5), (3, 2, 3, 3), (1, 1, 1, 1)),
+            ((1, 1, 5, 1), (2, 1, 5, 5), (1, 2, 1, 1)),
+            ((1, 4, 3, 2), (4, 2, 5, 5), (1, 4, 2, 2)),
+            // OH·OW a multiple of 16: the forward product in its untransposed form.
+            ((2, 3, 8, 8), (4, 3, 3, 3), (1, 1, 1, 1)),
         ];
         for (xd, wd, opts) in cases {
             let g = Geometry::new(xd, wd, opts).unwrap();
