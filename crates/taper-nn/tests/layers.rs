@@ -481,3 +481,108 @@ fn two_layers_on_one_store_view_are_an_error_not_shared_weights() {
     assert_eq!((model.len(), st.num_parameters()), (3, 40));
     drop(first);
 }
+
+/// `Sequential` runs a ReLU followed by a `MaxPool2d` in the other order (pooling first).
+/// The outputs and every gradient must be those of the written order, exactly: with
+/// windows whose maximum is negative or NaN, and with ties.
+#[test]
+fn relu_then_max_pool_gives_the_written_orders_values_and_gradients() -> anyhow::Result<()> {
+    for dtype in [DType::F32, DType::F64] {
+        // The same weights twice (same seed, same order of initialization): once in a
+        // `Sequential`, once as separate layers run in the written order.
+        let conv = |s: &ParamStore| Conv2dConfig::new(2, 3, (3, 3)).padding(1).build(s);
+        let linear = |s: &ParamStore| Linear::new(3 * 3 * 3, 4, s);
+        let seq_store = ParamStore::new(&Device::Cpu, dtype);
+        manual_seed(3);
+        let model = Sequential::new(&seq_store)
+            .append_with(conv)?
+            .append(Activation::Relu)
+            .append(MaxPool2d::new(2))
+            .append(Flatten::default())
+            .append_with(linear)?;
+        let ref_store = ParamStore::new(&Device::Cpu, dtype);
+        manual_seed(3);
+        let (c, l) = (conv(&ref_store.sub(0))?, linear(&ref_store.sub(4))?);
+        let by_hand = |x: &Tensor| -> anyhow::Result<Tensor> {
+            let h = Activation::Relu.forward(&c.forward(x)?)?;
+            let h = MaxPool2d::new(2).forward(&h)?;
+            Ok(l.forward(&Flatten::default().forward(&h)?)?)
+        };
+        // Values from −2 to 2 in steps that give exact ties, and a negative region.
+        let mut v: Vec<f64> = (0..2 * 2 * 7 * 6)
+            .map(|i| ((i * 37 % 17) as f64 - 8.0) / 4.0)
+            .collect();
+        v[90..120].iter_mut().for_each(|x| *x = -1.5);
+        let x = Tensor::from_vec(v, (2, 2, 7, 6), &Device::Cpu)?.to_dtype(dtype)?;
+        let flat = |t: &Tensor| -> anyhow::Result<Vec<f64>> {
+            Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+        };
+        let run = |y: Tensor, store: &ParamStore| -> anyhow::Result<Vec<Vec<f64>>> {
+            let loss = (y.sqr()?.sum_all()? + y.sum_all()?)?;
+            let grads = Gradients::compute(&loss, store)?;
+            let mut out = vec![flat(&y)?];
+            for (name, _) in store.trainable() {
+                out.push(flat(
+                    grads.get(&name).expect("a gradient for every parameter"),
+                )?);
+            }
+            Ok(out)
+        };
+        let got = run(model.forward_t(&x, true)?, &seq_store)?;
+        let want = run(by_hand(&x)?, &ref_store)?;
+        assert_eq!(
+            flat(&seq_store.state_dict()[0].1)?,
+            flat(&ref_store.state_dict()[0].1)?
+        );
+        assert_eq!(got.len(), 5, "output and four parameter gradients");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{dtype:?}: item {i} (0 is the output) differs");
+        }
+
+        // NaN, and windows whose maximum is negative or zero: the values and the input
+        // gradient of ReLU → MaxPool2d alone.
+        let pool_store = ParamStore::new(&Device::Cpu, dtype);
+        let pair = Sequential::new(&pool_store)
+            .append(Activation::Relu)
+            .append(MaxPool2d::new(2));
+        let mut v: Vec<f64> = (0..2 * 6 * 4)
+            .map(|i| ((i * 5 % 9) as f64 - 6.0) / 2.0)
+            .collect();
+        v[3] = f64::NAN;
+        let x = taper_tensor::Var::from_tensor(
+            &Tensor::from_vec(v, (1, 2, 6, 4), &Device::Cpu)?.to_dtype(dtype)?,
+        )?;
+        let pair_run = |y: Tensor| -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+            // Weights per output, so that each output's gradient differs.
+            let r = Tensor::arange(1.0, 1.0 + y.elem_count() as f64, &Device::Cpu)?
+                .to_dtype(dtype)?
+                .reshape(y.shape())?;
+            let finite = y.ne(&y)?.where_cond(&y.zeros_like()?, &y)?;
+            let grads = (finite * r)?.sum_all()?.backward()?;
+            let dx = grads.get(x.as_tensor()).expect("an input gradient");
+            Ok((flat(&y)?, flat(dx)?))
+        };
+        let (got_y, got_dx) = pair_run(pair.forward_t(x.as_tensor(), true)?)?;
+        let relu = Activation::Relu.forward(x.as_tensor())?;
+        let (want_y, want_dx) = pair_run(MaxPool2d::new(2).forward(&relu)?)?;
+        // Equal, or both NaN. (The generic path's ReLU, x·[x > 0], gives −0 for a negative
+        // x, so a window of negatives and a zero may pool to −0 in one order and +0 in the
+        // other: equal values.)
+        let same = got_y.len() == want_y.len()
+            && got_y
+                .iter()
+                .zip(&want_y)
+                .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+        assert!(
+            same,
+            "{dtype:?}: pooled values {got_y:?} against {want_y:?}"
+        );
+        assert!(
+            want_y.iter().any(|v| v.is_nan()),
+            "the NaN reaches the output"
+        );
+        assert!(want_y.contains(&0.0), "a window with no positive value");
+        assert_eq!(got_dx, want_dx, "{dtype:?}: input gradient");
+    }
+    Ok(())
+}
