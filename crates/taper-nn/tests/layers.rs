@@ -482,61 +482,101 @@ fn two_layers_on_one_store_view_are_an_error_not_shared_weights() {
     drop(first);
 }
 
-/// `Sequential` runs a ReLU followed by a `MaxPool2d` in the other order (pooling first).
-/// The outputs and every gradient must be those of the written order, exactly: with
-/// windows whose maximum is negative or NaN, and with ties.
+/// `Sequential` runs a `Conv2d` followed by a ReLU and a `MaxPool2d` (either order) or by a
+/// `MaxPool2d` alone as one fused node, and a ReLU followed by a `MaxPool2d` in the other
+/// order (pooling first). The outputs and every gradient (input and parameters) must be
+/// those of the layers run one by one in the written order, exactly: with ties, negative
+/// windows, overlapping pooling windows, strided and grouped convolutions, and no bias.
 #[test]
-fn relu_then_max_pool_gives_the_written_orders_values_and_gradients() -> anyhow::Result<()> {
+fn fused_conv_pool_and_relu_give_the_written_orders_values_and_gradients() -> anyhow::Result<()> {
+    #[derive(Clone, Copy, Debug)]
+    enum L {
+        Relu,
+        Pool(usize, usize),
+    }
+    // (conv: in, out, kernel, stride, padding, groups, bias; the layers after it)
+    type Case = (
+        (usize, usize, usize, usize, usize, usize, bool),
+        &'static [L],
+    );
+    let cases: [Case; 6] = [
+        ((2, 3, 3, 1, 1, 1, true), &[L::Relu, L::Pool(2, 2)]),
+        ((2, 4, 3, 1, 1, 2, false), &[L::Pool(2, 2), L::Relu]),
+        ((2, 3, 3, 2, 1, 1, true), &[L::Pool(2, 2)]),
+        ((2, 3, 5, 1, 2, 1, true), &[L::Relu, L::Pool(3, 2)]),
+        ((2, 3, 3, 1, 0, 1, true), &[L::Relu, L::Relu, L::Pool(2, 1)]),
+        ((2, 3, 3, 1, 1, 1, true), &[L::Relu]),
+    ];
+    let flat = |t: &Tensor| -> anyhow::Result<Vec<f64>> {
+        Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    };
     for dtype in [DType::F32, DType::F64] {
-        // The same weights twice (same seed, same order of initialization): once in a
-        // `Sequential`, once as separate layers run in the written order.
-        let conv = |s: &ParamStore| Conv2dConfig::new(2, 3, (3, 3)).padding(1).build(s);
-        let linear = |s: &ParamStore| Linear::new(3 * 3 * 3, 4, s);
-        let seq_store = ParamStore::new(&Device::Cpu, dtype);
-        manual_seed(3);
-        let model = Sequential::new(&seq_store)
-            .append_with(conv)?
-            .append(Activation::Relu)
-            .append(MaxPool2d::new(2))
-            .append(Flatten::default())
-            .append_with(linear)?;
-        let ref_store = ParamStore::new(&Device::Cpu, dtype);
-        manual_seed(3);
-        let (c, l) = (conv(&ref_store.sub(0))?, linear(&ref_store.sub(4))?);
-        let by_hand = |x: &Tensor| -> anyhow::Result<Tensor> {
-            let h = Activation::Relu.forward(&c.forward(x)?)?;
-            let h = MaxPool2d::new(2).forward(&h)?;
-            Ok(l.forward(&Flatten::default().forward(&h)?)?)
-        };
-        // Values from −2 to 2 in steps that give exact ties, and a negative region.
-        let mut v: Vec<f64> = (0..2 * 2 * 7 * 6)
-            .map(|i| ((i * 37 % 17) as f64 - 8.0) / 4.0)
-            .collect();
-        v[90..120].iter_mut().for_each(|x| *x = -1.5);
-        let x = Tensor::from_vec(v, (2, 2, 7, 6), &Device::Cpu)?.to_dtype(dtype)?;
-        let flat = |t: &Tensor| -> anyhow::Result<Vec<f64>> {
-            Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-        };
-        let run = |y: Tensor, store: &ParamStore| -> anyhow::Result<Vec<Vec<f64>>> {
-            let loss = (y.sqr()?.sum_all()? + y.sum_all()?)?;
-            let grads = Gradients::compute(&loss, store)?;
-            let mut out = vec![flat(&y)?];
-            for (name, _) in store.trainable() {
-                out.push(flat(
-                    grads.get(&name).expect("a gradient for every parameter"),
-                )?);
+        for ((cin, cout, k, stride, pad, groups, bias), after) in cases {
+            let conv = |s: &ParamStore| {
+                Conv2dConfig::new(cin, cout, (k, k))
+                    .stride(stride)
+                    .padding(pad)
+                    .groups(groups)
+                    .bias(bias)
+                    .build(s)
+            };
+            let seq_store = ParamStore::new(&Device::Cpu, dtype);
+            manual_seed(3);
+            let mut model = Sequential::new(&seq_store).append_with(conv)?;
+            for l in after {
+                model = match *l {
+                    L::Relu => model.append(Activation::Relu),
+                    L::Pool(k, s) => model.append(MaxPool2d::new(k).stride(s)),
+                };
             }
-            Ok(out)
-        };
-        let got = run(model.forward_t(&x, true)?, &seq_store)?;
-        let want = run(by_hand(&x)?, &ref_store)?;
-        assert_eq!(
-            flat(&seq_store.state_dict()[0].1)?,
-            flat(&ref_store.state_dict()[0].1)?
-        );
-        assert_eq!(got.len(), 5, "output and four parameter gradients");
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g, w, "{dtype:?}: item {i} (0 is the output) differs");
+            let ref_store = ParamStore::new(&Device::Cpu, dtype);
+            manual_seed(3);
+            let c = conv(&ref_store.sub(0))?;
+            let by_hand = |x: &Tensor| -> anyhow::Result<Tensor> {
+                let mut h = c.forward(x)?;
+                for l in after {
+                    h = match *l {
+                        L::Relu => Activation::Relu.forward(&h)?,
+                        L::Pool(k, s) => MaxPool2d::new(k).stride(s).forward(&h)?,
+                    };
+                }
+                Ok(h)
+            };
+            // Values from −2 to 2 in steps that give exact ties, and a negative region.
+            let mut v: Vec<f64> = (0..2 * cin * 9 * 8)
+                .map(|i| ((i * 37 % 17) as f64 - 8.0) / 4.0)
+                .collect();
+            v[90..130].iter_mut().for_each(|x| *x = -1.5);
+            let x = taper_tensor::Var::from_tensor(
+                &Tensor::from_vec(v, (2, cin, 9, 8), &Device::Cpu)?.to_dtype(dtype)?,
+            )?;
+            let run = |y: Tensor, store: &ParamStore| -> anyhow::Result<Vec<Vec<f64>>> {
+                let r = Tensor::arange(0.0, y.elem_count() as f64, &Device::Cpu)?
+                    .to_dtype(dtype)?
+                    .reshape(y.shape())?;
+                let loss = (y.sqr()?.sum_all()? + (&y * r)?.sum_all()?)?;
+                let grads = loss.backward()?;
+                let mut out = vec![flat(&y)?];
+                out.push(flat(grads.get(x.as_tensor()).expect("an input gradient"))?);
+                for (_, p) in store.trainable() {
+                    out.push(flat(
+                        grads.get(p.as_tensor()).expect("a parameter gradient"),
+                    )?);
+                }
+                Ok(out)
+            };
+            let got = run(model.forward_t(x.as_tensor(), true)?, &seq_store)?;
+            let want = run(by_hand(x.as_tensor())?, &ref_store)?;
+            assert_eq!(got.len(), if bias { 4 } else { 3 });
+            let case = format!("{dtype:?} conv {k}x{k}/{stride} g{groups} then {after:?}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // Equal as numbers (−0 and +0 too: see the check below).
+                assert_eq!(
+                    g, w,
+                    "{case}: item {i} (output, input, weight, bias) differs"
+                );
+            }
+            assert!(want[0].iter().any(|&v| v > 0.0), "{case}: positive outputs");
         }
 
         // NaN, and windows whose maximum is negative or zero: the values and the input

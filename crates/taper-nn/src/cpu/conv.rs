@@ -99,32 +99,32 @@ impl Geometry {
     }
 
     /// Input channels per group.
-    fn cg(&self) -> usize {
+    pub(crate) fn cg(&self) -> usize {
         self.c / self.groups
     }
 
     /// Output channels per group.
-    fn og(&self) -> usize {
+    pub(crate) fn og(&self) -> usize {
         self.o / self.groups
     }
 
     /// Rows of the unrolled matrix: C/g·kh·kw.
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.cg() * self.kh * self.kw
     }
 
     /// Output pixels per channel: OH·OW.
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.oh * self.ow
     }
 
     /// Elements of one input sample.
-    fn x_len(&self) -> usize {
+    pub(crate) fn x_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
     /// Elements of one output sample.
-    fn y_len(&self) -> usize {
+    pub(crate) fn y_len(&self) -> usize {
         self.o * self.p()
     }
 
@@ -145,7 +145,7 @@ impl Geometry {
 
     /// Samples per task: all in one task for small work, else about four tasks per thread,
     /// so a thread that falls behind (a busy core) is helped by the others.
-    fn samples_per_task(&self) -> usize {
+    pub(crate) fn samples_per_task(&self) -> usize {
         let work = self.n * self.o * self.k() * self.p();
         let tasks = (4 * rayon::current_num_threads())
             .min(work / MIN_WORK_PER_THREAD)
@@ -360,22 +360,15 @@ fn lane_sum<T: Elem>(v: &[T]) -> T {
 
 /// The forward pass: y (n, o, oh, ow) from x, the weight and an optional bias.
 pub(crate) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
-    let (k, p) = (g.k(), g.p());
     let mut y = vec![T::ZERO; g.n * g.y_len()];
     let per = g.samples_per_task();
     let tasks = y
         .par_chunks_mut(per * g.y_len())
         .zip(x.par_chunks(per * g.x_len()));
     tasks.for_each(|(ys, xs)| {
-        let cols_len = if g.is_pointwise() { 0 } else { k * p };
-        let yt_len = if g.forward_transposed() {
-            g.og() * p
-        } else {
-            0
-        };
+        let (cols_len, yt_len) = forward_scratch(g);
         T::with_scratch(cols_len + yt_len, |buf| {
-            let (cols, yt) = buf.split_at_mut(cols_len);
-            forward_block(g, ys, xs, w, b, cols, yt)
+            forward_block(g, ys, xs, w, b, buf.split_at_mut(cols_len))
         })
     });
     y
@@ -389,56 +382,108 @@ fn forward_block<T: Elem>(
     xs: &[T],
     w: &[T],
     b: Option<&[T]>,
-    cols: &mut [T],
-    yt: &mut [T],
+    (cols, yt): (&mut [T], &mut [T]),
 ) {
-    let (k, p, og) = (g.k(), g.p(), g.og());
     for (yn, xn) in ys
         .chunks_exact_mut(g.y_len())
         .zip(xs.chunks_exact(g.x_len()))
     {
-        for grp in 0..g.groups {
-            let xg = &xn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
-            let src: &[T] = if g.is_pointwise() {
-                xg
-            } else {
-                im2col(g, xg, cols);
-                cols
-            };
-            let yg = &mut yn[grp * og * p..][..og * p];
-            let wg = View::row_major(&w[grp * og * k..], og, k);
-            let cg = View::row_major(src, k, p);
-            let bias = |o: usize| b.map_or(T::ZERO, |b| b[grp * og + o]);
-            let done = if g.forward_transposed() {
-                let done = cg
-                    .map(View::t)
-                    .zip(wg.map(View::t))
-                    .is_some_and(|(c, a)| matmul_serial(yt, c, a, false));
-                for (o, row) in yg.chunks_exact_mut(p).enumerate() {
-                    let bv = bias(o);
-                    for (pp, y) in row.iter_mut().enumerate() {
-                        *y = yt[pp * og + o] + bv;
-                    }
-                }
-                done
-            } else {
-                for (o, row) in yg.chunks_exact_mut(p).enumerate() {
-                    row.fill(bias(o));
-                }
-                wg.zip(cg)
-                    .is_some_and(|(a, c)| matmul_serial(yg, a, c, true))
-            };
-            debug_assert!(done, "conv forward: shapes checked by Geometry");
-        }
+        forward_sample(g, yn, xn, w, b, (&mut *cols, &mut *yt));
     }
 }
 
-/// One task's share of the backward pass over a block of samples: its input-gradient block
-/// is written in place, its weight- and bias-gradient sums are returned.
+/// The scratch lengths one sample's forward pass needs: the unrolled input and, for
+/// [`Geometry::forward_transposed`], the transposed output.
+pub(crate) fn forward_scratch(g: &Geometry) -> (usize, usize) {
+    let cols = if g.is_pointwise() { 0 } else { g.k() * g.p() };
+    let yt = if g.forward_transposed() {
+        g.og() * g.p()
+    } else {
+        0
+    };
+    (cols, yt)
+}
+
+/// One sample's output `yn` (o, oh, ow) from its input `xn`, with the scratch matrices
+/// sized by [`forward_scratch`].
+pub(crate) fn forward_sample<T: Elem>(
+    g: &Geometry,
+    yn: &mut [T],
+    xn: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    (cols, yt): (&mut [T], &mut [T]),
+) {
+    let (k, p, og) = (g.k(), g.p(), g.og());
+    for grp in 0..g.groups {
+        let xg = &xn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+        let src: &[T] = if g.is_pointwise() {
+            xg
+        } else {
+            im2col(g, xg, cols);
+            cols
+        };
+        let yg = &mut yn[grp * og * p..][..og * p];
+        let wg = View::row_major(&w[grp * og * k..], og, k);
+        let cg = View::row_major(src, k, p);
+        let bias = |o: usize| b.map_or(T::ZERO, |b| b[grp * og + o]);
+        let done = if g.forward_transposed() {
+            let done = cg
+                .map(View::t)
+                .zip(wg.map(View::t))
+                .is_some_and(|(c, a)| matmul_serial(yt, c, a, false));
+            for (o, row) in yg.chunks_exact_mut(p).enumerate() {
+                let bv = bias(o);
+                for (pp, y) in row.iter_mut().enumerate() {
+                    *y = yt[pp * og + o] + bv;
+                }
+            }
+            done
+        } else {
+            for (o, row) in yg.chunks_exact_mut(p).enumerate() {
+                row.fill(bias(o));
+            }
+            wg.zip(cg)
+                .is_some_and(|(a, c)| matmul_serial(yg, a, c, true))
+        };
+        debug_assert!(done, "conv forward: shapes checked by Geometry");
+    }
+}
+
+/// Where each sample's output gradient G (o, oh, ow) comes from.
+pub(crate) trait OutGrad<T: Elem>: Sync {
+    /// Scratch elements [`OutGrad::sample`] needs per task.
+    fn scratch_len(&self) -> usize;
+    /// Sample `n`'s output gradient, in `buf` (of [`OutGrad::scratch_len`] elements) or
+    /// borrowed from the gradient itself.
+    fn sample<'a>(&'a self, n: usize, buf: &'a mut [T]) -> &'a [T];
+}
+
+/// The convolution's own output gradient (n, o, oh, ow), read in place.
+struct Direct<'a, T> {
+    gy: &'a [T],
+    y_len: usize,
+}
+
+impl<T: Elem> OutGrad<T> for Direct<'_, T> {
+    fn scratch_len(&self) -> usize {
+        0
+    }
+
+    fn sample<'a>(&'a self, n: usize, _buf: &'a mut [T]) -> &'a [T] {
+        &self.gy[n * self.y_len..][..self.y_len]
+    }
+}
+
+/// One task's share of the backward pass over the samples `first..first + count`: its
+/// input-gradient block `dxs` is written in place, its weight- and bias-gradient sums are
+/// returned.
+#[allow(clippy::too_many_arguments)]
 fn backward_block<T: Elem>(
     g: &Geometry,
-    xs: &[T],
-    gys: &[T],
+    (first, count): (usize, usize),
+    x: &[T],
+    out: &dyn OutGrad<T>,
     w: &[T],
     dxs: Option<&mut [T]>,
     want_w: bool,
@@ -453,15 +498,25 @@ fn backward_block<T: Elem>(
         0
     };
     let dcols_len = if dxs.is_some() { k * p } else { 0 };
-    T::with_scratch(cols_len + dcols_len, |buf| {
-        let (cols, dcols) = buf.split_at_mut(cols_len);
-        backward_samples(g, xs, gys, w, dxs, (&mut dw, &mut db), (cols, dcols));
+    let g_len = out.scratch_len();
+    T::with_scratch(cols_len + dcols_len + g_len, |buf| {
+        let (cols, rest) = buf.split_at_mut(cols_len);
+        let (dcols, gbuf) = rest.split_at_mut(dcols_len);
+        let mut dxs = dxs;
+        for n in first..first + count {
+            let xn = &x[n * g.x_len()..][..g.x_len()];
+            let dxn = dxs
+                .as_deref_mut()
+                .map(|d| &mut d[(n - first) * g.x_len()..][..g.x_len()]);
+            let gn = out.sample(n, gbuf);
+            backward_sample(g, xn, gn, w, dxn, (&mut dw, &mut db), (cols, dcols));
+        }
     });
     (transpose_groups(&dw, k, g.og()), db)
 }
 
 /// Each group's block of `dwt`, a (k × og) matrix, transposed to (og × k): the weight
-/// gradient's layout, from the one [`backward_samples`] accumulates in.
+/// gradient's layout, from the one [`backward_sample`] accumulates in.
 fn transpose_groups<T: Elem>(dwt: &[T], k: usize, og: usize) -> Vec<T> {
     let mut dw = vec![T::ZERO; dwt.len()];
     for (src, dst) in dwt.chunks_exact(k * og).zip(dw.chunks_exact_mut(k * og)) {
@@ -474,63 +529,56 @@ fn transpose_groups<T: Elem>(dwt: &[T], k: usize, og: usize) -> Vec<T> {
     dw
 }
 
-/// [`backward_block`]'s loop over its samples, with its scratch matrices.
-#[allow(clippy::too_many_arguments)]
-fn backward_samples<T: Elem>(
+/// One sample's share of the backward pass, from its output gradient `gn`: adds to the
+/// weight gradient (kept transposed, (k × og) per group) and the bias gradient, and
+/// writes the input gradient `dxn` when it is wanted.
+fn backward_sample<T: Elem>(
     g: &Geometry,
-    xs: &[T],
-    gys: &[T],
+    xn: &[T],
+    gn: &[T],
     w: &[T],
-    mut dxs: Option<&mut [T]>,
+    mut dxn: Option<&mut [T]>,
     (dw, db): (&mut [T], &mut [T]),
     (cols, dcols): (&mut [T], &mut [T]),
 ) {
-    // `dw` holds each group's weight gradient transposed, (k × og).
     let (k, p, og) = (g.k(), g.p(), g.og());
     let (want_w, want_b) = (!dw.is_empty(), !db.is_empty());
-    let samples = xs.chunks_exact(g.x_len()).zip(gys.chunks_exact(g.y_len()));
-    for (s, (xn, gn)) in samples.enumerate() {
-        for grp in 0..g.groups {
-            let gsz = g.cg() * g.h * g.w;
-            let gg = &gn[grp * og * p..][..og * p];
-            let g_view = View::row_major(gg, og, p);
-            if want_w {
-                let xg = &xn[grp * gsz..][..gsz];
-                let src: &[T] = if g.is_pointwise() {
-                    xg
-                } else {
-                    im2col(g, xg, cols);
-                    cols
-                };
-                // dWᵀ += cols·Gᵀ: gemm then reads cols in place as its broadcast operand
-                // and packs only G, where dW += G·colsᵀ would copy all of cols first.
-                let dwg = &mut dw[grp * og * k..][..og * k];
-                let c_view = View::row_major(src, k, p);
-                let done = c_view
-                    .zip(g_view.map(View::t))
-                    .is_some_and(|(c, a)| matmul_serial(dwg, c, a, true));
-                debug_assert!(done, "conv weight gradient: shapes checked by Geometry");
+    let gsz = g.cg() * g.h * g.w;
+    for grp in 0..g.groups {
+        let gg = &gn[grp * og * p..][..og * p];
+        let g_view = View::row_major(gg, og, p);
+        if want_w {
+            let xg = &xn[grp * gsz..][..gsz];
+            let src: &[T] = if g.is_pointwise() {
+                xg
+            } else {
+                im2col(g, xg, cols);
+                cols
+            };
+            // dWᵀ += cols·Gᵀ: gemm then reads cols in place as its broadcast operand and
+            // packs only G, where dW += G·colsᵀ would copy all of cols first.
+            let dwg = &mut dw[grp * og * k..][..og * k];
+            let c_view = View::row_major(src, k, p);
+            let done = c_view
+                .zip(g_view.map(View::t))
+                .is_some_and(|(c, a)| matmul_serial(dwg, c, a, true));
+            debug_assert!(done, "conv weight gradient: shapes checked by Geometry");
+        }
+        if want_b {
+            for (d, row) in db[grp * og..].iter_mut().zip(gg.chunks_exact(p)) {
+                *d += lane_sum(row);
             }
-            if want_b {
-                for (d, row) in db[grp * og..].iter_mut().zip(gg.chunks_exact(p)) {
-                    *d += lane_sum(row);
-                }
-            }
-            if let Some(dx) = dxs.as_deref_mut() {
-                let dxg = &mut dx[s * g.x_len() + grp * gsz..][..gsz];
-                let w_view = View::row_major(&w[grp * og * k..], og, k).map(View::t);
-                if g.is_pointwise() {
-                    let done = w_view
-                        .zip(g_view)
-                        .is_some_and(|(a, c)| matmul_serial(dxg, a, c, false));
-                    debug_assert!(done, "conv input gradient: shapes checked by Geometry");
-                } else {
-                    let done = w_view
-                        .zip(g_view)
-                        .is_some_and(|(a, c)| matmul_serial(dcols, a, c, false));
-                    debug_assert!(done, "conv input gradient: shapes checked by Geometry");
-                    col2im(g, dcols, dxg);
-                }
+        }
+        if let Some(dx) = dxn.as_deref_mut() {
+            let dxg = &mut dx[grp * gsz..][..gsz];
+            let w_view = View::row_major(&w[grp * og * k..], og, k).map(View::t);
+            let into: &mut [T] = if g.is_pointwise() { dxg } else { dcols };
+            let done = w_view
+                .zip(g_view)
+                .is_some_and(|(a, c)| matmul_serial(into, a, c, false));
+            debug_assert!(done, "conv input gradient: shapes checked by Geometry");
+            if !g.is_pointwise() {
+                col2im(g, dcols, dxg);
             }
         }
     }
@@ -542,6 +590,22 @@ pub(crate) fn backward<T: Elem>(
     x: &[T],
     w: &[T],
     gy: &[T],
+    want: (bool, bool, bool),
+) -> Grads<T> {
+    let out = Direct {
+        gy,
+        y_len: g.y_len(),
+    };
+    backward_from(g, x, w, &out, want)
+}
+
+/// The backward pass from any source of the output gradient ([`OutGrad`]): blocks of
+/// samples in parallel, each with its own weight- and bias-gradient sums, added at the end.
+pub(crate) fn backward_from<T: Elem>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    out: &dyn OutGrad<T>,
     (want_x, want_w, want_b): (bool, bool, bool),
 ) -> Grads<T> {
     let per = g.samples_per_task();
@@ -552,9 +616,12 @@ pub(crate) fn backward<T: Elem>(
     };
     let sums = dx_blocks
         .into_par_iter()
-        .zip(x.par_chunks(per * g.x_len()))
-        .zip(gy.par_chunks(per * g.y_len()))
-        .map(|((dxs, xs), gys)| backward_block(g, xs, gys, w, dxs, want_w, want_b))
+        .enumerate()
+        .map(|(t, dxs)| {
+            let first = t * per;
+            let block = (first, per.min(g.n - first));
+            backward_block(g, block, x, out, w, dxs, want_w, want_b)
+        })
         .reduce_with(|(mut dw, mut db), (dw2, db2)| {
             dw.iter_mut().zip(dw2).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(db2).for_each(|(a, b)| *a += b);

@@ -11,6 +11,8 @@
 //! - `gemm`: multithreaded and single-threaded matrix products over strided views.
 //! - `dense`: `Linear`, ReLU and cross-entropy as single nodes (f32).
 //! - `conv`: `Conv2d` by im2col and gemm, forward and backward (f32 and f64).
+//! - `conv_pool`: `Conv2d` then `MaxPool2d` (and ReLU) as one node, for `Sequential`
+//!   (f32 and f64).
 //! - `pool`: `MaxPool2d` with a remembered argmax and `AvgPool2d` (f32 and f64).
 //! - `batch_norm`: `BatchNorm1d`/`BatchNorm2d`, two passes forward and two backward (f32
 //!   and f64).
@@ -41,6 +43,7 @@ macro_rules! float_dispatch {
 pub(crate) mod attention;
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
+pub(crate) mod conv_pool;
 pub(crate) mod dense;
 pub(crate) mod dropout;
 pub(crate) mod gelu;

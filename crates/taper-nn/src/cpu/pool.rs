@@ -47,11 +47,11 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.hw.0 * self.hw.1
     }
 
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.out.0 * self.out.1
     }
 
@@ -67,7 +67,13 @@ impl Geometry {
 
 /// One plane's pooling: `y` from `x`, and the argmax (index into the plane) into `arg`
 /// when it is not empty.
-fn pool_plane<T: Elem>(g: &Geometry, how: Reduce, x: &[T], y: &mut [T], arg: &mut [u32]) {
+pub(crate) fn pool_plane<T: Elem>(
+    g: &Geometry,
+    how: Reduce,
+    x: &[T],
+    y: &mut [T],
+    arg: &mut [u32],
+) {
     let (kh, kw) = g.kernel;
     let (sh, sw) = g.stride;
     let (w, (oh, ow)) = (g.hw.1, g.out);

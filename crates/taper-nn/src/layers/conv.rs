@@ -10,8 +10,10 @@ use candle_core::{Result, Tensor};
 use taper_tensor::{tracked, Module, ParamStore};
 
 use crate::cpu::conv::{conv2d, Geometry};
+use crate::cpu::conv_pool::{conv2d_max_pool2d, Pooling};
 use crate::error::Error;
 use crate::init::{fans, Init};
+use crate::layers::pool::MaxPool2d;
 
 /// [`Conv2d`]'s configuration: `Conv2dConfig::new(in_channels, out_channels, kernel)`
 /// with PyTorch's defaults for the rest (stride 1, padding 0, dilation 1, groups 1, bias),
@@ -178,6 +180,57 @@ impl Conv2d {
     pub fn config(&self) -> &Conv2dConfig {
         &self.config
     }
+
+    /// The layer `config` built under `store`, from the parameters `store` holds: a second
+    /// handle on the same weights (for `Sequential`'s fused path).
+    pub(crate) fn on_store(
+        config: Conv2dConfig,
+        store: &ParamStore,
+    ) -> crate::error::Result<Conv2d> {
+        let weight = store.var("weight")?.as_tensor().clone();
+        let bias = match config.bias {
+            true => Some(store.var("bias")?.as_tensor().clone()),
+            false => None,
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            config,
+        })
+    }
+
+    /// The shapes of this convolution of `x`; `None` when `x` is not (N, in_channels, H, W)
+    /// or the dilated window does not fit inside the padded input.
+    fn geometry(&self, x: &Tensor) -> Result<Option<Geometry>> {
+        let cfg = self.config;
+        if x.rank() != 4 || x.dims()[1] != cfg.in_channels {
+            return Ok(None);
+        }
+        let opts = (cfg.stride, cfg.padding, cfg.dilation, cfg.groups);
+        Ok(Geometry::new(x.dims4()?, self.weight.dims4()?, opts))
+    }
+
+    /// This convolution followed by `pool` and, when `relu`, a ReLU, as one node of Taper's
+    /// CPU kernels (`cpu/conv_pool.rs`); `None` where that does not apply (other devices
+    /// and dtypes, generic kernels, shapes that do not fit: the caller then runs the layers
+    /// one by one, which also reports any shape error).
+    pub(crate) fn forward_max_pooled(
+        &self,
+        x: &Tensor,
+        pool: &MaxPool2d,
+        relu: bool,
+    ) -> Result<Option<Tensor>> {
+        let Some(geometry) = self.geometry(x)? else {
+            return Ok(None);
+        };
+        let pooling = Pooling {
+            kernel: pool.kernel,
+            stride: pool.stride,
+            relu,
+        };
+        let (w, b) = (tracked(&self.weight), self.bias.as_ref().map(tracked));
+        conv2d_max_pool2d(x, &w, b.as_ref(), geometry, pooling)
+    }
 }
 
 impl Module for Conv2d {
@@ -191,8 +244,7 @@ impl Module for Conv2d {
         }
         // Checked on every path: candle's conv2d panics (debug) or returns an empty tensor
         // (release) when the dilated window does not fit inside the padded input.
-        let opts = (cfg.stride, cfg.padding, cfg.dilation, cfg.groups);
-        let Some(geometry) = Geometry::new(x.dims4()?, self.weight.dims4()?, opts) else {
+        let Some(geometry) = self.geometry(x)? else {
             let (p, d) = (cfg.padding, cfg.dilation);
             let expected = format!(
                 "(N, {c}, H, W) with H + 2·{p} >= {} and W + 2·{p} >= {} (the dilated kernel), H, W > 0",

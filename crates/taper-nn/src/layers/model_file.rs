@@ -98,9 +98,7 @@ impl Sequential {
                     expected: "a layer its constructor accepts",
                 })?,
             };
-            model.layers.push(layer);
-            model.kinds.push(spec.kind().to_string());
-            model.specs.push(Some(spec.clone()));
+            model.push_built(layer, spec.clone())?;
         }
         Ok(model)
     }

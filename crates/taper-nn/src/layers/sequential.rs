@@ -3,6 +3,9 @@
 use candle_core::{Result, Tensor};
 use taper_tensor::{ModuleT, ParamStore};
 
+use crate::layers::conv::Conv2d;
+use crate::layers::pool::MaxPool2d;
+
 /// A chain of layers. Each child registers its parameters under its index, so
 /// `Sequential(Linear, ReLU, Linear)` has `0.weight`, `0.bias`, `2.weight`, `2.bias`.
 ///
@@ -26,6 +29,26 @@ pub struct Sequential {
     pub(crate) kinds: Vec<String>,
     /// Each layer's architecture, when it is one of Taper's layers (for model files).
     pub(crate) specs: Vec<Option<crate::layers::spec::LayerSpec>>,
+    /// A second handle on each child that is a `Conv2d` (same weights), for the fused
+    /// convolution and pooling of [`Sequential::step_at`].
+    convs: Vec<Option<Conv2d>>,
+}
+
+/// How the forward pass runs the children from one index on: chosen by
+/// [`Sequential::step_at`], the one place that decides.
+enum Step<'a> {
+    /// The child alone.
+    One,
+    /// A ReLU then a `MaxPool2d`, run as the pooling then the ReLU.
+    PoolThenRelu,
+    /// A `Conv2d`, then a `MaxPool2d` and ReLU in either order or the `MaxPool2d` alone:
+    /// `span` children as one node, when Taper's CPU kernels apply.
+    ConvPool {
+        conv: &'a Conv2d,
+        pool: MaxPool2d,
+        relu: bool,
+        span: usize,
+    },
 }
 
 /// The last path segment of a type's name, without generics (`Linear`).
@@ -52,6 +75,7 @@ impl Sequential {
             layers: Vec::new(),
             kinds: Vec::new(),
             specs: Vec::new(),
+            convs: Vec::new(),
         }
     }
 
@@ -72,13 +96,49 @@ impl Sequential {
     pub fn append<M: ModuleT + Send + Sync + 'static>(mut self, layer: M) -> Self {
         let spec = crate::layers::spec::LayerSpec::of(&layer);
         // A registered custom layer shows its kind's name; any other type its own.
-        self.kinds.push(match &spec {
+        let kind = match &spec {
             Some(s) => s.kind().to_string(),
             None => short_type_name::<M>().to_string(),
-        });
-        self.specs.push(spec);
-        self.layers.push(Box::new(layer));
+        };
+        let conv = (&layer as &dyn std::any::Any)
+            .downcast_ref::<Conv2d>()
+            .cloned();
+        self.push_child(Box::new(layer), kind, spec, conv);
         self
+    }
+
+    /// Appends a child built from `spec` under `self.store.sub(self.len())` (model files,
+    /// ONNX import).
+    pub(crate) fn push_built(
+        &mut self,
+        layer: crate::layers::spec::BoxedLayer,
+        spec: crate::layers::spec::LayerSpec,
+    ) -> crate::error::Result<()> {
+        let conv = match spec.conv2d_config() {
+            Some(config) => {
+                let child = self.store.sub(self.layers.len());
+                Some(Conv2d::on_store(config, &child)?)
+            }
+            None => None,
+        };
+        let kind = spec.kind().to_string();
+        self.push_child(layer, kind, Some(spec), conv);
+        Ok(())
+    }
+
+    /// The one place children are added: the layer, its kind's name, its architecture and
+    /// its `Conv2d` handle, in step.
+    fn push_child(
+        &mut self,
+        layer: crate::layers::spec::BoxedLayer,
+        kind: String,
+        spec: Option<crate::layers::spec::LayerSpec>,
+        conv: Option<Conv2d>,
+    ) {
+        self.layers.push(layer);
+        self.kinds.push(kind);
+        self.specs.push(spec);
+        self.convs.push(conv);
     }
 
     /// Whether the first layer (through nested `Sequential`s) is an `Embedding`.
@@ -211,43 +271,90 @@ impl Sequential {
 }
 
 impl Sequential {
-    /// Whether children `i` and `i + 1` are a ReLU followed by a `MaxPool2d`, which the
-    /// forward pass runs in the other order: max pooling then ReLU gives equal values and
-    /// the same gradients (ReLU is monotone and keeps NaN, so each window's maximum and
-    /// its position do not change, and a window whose maximum is ≤ 0 passes no gradient
-    /// either way), with the ReLU on a quarter of the elements (2×2 pooling) and one
-    /// full-size tensor fewer in the backward pass. The only difference is the sign of a
-    /// zero: where candle's generic ReLU (x·[x > 0], off Taper's f32 CPU path) pools a
-    /// window of negatives and zeros to −0, this order may give +0. The one place this is
-    /// decided.
-    fn pools_before_relu(&self, i: usize) -> bool {
+    /// How the forward pass runs the children from `i` on. The one place this is decided:
+    /// - a `Conv2d` followed by a ReLU and a `MaxPool2d` (in either order), or by a
+    ///   `MaxPool2d` alone, is one node of Taper's CPU kernels (`cpu/conv_pool.rs`) when
+    ///   they apply: the full-size convolution output never becomes a tensor;
+    /// - a ReLU followed by a `MaxPool2d` runs as the pooling then the ReLU.
+    ///
+    /// Both give the values and gradients of the written order. Max pooling and ReLU
+    /// commute: ReLU is monotone and keeps NaN, so each window's maximum and its position
+    /// do not change, and a window whose maximum is ≤ 0 passes no gradient either way. The
+    /// ReLU then runs on a quarter of the elements (2×2 pooling), with one full-size
+    /// gradient tensor fewer. The only difference is the sign of a zero: where candle's
+    /// generic ReLU (x·[x > 0], off Taper's f32 CPU path) pools a window of negatives and
+    /// zeros to −0, this order may give +0.
+    fn step_at(&self, i: usize) -> Step<'_> {
+        use crate::layers::activation::Activation;
         use crate::layers::spec::LayerSpec;
-        matches!(
-            (self.specs.get(i), self.specs.get(i + 1)),
-            (
-                Some(Some(LayerSpec::Activation {
-                    activation: crate::layers::activation::Activation::Relu
-                })),
-                Some(Some(LayerSpec::MaxPool2d { .. }))
+        let spec = |j: usize| self.specs.get(j).and_then(|s| s.as_ref());
+        let is_relu = |j: usize| {
+            matches!(
+                spec(j),
+                Some(LayerSpec::Activation {
+                    activation: Activation::Relu
+                })
             )
-        )
+        };
+        let pool = |j: usize| match spec(j) {
+            Some(&LayerSpec::MaxPool2d { kernel, stride }) => Some(MaxPool2d { kernel, stride }),
+            _ => None,
+        };
+        if let Some(Some(conv)) = self.convs.get(i) {
+            let fused = match (pool(i + 1), pool(i + 2)) {
+                (Some(p), _) if is_relu(i + 2) => Some((p, true, 3)),
+                (Some(p), _) => Some((p, false, 2)),
+                (None, Some(p)) if is_relu(i + 1) => Some((p, true, 3)),
+                _ => None,
+            };
+            if let Some((pool, relu, span)) = fused {
+                return Step::ConvPool {
+                    conv,
+                    pool,
+                    relu,
+                    span,
+                };
+            }
+        }
+        if is_relu(i) && pool(i + 1).is_some() {
+            return Step::PoolThenRelu;
+        }
+        Step::One
     }
 }
 
 impl ModuleT for Sequential {
-    /// Each child in turn, except that a ReLU directly followed by a `MaxPool2d` runs
-    /// after it (same result, less work: see `pools_before_relu`).
+    /// Each child in turn, except where [`Sequential::step_at`] runs a convolution and its
+    /// pooling as one node, or a ReLU after the pooling that follows it (same values and
+    /// gradients, less work).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         let mut i = 0;
         while let Some(layer) = self.layers.get(i) {
-            if self.pools_before_relu(i) {
-                x = self.layers[i + 1].forward_t(&x, train)?;
-                x = layer.forward_t(&x, train)?;
-                i += 2;
-            } else {
-                x = layer.forward_t(&x, train)?;
-                i += 1;
+            match self.step_at(i) {
+                Step::ConvPool {
+                    conv,
+                    pool,
+                    relu,
+                    span,
+                } => {
+                    if let Some(y) = conv.forward_max_pooled(&x, &pool, relu)? {
+                        x = y;
+                        i += span;
+                        continue;
+                    }
+                    x = layer.forward_t(&x, train)?;
+                    i += 1;
+                }
+                Step::PoolThenRelu => {
+                    x = self.layers[i + 1].forward_t(&x, train)?;
+                    x = layer.forward_t(&x, train)?;
+                    i += 2;
+                }
+                Step::One => {
+                    x = layer.forward_t(&x, train)?;
+                    i += 1;
+                }
             }
         }
         Ok(x)

@@ -221,6 +221,40 @@ pub(crate) const BUILT_IN_KINDS: &[&str] = &[
 pub type BoxedLayer = Box<dyn ModuleT + Send + Sync>;
 
 impl LayerSpec {
+    /// A `Conv2d` spec's configuration; an error naming the kind for any other.
+    pub(crate) fn conv2d(&self) -> crate::error::Result<Conv2dConfig> {
+        self.conv2d_config()
+            .ok_or_else(|| crate::error::Error::InvalidValue {
+                field: "layer",
+                value: self.kind().to_string(),
+                expected: "a Conv2d",
+            })
+    }
+
+    /// A `Conv2d` spec's configuration; `None` for any other kind.
+    pub(crate) fn conv2d_config(&self) -> Option<Conv2dConfig> {
+        match *self {
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            } => Some(
+                Conv2dConfig::new(in_channels, out_channels, kernel)
+                    .stride(stride)
+                    .padding(padding)
+                    .dilation(dilation)
+                    .groups(groups)
+                    .bias(bias),
+            ),
+            _ => None,
+        }
+    }
+
     /// Builds the layer under `store` (its parameters initialised as the constructor does;
     /// load weights afterwards).
     pub fn build(&self, store: &ParamStore) -> crate::error::Result<BoxedLayer> {
@@ -234,24 +268,7 @@ impl LayerSpec {
                     .bias(bias)
                     .build(store)?,
             ),
-            LayerSpec::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-            } => Box::new(
-                Conv2dConfig::new(in_channels, out_channels, kernel)
-                    .stride(stride)
-                    .padding(padding)
-                    .dilation(dilation)
-                    .groups(groups)
-                    .bias(bias)
-                    .build(store)?,
-            ),
+            LayerSpec::Conv2d { .. } => Box::new(self.conv2d()?.build(store)?),
             LayerSpec::BatchNorm {
                 rank,
                 num_features,

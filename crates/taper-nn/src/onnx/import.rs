@@ -258,9 +258,7 @@ impl Importer<'_> {
         })?;
         self.dims = y.dims().to_vec();
         self.ids = false;
-        self.model.layers.push(layer);
-        self.model.kinds.push(spec.kind().to_string());
-        self.model.specs.push(Some(spec));
+        self.model.push_built(layer, spec)?;
         Ok(())
     }
 
