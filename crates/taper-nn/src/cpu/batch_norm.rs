@@ -43,17 +43,49 @@ pub(crate) fn stats<T: Elem>(g: &Geometry, x: &[T]) -> Vec<(f64, f64)> {
         .into_par_iter()
         .map(|c| {
             let blocks = || (0..g.n).map(move |n| &x[(n * g.c + c) * g.s..][..g.s]);
-            let mean = blocks()
-                .map(|b| b.iter().map(|v| v.to_f64()).sum::<f64>())
-                .sum::<f64>()
-                / m;
+            let mean = blocks().map(|b| lane_sum(b, |v| v)).sum::<f64>() / m;
             let var = blocks()
-                .map(|b| b.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>())
+                .map(|b| lane_sum(b, |v| (v - mean) * (v - mean)))
                 .sum::<f64>()
                 / m;
             (mean, var)
         })
         .collect()
+}
+
+/// Partial sums kept apart: eight independent f64 additions the CPU overlaps (and
+/// vectorizes), where one running sum waits for each addition before the next.
+const LANES: usize = 8;
+
+/// Σ f(v) over `v`, in f64, in [`LANES`] interleaved partial sums.
+fn lane_sum<T: Elem>(v: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x.to_f64());
+        }
+    }
+    tail.iter().map(|x| f(x.to_f64())).sum::<f64>() + acc.iter().sum::<f64>()
+}
+
+/// Σ a·f(b) over the pairs of `a` and `b`, in f64, in [`LANES`] interleaved partial sums.
+fn lane_dot<T: Elem>(a: &[T], b: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| x.to_f64() * f(y.to_f64()))
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += x.to_f64() * f(y.to_f64());
+        }
+    }
+    tail + acc.iter().sum::<f64>()
 }
 
 /// Per channel: the mean, 1/√(σ² + ε), and the scale γ (1 without affine parameters).
@@ -108,11 +140,10 @@ fn backward<T: Elem>(
             let (mut sg, mut sgx) = (0.0, 0.0);
             for n in 0..g.n {
                 let at = (n * g.c + c) * g.s;
-                for (&gv, &xv) in gy[at..at + g.s].iter().zip(&x[at..at + g.s]) {
-                    let gv = gv.to_f64();
-                    sg += gv;
-                    sgx += gv * (xv.to_f64() - mu) * s;
-                }
+                let (gb, xb) = (&gy[at..at + g.s], &x[at..at + g.s]);
+                sg += lane_sum(gb, |v| v);
+                // ΣG·x̂ = s·(ΣG·x − μ·ΣG), summed as ΣG·(x − μ) for accuracy.
+                sgx += lane_dot(gb, xb, |v| v - mu) * s;
             }
             (sg, sgx)
         })
