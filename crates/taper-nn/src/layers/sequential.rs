@@ -3,8 +3,10 @@
 use candle_core::{Result, Tensor};
 use taper_tensor::{ModuleT, ParamStore};
 
+use crate::layers::activation::Activation;
 use crate::layers::conv::Conv2d;
 use crate::layers::pool::MaxPool2d;
+use crate::layers::spec::LayerSpec;
 
 /// A chain of layers. Each child registers its parameters under its index, so
 /// `Sequential(Linear, ReLU, Linear)` has `0.weight`, `0.bias`, `2.weight`, `2.bias`.
@@ -28,7 +30,7 @@ pub struct Sequential {
     /// Each layer's type name (`Linear`), for `summary`.
     pub(crate) kinds: Vec<String>,
     /// Each layer's architecture, when it is one of Taper's layers (for model files).
-    pub(crate) specs: Vec<Option<crate::layers::spec::LayerSpec>>,
+    pub(crate) specs: Vec<Option<LayerSpec>>,
     /// A second handle on each child that is a `Conv2d` (same weights), for the fused
     /// convolution and pooling of [`Sequential::step_at`].
     convs: Vec<Option<Conv2d>>,
@@ -94,7 +96,7 @@ impl Sequential {
     /// Appends a layer that has no parameters (an activation, dropout, flatten); it still
     /// takes an index, as in PyTorch.
     pub fn append<M: ModuleT + Send + Sync + 'static>(mut self, layer: M) -> Self {
-        let spec = crate::layers::spec::LayerSpec::of(&layer);
+        let spec = LayerSpec::of(&layer);
         // A registered custom layer shows its kind's name; any other type its own.
         let kind = match &spec {
             Some(s) => s.kind().to_string(),
@@ -112,7 +114,7 @@ impl Sequential {
     pub(crate) fn push_built(
         &mut self,
         layer: crate::layers::spec::BoxedLayer,
-        spec: crate::layers::spec::LayerSpec,
+        spec: LayerSpec,
     ) -> crate::error::Result<()> {
         let conv = match spec.conv2d_config() {
             Some(config) => {
@@ -132,7 +134,7 @@ impl Sequential {
         &mut self,
         layer: crate::layers::spec::BoxedLayer,
         kind: String,
-        spec: Option<crate::layers::spec::LayerSpec>,
+        spec: Option<LayerSpec>,
         conv: Option<Conv2d>,
     ) {
         self.layers.push(layer);
@@ -143,8 +145,7 @@ impl Sequential {
 
     /// Whether the first layer (through nested `Sequential`s) is an `Embedding`.
     fn starts_with_embedding(&self) -> bool {
-        fn first(spec: Option<&crate::layers::spec::LayerSpec>) -> bool {
-            use crate::layers::spec::LayerSpec;
+        fn first(spec: Option<&LayerSpec>) -> bool {
             match spec {
                 Some(LayerSpec::Embedding { .. }) => true,
                 Some(LayerSpec::Sequential { layers }) => first(layers.first()),
@@ -285,8 +286,6 @@ impl Sequential {
     /// generic ReLU (x·[x > 0], off Taper's f32 CPU path) pools a window of negatives and
     /// zeros to −0, this order may give +0.
     fn step_at(&self, i: usize) -> Step<'_> {
-        use crate::layers::activation::Activation;
-        use crate::layers::spec::LayerSpec;
         let spec = |j: usize| self.specs.get(j).and_then(|s| s.as_ref());
         let is_relu = |j: usize| {
             matches!(
