@@ -323,7 +323,7 @@ impl Sequential {
 }
 
 impl ModuleT for Sequential {
-    /// Each child in turn, except where [`Sequential::step_at`] runs a convolution and its
+    /// Each child in turn, except where `Sequential::step_at` runs a convolution and its
     /// pooling as one node, or a ReLU after the pooling that follows it (same values and
     /// gradients, less work).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
