@@ -626,3 +626,96 @@ fn fused_conv_pool_and_relu_give_the_written_orders_values_and_gradients() -> an
     }
     Ok(())
 }
+
+/// `Sequential` runs a `BatchNorm2d` followed by a ReLU and a `MaxPool2d` (either order) or
+/// by a `MaxPool2d` alone as one fused node. Outputs, every gradient and the running
+/// statistics must be those of the layers run one by one in the written order, exactly, in
+/// training and in evaluation.
+#[test]
+fn fused_batch_norm_pool_gives_the_written_orders_values_gradients_and_statistics(
+) -> anyhow::Result<()> {
+    #[derive(Clone, Copy, Debug)]
+    enum L {
+        Relu,
+        Pool(usize, usize),
+    }
+    let cases: [&[L]; 4] = [
+        &[L::Relu, L::Pool(2, 2)],
+        &[L::Pool(2, 2), L::Relu],
+        &[L::Pool(2, 2)],
+        &[L::Relu, L::Pool(3, 2)],
+    ];
+    let flat = |t: &Tensor| -> anyhow::Result<Vec<f64>> {
+        Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    };
+    for dtype in [DType::F32, DType::F64] {
+        for after in cases {
+            for train in [true, false] {
+                let build = |s: &ParamStore| -> anyhow::Result<BatchNorm> {
+                    let bn = BatchNorm::new_2d(3, s)?;
+                    let gamma = Tensor::new(&[1.5f64, -0.5, 0.75], &Device::Cpu)?;
+                    s.var("weight")?.set(&gamma.to_dtype(dtype)?)?;
+                    let beta = Tensor::new(&[0.25f64, 0.0, -0.5], &Device::Cpu)?;
+                    s.var("bias")?.set(&beta.to_dtype(dtype)?)?;
+                    s.var("running_var")?
+                        .set(&Tensor::new(&[2.0f64, 0.5, 1.0], &Device::Cpu)?.to_dtype(dtype)?)?;
+                    Ok(bn)
+                };
+                let seq_store = ParamStore::new(&Device::Cpu, dtype);
+                let mut model = Sequential::new(&seq_store).append_with(build)?;
+                for l in after {
+                    model = match *l {
+                        L::Relu => model.append(Activation::Relu),
+                        L::Pool(k, s) => model.append(MaxPool2d::new(k).stride(s)),
+                    };
+                }
+                let ref_store = ParamStore::new(&Device::Cpu, dtype);
+                let bn = build(&ref_store.sub(0))?;
+                let by_hand = |x: &Tensor| -> anyhow::Result<Tensor> {
+                    let mut h = bn.forward_t(x, train)?;
+                    for l in after {
+                        h = match *l {
+                            L::Relu => Activation::Relu.forward(&h)?,
+                            L::Pool(k, s) => MaxPool2d::new(k).stride(s).forward(&h)?,
+                        };
+                    }
+                    Ok(h)
+                };
+                let v: Vec<f64> = (0..2 * 3 * 7 * 6)
+                    .map(|i| ((i * 37 % 17) as f64 - 8.0) / 4.0)
+                    .collect();
+                let x = taper_tensor::Var::from_tensor(
+                    &Tensor::from_vec(v, (2, 3, 7, 6), &Device::Cpu)?.to_dtype(dtype)?,
+                )?;
+                let run = |y: Tensor, store: &ParamStore| -> anyhow::Result<Vec<Vec<f64>>> {
+                    let r = Tensor::arange(0.0, y.elem_count() as f64, &Device::Cpu)?
+                        .to_dtype(dtype)?
+                        .reshape(y.shape())?;
+                    let loss = (y.sqr()?.sum_all()? + (&y * r)?.sum_all()?)?;
+                    let grads = loss.backward()?;
+                    let mut out = vec![flat(&y)?];
+                    out.push(flat(grads.get(x.as_tensor()).expect("an input gradient"))?);
+                    for (_, p) in store.trainable() {
+                        out.push(flat(
+                            grads.get(p.as_tensor()).expect("a parameter gradient"),
+                        )?);
+                    }
+                    for (_, b) in store.buffers() {
+                        out.push(flat(b.as_tensor())?);
+                    }
+                    Ok(out)
+                };
+                let got = run(model.forward_t(x.as_tensor(), train)?, &seq_store)?;
+                let want = run(by_hand(x.as_tensor())?, &ref_store)?;
+                // Output, input gradient, γ and β gradients, three buffers.
+                assert_eq!(got.len(), 7);
+                let case = format!("{dtype:?} train {train}: BatchNorm2d then {after:?}");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g, w, "{case}: item {i} differs");
+                }
+                assert!(want[0].iter().any(|&v| v > 0.0), "{case}: positive outputs");
+            }
+        }
+    }
+    Ok(())
+}

@@ -110,17 +110,71 @@ fn forward<T: Elem>(
     y.par_chunks_mut(g.s)
         .zip(x.par_chunks(g.s))
         .enumerate()
-        .for_each(|(i, (yb, xb))| {
-            let c = i % g.c;
-            let (gamma, beta) = affine.map_or((1.0, 0.0), |(w, b)| (w[c].to_f64(), b[c].to_f64()));
-            // y = a·x + b with a = γ·s, b = β − μ·a.
-            let a = gamma * norm.inv_std[c];
-            let (a, b) = (T::from_f64(a), T::from_f64(beta - norm.mean[c] * a));
-            for (o, &v) in yb.iter_mut().zip(xb) {
-                *o = v * a + b;
-            }
-        });
+        .for_each(|(i, (yb, xb))| normalize_block(yb, xb, norm.coefficients(i % g.c, affine)));
     y
+}
+
+impl Normalization {
+    /// Channel `c`'s y = a·x + b: a = γ·s, b = β − μ·a.
+    pub(crate) fn coefficients<T: Elem>(&self, c: usize, affine: Option<(&[T], &[T])>) -> (T, T) {
+        let (gamma, beta) = affine.map_or((1.0, 0.0), |(w, b)| (w[c].to_f64(), b[c].to_f64()));
+        let a = gamma * self.inv_std[c];
+        (T::from_f64(a), T::from_f64(beta - self.mean[c] * a))
+    }
+
+    /// Channel `c`'s dx = k·G + a·x + b (`sums` = (ΣG, ΣG·x̂) over the channel's M values;
+    /// with fixed statistics a = b = 0).
+    pub(crate) fn grad_coefficients<T: Elem>(
+        &self,
+        c: usize,
+        gamma: Option<&[T]>,
+        sums: (f64, f64),
+        m: f64,
+    ) -> (T, T, T) {
+        let (mu, s) = (self.mean[c], self.inv_std[c]);
+        let k = gamma.map_or(1.0, |w| w[c].to_f64()) * s;
+        if !self.batch_stats {
+            return (T::from_f64(k), T::ZERO, T::ZERO);
+        }
+        // dx = k·(G − ΣG/M − x̂·ΣGx̂/M) = k·G + a·x + b, per channel constants.
+        let (sg, sgx) = (sums.0 / m, sums.1 / m);
+        let a = -k * sgx * s;
+        let b = -k * sg + k * sgx * s * mu;
+        (T::from_f64(k), T::from_f64(a), T::from_f64(b))
+    }
+
+    /// One (sample, channel) block's contribution to channel `c`'s (ΣG, ΣG·x̂).
+    pub(crate) fn block_sums<T: Elem>(&self, c: usize, gb: &[T], xb: &[T]) -> (f64, f64) {
+        let (mu, s) = (self.mean[c], self.inv_std[c]);
+        // ΣG·x̂ = s·ΣG·(x − μ).
+        (lane_sum(gb, |v| v), lane_dot(gb, xb, |v| v - mu) * s)
+    }
+}
+
+/// One block of y = a·x + b.
+pub(crate) fn normalize_block<T: Elem>(yb: &mut [T], xb: &[T], (a, b): (T, T)) {
+    for (o, &v) in yb.iter_mut().zip(xb) {
+        *o = v * a + b;
+    }
+}
+
+/// One block of dx = k·G + a·x + b (k·G alone with fixed statistics).
+pub(crate) fn input_grad_block<T: Elem>(
+    db: &mut [T],
+    gb: &[T],
+    xb: &[T],
+    (k, a, b): (T, T, T),
+    batch_stats: bool,
+) {
+    if batch_stats {
+        for ((d, &gv), &xv) in db.iter_mut().zip(gb).zip(xb) {
+            *d = k * gv + a * xv + b;
+        }
+    } else {
+        for (d, &gv) in db.iter_mut().zip(gb) {
+            *d = k * gv;
+        }
+    }
 }
 
 /// The backward pass from the output gradient `gy`.
@@ -136,14 +190,12 @@ fn backward<T: Elem>(
     let sums: Vec<(f64, f64)> = (0..g.c)
         .into_par_iter()
         .map(|c| {
-            let (mu, s) = (norm.mean[c], norm.inv_std[c]);
             let (mut sg, mut sgx) = (0.0, 0.0);
             for n in 0..g.n {
                 let at = (n * g.c + c) * g.s;
-                let (gb, xb) = (&gy[at..at + g.s], &x[at..at + g.s]);
-                sg += lane_sum(gb, |v| v);
-                // ΣG·x̂ = s·(ΣG·x − μ·ΣG), summed as ΣG·(x − μ) for accuracy.
-                sgx += lane_dot(gb, xb, |v| v - mu) * s;
+                let (a, b) = norm.block_sums(c, &gy[at..at + g.s], &x[at..at + g.s]);
+                sg += a;
+                sgx += b;
             }
             (sg, sgx)
         })
@@ -156,23 +208,8 @@ fn backward<T: Elem>(
             .enumerate()
             .for_each(|(i, (db, (gb, xb)))| {
                 let c = i % g.c;
-                let (mu, s) = (norm.mean[c], norm.inv_std[c]);
-                let k = gamma.map_or(1.0, |w| w[c].to_f64()) * s;
-                if norm.batch_stats {
-                    // dx = k·(G − ΣG/M − x̂·ΣGx̂/M) = k·G + a·x + b, per channel constants.
-                    let (sg, sgx) = (sums[c].0 / m, sums[c].1 / m);
-                    let a = -k * sgx * s;
-                    let b = -k * sg + k * sgx * s * mu;
-                    let (k, a, b) = (T::from_f64(k), T::from_f64(a), T::from_f64(b));
-                    for ((d, &gv), &xv) in db.iter_mut().zip(gb).zip(xb) {
-                        *d = k * gv + a * xv + b;
-                    }
-                } else {
-                    let k = T::from_f64(k);
-                    for (d, &gv) in db.iter_mut().zip(gb) {
-                        *d = k * gv;
-                    }
-                }
+                let coef = norm.grad_coefficients(c, gamma, sums[c], m);
+                input_grad_block(db, gb, xb, coef, norm.batch_stats);
             });
         dx
     });

@@ -54,7 +54,7 @@ fn plane_geometry(g: &conv::Geometry, p: &Pooling) -> Option<pool::Geometry> {
 }
 
 /// ReLU as the CPU kernel computes it: `x < 0 ? 0 : x`, which keeps NaN (as torch.relu).
-fn relu<T: Elem>(v: &mut [T]) {
+pub(crate) fn relu<T: Elem>(v: &mut [T]) {
     for x in v {
         *x = T::select(*x < T::ZERO, T::ZERO, *x);
     }

@@ -16,6 +16,8 @@
 //! - `pool`: `MaxPool2d` with a remembered argmax and `AvgPool2d` (f32 and f64).
 //! - `batch_norm`: `BatchNorm1d`/`BatchNorm2d`, two passes forward and two backward (f32
 //!   and f64).
+//! - `batch_norm_pool`: `BatchNorm2d` then `MaxPool2d` (and ReLU) as one node, for
+//!   `Sequential` (f32 and f64).
 //! - `layer_norm`: `LayerNorm` over the last dimensions, one pass per row each way (f32 and
 //!   f64).
 //! - `gelu`: exact GELU, one pass each way (f32 and f64).
@@ -42,6 +44,7 @@ macro_rules! float_dispatch {
 
 pub(crate) mod attention;
 pub(crate) mod batch_norm;
+pub(crate) mod batch_norm_pool;
 pub(crate) mod conv;
 pub(crate) mod conv_pool;
 pub(crate) mod dense;

@@ -14,9 +14,12 @@ use taper_tensor::{tracked, ModuleT, ParamStore};
 
 use crate::cpu::affine_kernel_applies;
 use crate::cpu::batch_norm as kernel;
+use crate::cpu::batch_norm_pool::batch_norm_max_pool2d;
+use crate::cpu::conv_pool::Pooling;
 use crate::error::check;
 use crate::error::Error;
 use crate::init::Init;
+use crate::layers::pool::MaxPool2d;
 
 /// [`BatchNorm`]'s configuration: `BatchNormConfig::new_1d(num_features)` (PyTorch's
 /// `BatchNorm1d`) or `new_2d` (`BatchNorm2d`), with PyTorch's defaults for the rest, each a
@@ -88,17 +91,7 @@ impl BatchNormConfig {
     /// `weight` and `bias` (when affine) and the buffers `running_mean`, `running_var` and
     /// `num_batches_tracked` in `store`.
     pub fn build(self, store: &ParamStore) -> crate::error::Result<BatchNorm> {
-        let (name, ranks): (&'static str, &'static [usize]) = match self.rank {
-            1 => ("BatchNorm1d", &[2, 3]),
-            2 => ("BatchNorm2d", &[4]),
-            r => {
-                return Err(Error::InvalidValue {
-                    field: "rank",
-                    value: r.to_string(),
-                    expected: "1 (BatchNorm1d) or 2 (BatchNorm2d)",
-                })
-            }
-        };
+        let (name, ranks) = self.kind()?;
         let eps = self.eps;
         check("eps", eps, eps > 0.0 && eps.is_finite(), "a finite eps > 0")?;
         let m = self.momentum;
@@ -129,6 +122,21 @@ impl BatchNormConfig {
                 Ok(Tensor::zeros(s, DType::I64, d)?)
             })?,
         })
+    }
+}
+
+impl BatchNormConfig {
+    /// The layer's name and the input ranks it takes, from `rank`.
+    fn kind(&self) -> crate::error::Result<(&'static str, &'static [usize])> {
+        match self.rank {
+            1 => Ok(("BatchNorm1d", &[2, 3])),
+            2 => Ok(("BatchNorm2d", &[4])),
+            r => Err(Error::InvalidValue {
+                field: "rank",
+                value: r.to_string(),
+                expected: "1 (BatchNorm1d) or 2 (BatchNorm2d)",
+            }),
+        }
     }
 }
 
@@ -191,6 +199,92 @@ impl BatchNorm {
         self.num_batches_tracked.as_tensor().to_scalar::<i64>()
     }
 
+    /// The layer `config` built under `store`, from the parameters and buffers `store`
+    /// holds: a second handle on the same tensors (for `Sequential`'s fused path).
+    pub(crate) fn on_store(
+        config: BatchNormConfig,
+        store: &ParamStore,
+    ) -> crate::error::Result<BatchNorm> {
+        let (name, ranks) = config.kind()?;
+        let (weight, bias) = if config.affine {
+            let t = |n: &str| Ok::<_, crate::error::Error>(store.var(n)?.as_tensor().clone());
+            (Some(t("weight")?), Some(t("bias")?))
+        } else {
+            (None, None)
+        };
+        Ok(BatchNorm {
+            name,
+            ranks,
+            config,
+            weight,
+            bias,
+            running_mean: store.var("running_mean")?,
+            running_var: store.var("running_var")?,
+            num_batches_tracked: store.var("num_batches_tracked")?,
+        })
+    }
+
+    /// The statistics the CPU kernels normalize `x` with: the batch's (updating the running
+    /// ones) when training, the running ones otherwise.
+    fn kernel_normalization(
+        &self,
+        x: &Tensor,
+        geometry: &kernel::Geometry,
+        train: bool,
+    ) -> Result<kernel::Normalization> {
+        let (mean, var) = if train {
+            let st = kernel::batch_stats(x, geometry)?;
+            let (mean, var): (Vec<f64>, Vec<f64>) = st.into_iter().unzip();
+            let as_tensor = |v: &[f64]| Tensor::new(v, x.device())?.to_dtype(x.dtype());
+            let m = geometry.n * geometry.s;
+            self.update_running(&as_tensor(&mean)?, &as_tensor(&var)?, m)?;
+            (mean, var)
+        } else {
+            let read = |v: &Var| v.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>();
+            (read(&self.running_mean)?, read(&self.running_var)?)
+        };
+        let eps = self.config.eps;
+        Ok(kernel::Normalization {
+            inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+            mean,
+            batch_stats: train,
+        })
+    }
+
+    /// This normalization followed by `pool` and, when `relu`, a ReLU, as one node of
+    /// Taper's CPU kernels (`cpu/batch_norm_pool.rs`); `None` where that does not apply
+    /// (not BatchNorm2d with affine parameters, other devices and dtypes, generic kernels,
+    /// shapes that do not fit, fewer than two values per channel in training). The caller
+    /// then runs the layers one by one, which also reports any error. The running
+    /// statistics are updated only when the fused node runs.
+    pub(crate) fn forward_max_pooled(
+        &self,
+        x: &Tensor,
+        pool: &MaxPool2d,
+        relu: bool,
+        train: bool,
+    ) -> Result<Option<Tensor>> {
+        let c = self.config.num_features;
+        let (Some(w), Some(b)) = (&self.weight, &self.bias) else {
+            return Ok(None);
+        };
+        if self.ranks != [4] || x.rank() != 4 || x.dims()[1] != c || !x.dtype().is_float() {
+            return Ok(None);
+        }
+        let (n, _, h, wd) = x.dims4()?;
+        if train && n * h * wd <= 1 {
+            return Ok(None);
+        }
+        let geometry = kernel::Geometry { n, c, s: h * wd };
+        let pooling = Pooling {
+            kernel: pool.kernel,
+            stride: pool.stride,
+            relu,
+        };
+        let norm = || self.kernel_normalization(x, &geometry, train);
+        batch_norm_max_pool2d(x, norm, (&tracked(w), &tracked(b)), pooling)
+    }
+
     fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
         let m = self.config.momentum;
         let unbiased = var.affine(n as f64 / (n - 1) as f64, 0.0)?;
@@ -239,22 +333,7 @@ impl ModuleT for BatchNorm {
         let params_ref = params.as_ref().map(|(w, b)| (w, b));
         if affine_kernel_applies(x, params_ref) {
             let geometry = kernel::Geometry { n, c, s };
-            let (mean, var) = if train {
-                let st = kernel::batch_stats(x, &geometry)?;
-                let (mean, var): (Vec<f64>, Vec<f64>) = st.into_iter().unzip();
-                let as_tensor = |v: &[f64]| Tensor::new(v, x.device())?.to_dtype(x.dtype());
-                self.update_running(&as_tensor(&mean)?, &as_tensor(&var)?, n * s)?;
-                (mean, var)
-            } else {
-                let read = |v: &Var| v.as_tensor().to_dtype(DType::F64)?.to_vec1::<f64>();
-                (read(&self.running_mean)?, read(&self.running_var)?)
-            };
-            let eps = self.config.eps;
-            let norm = kernel::Normalization {
-                inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
-                mean,
-                batch_stats: train,
-            };
+            let norm = self.kernel_normalization(x, &geometry, train)?;
             return kernel::batch_norm(x, geometry, norm, params_ref);
         }
         let x3 = x.reshape((n, c, s))?;

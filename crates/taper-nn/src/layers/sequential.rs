@@ -4,6 +4,7 @@ use candle_core::{Result, Tensor};
 use taper_tensor::{ModuleT, ParamStore};
 
 use crate::layers::activation::Activation;
+use crate::layers::batch_norm::BatchNorm;
 use crate::layers::conv::Conv2d;
 use crate::layers::pool::MaxPool2d;
 use crate::layers::spec::LayerSpec;
@@ -31,9 +32,56 @@ pub struct Sequential {
     pub(crate) kinds: Vec<String>,
     /// Each layer's architecture, when it is one of Taper's layers (for model files).
     pub(crate) specs: Vec<Option<LayerSpec>>,
-    /// A second handle on each child that is a `Conv2d` (same weights), for the fused
-    /// convolution and pooling of [`Sequential::step_at`].
-    convs: Vec<Option<Conv2d>>,
+    /// A second handle (same tensors) on each child that can head a fused pooling step
+    /// of [`Sequential::step_at`]: a `Conv2d` or a `BatchNorm`.
+    heads: Vec<Option<Head>>,
+}
+
+/// A child that a max pooling (and ReLU) can be fused into.
+#[derive(Clone)]
+enum Head {
+    /// `cpu/conv_pool.rs`.
+    Conv(Conv2d),
+    /// `cpu/batch_norm_pool.rs` (BatchNorm2d with affine parameters).
+    BatchNorm(BatchNorm),
+}
+
+impl Head {
+    /// The head of a child, when it is one.
+    fn of(layer: &dyn std::any::Any) -> Option<Head> {
+        if let Some(c) = layer.downcast_ref::<Conv2d>() {
+            return Some(Head::Conv(c.clone()));
+        }
+        layer
+            .downcast_ref::<BatchNorm>()
+            .map(|b| Head::BatchNorm(b.clone()))
+    }
+
+    /// The head built from `spec` under `store`, when it is one.
+    fn built(spec: &LayerSpec, store: &ParamStore) -> crate::error::Result<Option<Head>> {
+        if let Some(config) = spec.conv2d_config() {
+            return Ok(Some(Head::Conv(Conv2d::on_store(config, store)?)));
+        }
+        match spec.batch_norm_config() {
+            Some(config) => Ok(Some(Head::BatchNorm(BatchNorm::on_store(config, store)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// This child, a `MaxPool2d` and optionally a ReLU as one node; `None` where the fused
+    /// kernel does not apply.
+    fn forward_max_pooled(
+        &self,
+        x: &Tensor,
+        pool: &MaxPool2d,
+        relu: bool,
+        train: bool,
+    ) -> Result<Option<Tensor>> {
+        match self {
+            Head::Conv(c) => c.forward_max_pooled(x, pool, relu),
+            Head::BatchNorm(b) => b.forward_max_pooled(x, pool, relu, train),
+        }
+    }
 }
 
 /// How the forward pass runs the children from one index on: chosen by
@@ -43,10 +91,10 @@ enum Step<'a> {
     One,
     /// A ReLU then a `MaxPool2d`, run as the pooling then the ReLU.
     PoolThenRelu,
-    /// A `Conv2d`, then a `MaxPool2d` and ReLU in either order or the `MaxPool2d` alone:
-    /// `span` children as one node, when Taper's CPU kernels apply.
-    ConvPool {
-        conv: &'a Conv2d,
+    /// A `Conv2d` or `BatchNorm`, then a `MaxPool2d` and ReLU in either order or the
+    /// `MaxPool2d` alone: `span` children as one node, when Taper's CPU kernels apply.
+    Pooled {
+        head: &'a Head,
         pool: MaxPool2d,
         relu: bool,
         span: usize,
@@ -77,7 +125,7 @@ impl Sequential {
             layers: Vec::new(),
             kinds: Vec::new(),
             specs: Vec::new(),
-            convs: Vec::new(),
+            heads: Vec::new(),
         }
     }
 
@@ -102,10 +150,8 @@ impl Sequential {
             Some(s) => s.kind().to_string(),
             None => short_type_name::<M>().to_string(),
         };
-        let conv = (&layer as &dyn std::any::Any)
-            .downcast_ref::<Conv2d>()
-            .cloned();
-        self.push_child(Box::new(layer), kind, spec, conv);
+        let head = Head::of(&layer);
+        self.push_child(Box::new(layer), kind, spec, head);
         self
     }
 
@@ -116,31 +162,25 @@ impl Sequential {
         layer: crate::layers::spec::BoxedLayer,
         spec: LayerSpec,
     ) -> crate::error::Result<()> {
-        let conv = match spec.conv2d_config() {
-            Some(config) => {
-                let child = self.store.sub(self.layers.len());
-                Some(Conv2d::on_store(config, &child)?)
-            }
-            None => None,
-        };
+        let head = Head::built(&spec, &self.store.sub(self.layers.len()))?;
         let kind = spec.kind().to_string();
-        self.push_child(layer, kind, Some(spec), conv);
+        self.push_child(layer, kind, Some(spec), head);
         Ok(())
     }
 
     /// The one place children are added: the layer, its kind's name, its architecture and
-    /// its `Conv2d` handle, in step.
+    /// its handle as a fusion head, in step.
     fn push_child(
         &mut self,
         layer: crate::layers::spec::BoxedLayer,
         kind: String,
         spec: Option<LayerSpec>,
-        conv: Option<Conv2d>,
+        head: Option<Head>,
     ) {
         self.layers.push(layer);
         self.kinds.push(kind);
         self.specs.push(spec);
-        self.convs.push(conv);
+        self.heads.push(head);
     }
 
     /// Whether the first layer (through nested `Sequential`s) is an `Embedding`.
@@ -273,9 +313,10 @@ impl Sequential {
 
 impl Sequential {
     /// How the forward pass runs the children from `i` on. The one place this is decided:
-    /// - a `Conv2d` followed by a ReLU and a `MaxPool2d` (in either order), or by a
-    ///   `MaxPool2d` alone, is one node of Taper's CPU kernels (`cpu/conv_pool.rs`) when
-    ///   they apply: the full-size convolution output never becomes a tensor;
+    /// - a `Conv2d` or a `BatchNorm` followed by a ReLU and a `MaxPool2d` (in either order),
+    ///   or by a `MaxPool2d` alone, is one node of Taper's CPU kernels
+    ///   (`cpu/conv_pool.rs`, `cpu/batch_norm_pool.rs`) when they apply: the full-size
+    ///   convolution or normalization output never becomes a tensor;
     /// - a ReLU followed by a `MaxPool2d` runs as the pooling then the ReLU.
     ///
     /// Both give the values and gradients of the written order. Max pooling and ReLU
@@ -299,7 +340,7 @@ impl Sequential {
             Some(&LayerSpec::MaxPool2d { kernel, stride }) => Some(MaxPool2d { kernel, stride }),
             _ => None,
         };
-        if let Some(Some(conv)) = self.convs.get(i) {
+        if let Some(Some(head)) = self.heads.get(i) {
             let fused = match (pool(i + 1), pool(i + 2)) {
                 (Some(p), _) if is_relu(i + 2) => Some((p, true, 3)),
                 (Some(p), _) => Some((p, false, 2)),
@@ -307,8 +348,8 @@ impl Sequential {
                 _ => None,
             };
             if let Some((pool, relu, span)) = fused {
-                return Step::ConvPool {
-                    conv,
+                return Step::Pooled {
+                    head,
                     pool,
                     relu,
                     span,
@@ -331,13 +372,13 @@ impl ModuleT for Sequential {
         let mut i = 0;
         while let Some(layer) = self.layers.get(i) {
             match self.step_at(i) {
-                Step::ConvPool {
-                    conv,
+                Step::Pooled {
+                    head,
                     pool,
                     relu,
                     span,
                 } => {
-                    if let Some(y) = conv.forward_max_pooled(&x, &pool, relu)? {
+                    if let Some(y) = head.forward_max_pooled(&x, &pool, relu, train)? {
                         x = y;
                         i += span;
                         continue;

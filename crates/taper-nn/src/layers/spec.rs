@@ -223,12 +223,42 @@ pub type BoxedLayer = Box<dyn ModuleT + Send + Sync>;
 impl LayerSpec {
     /// A `Conv2d` spec's configuration; an error naming the kind for any other.
     pub(crate) fn conv2d(&self) -> crate::error::Result<Conv2dConfig> {
-        self.conv2d_config()
-            .ok_or_else(|| crate::error::Error::InvalidValue {
-                field: "layer",
-                value: self.kind().to_string(),
-                expected: "a Conv2d",
-            })
+        self.conv2d_config().ok_or_else(|| self.not_a("a Conv2d"))
+    }
+
+    /// A `BatchNorm` spec's configuration; an error naming the kind for any other.
+    pub(crate) fn batch_norm(&self) -> crate::error::Result<BatchNormConfig> {
+        self.batch_norm_config()
+            .ok_or_else(|| self.not_a("a BatchNorm"))
+    }
+
+    /// The error for a spec of another kind than `expected`.
+    fn not_a(&self, expected: &'static str) -> crate::error::Error {
+        crate::error::Error::InvalidValue {
+            field: "layer",
+            value: self.kind().to_string(),
+            expected,
+        }
+    }
+
+    /// A `BatchNorm` spec's configuration; `None` for any other kind.
+    pub(crate) fn batch_norm_config(&self) -> Option<BatchNormConfig> {
+        match *self {
+            LayerSpec::BatchNorm {
+                rank,
+                num_features,
+                eps,
+                momentum,
+                affine,
+            } => Some(BatchNormConfig {
+                rank,
+                num_features,
+                eps,
+                momentum,
+                affine,
+            }),
+            _ => None,
+        }
     }
 
     /// A `Conv2d` spec's configuration; `None` for any other kind.
@@ -269,22 +299,7 @@ impl LayerSpec {
                     .build(store)?,
             ),
             LayerSpec::Conv2d { .. } => Box::new(self.conv2d()?.build(store)?),
-            LayerSpec::BatchNorm {
-                rank,
-                num_features,
-                eps,
-                momentum,
-                affine,
-            } => Box::new(
-                BatchNormConfig {
-                    rank,
-                    num_features,
-                    eps,
-                    momentum,
-                    affine,
-                }
-                .build(store)?,
-            ),
+            LayerSpec::BatchNorm { .. } => Box::new(self.batch_norm()?.build(store)?),
             LayerSpec::LayerNorm {
                 normalized_shape,
                 eps,
