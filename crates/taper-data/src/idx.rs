@@ -154,7 +154,12 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
 }
 
 /// Decodes IDX bytes (gzip or raw); `path` names the source in errors.
+///
+/// Loading data is often a script's first large allocation, so this first keeps freed
+/// memory in the process ([`taper_tensor::retain_freed_memory`]), which works fully only
+/// when it comes before such allocations.
 pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
+    taper_tensor::retain_freed_memory();
     if raw.starts_with(&[0x1f, 0x8b]) {
         // Every gzip member is read (a valid multi-member file is one stream), and anything
         // after the last member that is not another member is an error, as it is for a raw

@@ -33,7 +33,11 @@ const CANDLE_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 /// assert_eq!(std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").as_deref(), Ok("0"));
 /// // ... then build the model and train.
 /// ```
+///
+/// It also keeps freed memory in the process ([`crate::retain_freed_memory`]), which works
+/// fully only when it comes before the script's first large allocations.
 pub fn park_idle_candle_workers() -> bool {
+    crate::memory::retain_freed_memory();
     match std::env::var(CANDLE_SPIN_LIMIT) {
         Ok(v) => v.trim() == "0",
         Err(_) => {
@@ -52,7 +56,8 @@ use crate::{
 /// gradient mode and kernel choice ([`crate::with_generic_kernels`]), and returns its result.
 ///
 /// The generator's position comes back afterwards, so seeded runs stay reproducible
-/// whether or not the loop runs here. Already on a pool thread, it just calls `f`.
+/// whether or not the loop runs here. Already on a pool thread, it just calls `f`. It keeps
+/// freed memory in the process first ([`crate::retain_freed_memory`]).
 ///
 /// ```
 /// use taper_tensor::{manual_seed, on_thread_pool, randn, DType, Device};
@@ -64,6 +69,7 @@ use crate::{
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    crate::memory::retain_freed_memory();
     if rayon::current_thread_index().is_some() {
         return f();
     }
