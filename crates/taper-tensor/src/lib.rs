@@ -47,8 +47,8 @@ pub use memory::retain_freed_memory;
 pub use no_grad::{is_grad_enabled, no_grad, tracked, NoGradGuard};
 pub use param_store::{natural_cmp, Entry, ParamKind, ParamStore};
 pub use random::{
-    bernoulli, fork_rng, initial_seed, manual_seed, rand_uniform, randn, randperm, rng_state,
-    set_rng_state, with_rng, RngState, TaperRng,
+    bernoulli, fill_bernoulli, fork_rng, initial_seed, manual_seed, rand_uniform, randn, randperm,
+    rng_state, set_rng_state, with_rng, RngState, TaperRng,
 };
 pub use row_sparse::RowSparse;
 pub use serialize::{

@@ -180,8 +180,32 @@ pub fn randn(
     })
 }
 
-/// A tensor of 0/1 values, each 1 with probability `p` (a Bernoulli mask, e.g. for dropout).
+/// A tensor of 0/1 values, each 1 with probability `p` (a Bernoulli mask, e.g. for dropout),
+/// drawn as [`fill_bernoulli`] draws them.
 pub fn bernoulli(shape: impl Into<Shape>, p: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+    let shape = shape.into();
+    let mut data = vec![0f64; shape.elem_count()];
+    fill_bernoulli(&mut data, p, (1.0, 0.0))?;
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)?)
+}
+
+/// Fills `out` with `one` where a Bernoulli draw of probability `p` succeeds and `zero`
+/// elsewhere, from the seeded generator: one 32-bit word per element, in bulk, succeeding
+/// when the word is below p·2³² (so p = 1 always succeeds and p = 0 never). Every Bernoulli
+/// mask in Taper comes from here, so the same seed gives the same mask on every path.
+///
+/// ```
+/// use taper_tensor::{fill_bernoulli, manual_seed};
+/// manual_seed(3);
+/// let mut mask = [0f32; 1000];
+/// fill_bernoulli(&mut mask, 0.75, (2.0, 0.0))?;
+/// let kept = mask.iter().filter(|&&m| m == 2.0).count();
+/// assert!((700..800).contains(&kept));
+/// # Ok::<(), taper_tensor::Error>(())
+/// ```
+pub fn fill_bernoulli<T: Copy>(out: &mut [T], p: f64, (one, zero): (T, T)) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
         return Err(Error::InvalidValue {
             field: "p",
@@ -189,13 +213,19 @@ pub fn bernoulli(shape: impl Into<Shape>, p: f64, dtype: DType, device: &Device)
             expected: "a probability in [0, 1]",
         });
     }
-    from_samples(shape, dtype, device, |rng| {
-        if rng.random::<f64>() < p {
-            1.0
-        } else {
-            0.0
+    // p·2³² as an integer bound: exact for p = 1 (every u32 word is below 2³²).
+    let bound = (p * 4_294_967_296.0) as u64;
+    let mut words = [0u32; 256];
+    with_rng(|rng| {
+        for block in out.chunks_mut(words.len()) {
+            let words = &mut words[..block.len()];
+            rng.fill(words);
+            for (o, &w) in block.iter_mut().zip(words.iter()) {
+                *o = if u64::from(w) < bound { one } else { zero };
+            }
         }
-    })
+    });
+    Ok(())
 }
 
 /// A uniformly random permutation of `0..n` (Fisher–Yates), from the seeded generator.
@@ -209,6 +239,29 @@ pub fn randperm(n: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bernoulli_masks_are_exact_at_the_edges_seeded_and_the_same_on_both_paths() {
+        let mut m = vec![9f32; 1000];
+        fill_bernoulli(&mut m, 1.0, (1.0, 0.0)).unwrap();
+        assert!(m.iter().all(|&v| v == 1.0));
+        fill_bernoulli(&mut m, 0.0, (1.0, 0.0)).unwrap();
+        assert!(m.iter().all(|&v| v == 0.0));
+        for p in [-0.1, 1.5, f64::NAN] {
+            let before = rng_state();
+            assert!(fill_bernoulli(&mut m, p, (1.0, 0.0)).is_err(), "p = {p}");
+            assert_eq!(rng_state(), before, "a rejected p draws nothing");
+        }
+        // The tensor path draws the same mask from the same seed; the frequency is p.
+        manual_seed(11);
+        let mut a = vec![0f64; 100_000];
+        fill_bernoulli(&mut a, 0.3, (1.0, 0.0)).unwrap();
+        manual_seed(11);
+        let b = bernoulli(100_000, 0.3, DType::F64, &Device::Cpu).unwrap();
+        assert_eq!(a, b.to_vec1::<f64>().unwrap());
+        let rate = a.iter().sum::<f64>() / a.len() as f64;
+        assert!((rate - 0.3).abs() < 0.005, "rate {rate}");
+    }
 
     #[test]
     fn same_seed_same_numbers_different_seed_different_numbers() {

@@ -1,10 +1,9 @@
 //! Inverted dropout as one graph node: the mask is drawn from taper-tensor's seeded generator
-//! exactly as `bernoulli` draws it (so the generic path gets the same mask from the same
-//! seed), already scaled by 1/(1 − p), and kept by the node; forward x·m, backward g·m. The
+//! by `fill_bernoulli`, as `bernoulli` draws it (so the generic path gets the same mask from
+//! the same seed), already scaled by 1/(1 − p), and kept by the node; forward x·m, backward g·m. The
 //! generic path takes a sample pass, a conversion, a scaling pass and a product.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
-use rand::Rng;
 use rayon::prelude::*;
 
 use crate::cpu::gemm::Elem;
@@ -64,11 +63,9 @@ pub(crate) fn dropout(x: &Tensor, p: f64) -> candle_core::Result<Option<Tensor>>
     float_dispatch!(x.dtype(), "taper-dropout", T => {
         let scale = <T as Elem>::from_f64(1.0 / keep);
         let n = x.elem_count();
-        let mask: Vec<T> = taper_tensor::with_rng(|rng| {
-            (0..n)
-                .map(|_| if rng.random::<f64>() < keep { scale } else { T::ZERO })
-                .collect()
-        });
+        let mut mask = vec![T::ZERO; n];
+        taper_tensor::fill_bernoulli(&mut mask, keep, (scale, T::ZERO))
+            .map_err(|e| crate::error::Error::from(e).into_candle())?;
         if x.track_op() {
             Ok(Some(x.apply_op1(DropoutNode { mask })?))
         } else {
