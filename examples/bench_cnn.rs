@@ -1,7 +1,10 @@
 //! CNN training and inference throughput, side by side in one run: the `mnist` example's CNN
 //! (conv 1→16 5×5 pad 2, ReLU, max-pool 2, conv 16→32 5×5 pad 2, ReLU, max-pool 2,
-//! linear 1568→128, ReLU, linear 128→10), and the same network with BatchNorm2d after each
-//! convolution, trained with Adam (lr 1e-3), batch 64, on shuffled epochs of an
+//! linear 1568→128, ReLU, linear 128→10), the same network with BatchNorm2d after each
+//! convolution, and PyTorch's own MNIST example network, which has none of those shapes
+//! ("3x3Net": conv 1→32 3×3, ReLU, conv 32→64 3×3, ReLU, max-pool 2, dropout 0.25,
+//! linear 9216→128, ReLU, dropout 0.5, linear 128→10), each trained with Adam (lr 1e-3),
+//! batch 64, on shuffled epochs of an
 //! MNIST-format training set (Fashion-MNIST when installed, else the built-in subset); then
 //! inference, forward only with batch 1,000, over the test set. In Taper, in candle-nn (the
 //! plain CNN), in PyTorch when `python3 -c 'import torch'` works
@@ -24,7 +27,8 @@ use peers::{best, peak_mib};
 use taper::data::mnist::{self, MnistKind};
 use taper::data::{Batching, DataLoader, Dataset, TensorDataset};
 use taper::nn::{
-    cross_entropy, Activation, BatchNorm, Conv2dConfig, Flatten, Linear, MaxPool2d, Sequential,
+    cross_entropy, Activation, BatchNorm, Conv2dConfig, Dropout, Flatten, Linear, MaxPool2d,
+    Sequential,
 };
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
@@ -37,12 +41,62 @@ struct Epoch {
     peak: Option<f64>,
 }
 
-/// The benchmark CNN in Taper, with BatchNorm2d after each convolution when `bn`.
-fn taper_cnn(store: &ParamStore, bn: bool) -> anyhow::Result<Sequential> {
+/// The networks this benchmark trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Net {
+    /// The `mnist` example's CNN.
+    Cnn,
+    /// The same with BatchNorm2d after each convolution.
+    CnnBn,
+    /// PyTorch's MNIST example network: 3×3 kernels without padding, 32 and 64 channels,
+    /// dropout and a 9216-wide linear layer.
+    Net3x3,
+}
+
+impl Net {
+    /// Every network, in the order they run.
+    const ALL: [Net; 3] = [Net::Cnn, Net::CnnBn, Net::Net3x3];
+
+    /// The name in the tables.
+    fn name(self) -> &'static str {
+        match self {
+            Net::Cnn => "CNN",
+            Net::CnnBn => "CNN+BN",
+            Net::Net3x3 => "3x3Net",
+        }
+    }
+
+    /// The network of a `variant` line from `torch_cnn_epoch.py`.
+    fn of_torch(variant: &str) -> Option<Net> {
+        match variant {
+            "cnn" => Some(Net::Cnn),
+            "cnn-bn" => Some(Net::CnnBn),
+            "net3x3" => Some(Net::Net3x3),
+            _ => None,
+        }
+    }
+}
+
+/// A benchmark network in Taper.
+fn taper_cnn(store: &ParamStore, net: Net) -> anyhow::Result<Sequential> {
     let mut m = Sequential::new(store);
+    if net == Net::Net3x3 {
+        return Ok(m
+            .append_with(|s| Conv2dConfig::new(1, 32, (3, 3)).build(s))?
+            .append(Activation::Relu)
+            .append_with(|s| Conv2dConfig::new(32, 64, (3, 3)).build(s))?
+            .append(Activation::Relu)
+            .append(MaxPool2d::new(2))
+            .append(Dropout::new(0.25)?)
+            .append(Flatten::default())
+            .append_with(|s| Linear::new(9216, 128, s))?
+            .append(Activation::Relu)
+            .append(Dropout::new(0.5)?)
+            .append_with(|s| Linear::new(128, 10, s))?);
+    }
     for (cin, cout) in [(1, 16), (16, 32)] {
         m = m.append_with(|s| Conv2dConfig::new(cin, cout, (5, 5)).padding(2).build(s))?;
-        if bn {
+        if net == Net::CnnBn {
             m = m.append_with(|s| BatchNorm::new_2d(cout, s))?;
         }
         m = m.append(Activation::Relu).append(MaxPool2d::new(2));
@@ -56,12 +110,12 @@ fn taper_cnn(store: &ParamStore, bn: bool) -> anyhow::Result<Sequential> {
 fn taper_epochs(
     train: &TensorDataset,
     test: &TensorDataset,
-    bn: bool,
+    net: Net,
     epochs: u64,
 ) -> anyhow::Result<Vec<Epoch>> {
     manual_seed(0);
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let model = taper_cnn(&store, bn)?;
+    let model = taper_cnn(&store, net)?;
     let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
     let loader = DataLoader::new(train.clone(), Batching::MiniBatch(64))?
         .shuffle(true)
@@ -149,7 +203,7 @@ const BURN_IMAGES: usize = 1_000;
 /// One peer's best epoch: (name, network, training samples/s, inference samples/s).
 type Peer = (String, &'static str, f64, f64);
 
-/// PyTorch's best epochs for both networks, when its script runs.
+/// PyTorch's best epochs for every network, when its script runs.
 fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<Peer>> {
     let lines = peers::torch("torch_cnn_epoch.py", dir, limit, epochs)?;
     lines
@@ -158,10 +212,7 @@ fn torch_epochs(dir: &Path, limit: usize, epochs: u64) -> Option<Vec<Peer>> {
             let rates = |key: &str| -> Option<f64> {
                 Some(best(v[key].as_array()?.iter().filter_map(|r| r.as_f64())))
             };
-            let net = match v["variant"].as_str()? {
-                "cnn" => "CNN",
-                _ => "CNN+BN",
-            };
+            let net = Net::of_torch(v["variant"].as_str()?)?.name();
             let name = format!(
                 "PyTorch {} ({} threads)",
                 v["version"].as_str()?,
@@ -208,7 +259,8 @@ fn main() -> anyhow::Result<()> {
     let train = data.train.take(limit.min(data.train.len()))?;
     let test = data.test;
     println!(
-        "workload: the mnist example's CNN (and with BatchNorm2d), Adam lr 1e-3, batch 64, \
+        "workload: the mnist example's CNN (and with BatchNorm2d), PyTorch's MNIST example \
+         network (3x3Net), Adam lr 1e-3, batch 64, \
          epochs of {} training images of {}; inference: batch 1000 over {} test images",
         train.len(),
         data.source,
@@ -216,12 +268,13 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows: Vec<Peer> = Vec::new();
     let mut taper = Vec::new();
-    for (net, bn) in [("CNN", false), ("CNN+BN", true)] {
+    for net in Net::ALL {
         // Taper's training loop runs on the CPU thread pool, as the mnist example's does.
-        let epochs = on_thread_pool(|| taper_epochs(&train, &test, bn, epochs))?;
+        let epochs = on_thread_pool(|| taper_epochs(&train, &test, net, epochs))?;
         for (i, e) in epochs.iter().enumerate() {
             println!(
-                "Taper {net:<7} epoch {}: train {:>7.0} samples/s, inference {:>7.0} samples/s, peak memory {}",
+                "Taper {:<7} epoch {}: train {:>7.0} samples/s, inference {:>7.0} samples/s, peak memory {}",
+                net.name(),
                 i + 1,
                 e.train,
                 e.infer,
@@ -232,7 +285,7 @@ fn main() -> anyhow::Result<()> {
             best(epochs.iter().map(|e| e.train)),
             best(epochs.iter().map(|e| e.infer)),
         );
-        taper.push((net, t, i));
+        taper.push((net.name(), t, i));
     }
     let candle = candle_epochs(&train, &test, epochs)?;
     rows.push((
@@ -290,16 +343,18 @@ fn main() -> anyhow::Result<()> {
     // Roofline: each network's FLOPs per sample, counted per layer, against the matmul
     // rate measured now.
     let mut table = Vec::new();
-    for (net, bn) in [("CNN", false), ("CNN+BN", true)] {
+    for net in Net::ALL {
         let flops = roofline::count(
-            &taper_cnn(&ParamStore::new(&Device::Cpu, DType::F32), bn)?,
+            &taper_cnn(&ParamStore::new(&Device::Cpu, DType::F32), net)?,
             &[1, 28, 28],
         )?;
-        if !bn {
+        if net != Net::CnnBn {
+            println!("{}:", net.name());
             for (layer, f) in &flops.per_layer {
                 println!("  {layer}: {:.3} MFLOP forward per sample", f / 1e6);
             }
         }
+        let net = net.name();
         let of_net = |n: &str| n == net;
         for (name, t, i) in taper
             .iter()

@@ -1,5 +1,6 @@
 //! A fixed number of Taper CNN training steps (the `mnist` example's CNN, optionally with
-//! BatchNorm2d after each convolution; Adam, batch 64) on the built-in MNIST subset. It
+//! BatchNorm2d after each convolution, or with `net3x3` PyTorch's MNIST example network of
+//! `bench_cnn`; Adam, batch 64) on the built-in MNIST subset. It
 //! prints the wall time of each layer's forward pass and of the loss, backward pass and
 //! optimizer step, and is the target for `valgrind --tool=callgrind`, whose instruction
 //! counts are repeatable on a noisy machine.
@@ -7,12 +8,14 @@
 //! With `generic`, every layer runs on candle's generic ops (`with_generic_kernels`), as
 //! before Taper had its own convolution and pooling kernels.
 //!
-//! Run: `cargo run --release --example profile_cnn_steps [-- STEPS [bn] [generic]]`, or
+//! Run: `cargo run --release --example profile_cnn_steps [-- STEPS [bn|net3x3] [generic]]`, or
 //! `valgrind --tool=callgrind target/release/examples/profile_cnn_steps 20`
 
 use taper::data::mnist;
 use taper::data::{Batching, DataLoader};
-use taper::nn::{cross_entropy, Activation, BatchNorm, Conv2dConfig, Flatten, Linear, MaxPool2d};
+use taper::nn::{
+    cross_entropy, Activation, BatchNorm, Conv2dConfig, Dropout, Flatten, Linear, MaxPool2d,
+};
 use taper::optim::{Adam, Optimizer};
 use taper::prelude::*;
 use taper::tensor::{fast_kernels_enabled, with_generic_kernels};
@@ -28,6 +31,30 @@ fn main() -> anyhow::Result<()> {
 }
 
 type Layer = (String, Box<dyn ModuleT>);
+
+/// PyTorch's MNIST example network, as `bench_cnn`'s 3x3Net, pooling before the ReLU.
+fn net3x3(store: &ParamStore) -> anyhow::Result<Vec<Layer>> {
+    let conv = |cin, cout, name: &str| Conv2dConfig::new(cin, cout, (3, 3)).build(&store.sub(name));
+    Ok(vec![
+        ("conv0 1->32".into(), Box::new(conv(1, 32, "conv0")?)),
+        ("relu0".into(), Box::new(Activation::Relu)),
+        ("conv1 32->64".into(), Box::new(conv(32, 64, "conv1")?)),
+        ("maxpool1".into(), Box::new(MaxPool2d::new(2))),
+        ("relu1".into(), Box::new(Activation::Relu)),
+        ("dropout 0.25".into(), Box::new(Dropout::new(0.25)?)),
+        ("flatten".into(), Box::new(Flatten::default())),
+        (
+            "linear 9216->128".into(),
+            Box::new(Linear::new(9216, 128, &store.sub("fc1"))?),
+        ),
+        ("relu2".into(), Box::new(Activation::Relu)),
+        ("dropout 0.5".into(), Box::new(Dropout::new(0.5)?)),
+        (
+            "linear 128->10".into(),
+            Box::new(Linear::new(128, 10, &store.sub("fc2"))?),
+        ),
+    ])
+}
 
 fn layers(store: &ParamStore, bn: bool) -> anyhow::Result<Vec<Layer>> {
     let mut v: Vec<Layer> = Vec::new();
@@ -61,10 +88,15 @@ fn layers(store: &ParamStore, bn: bool) -> anyhow::Result<Vec<Layer>> {
 fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let bn = args.next().is_some_and(|a| a == "bn");
+    let variant = args.next().unwrap_or_default();
+    let bn = variant == "bn";
     println!(
-        "{} CNN, {}",
-        if bn { "BatchNorm" } else { "plain" },
+        "{}, {}",
+        match variant.as_str() {
+            "bn" => "BatchNorm CNN",
+            "net3x3" => "PyTorch's MNIST example network",
+            _ => "plain CNN",
+        },
         if fast_kernels_enabled() {
             "Taper's CPU kernels"
         } else {
@@ -74,7 +106,11 @@ fn run() -> anyhow::Result<()> {
     manual_seed(0);
     let train = mnist::builtin()?.train;
     let store = ParamStore::new(&Device::Cpu, DType::F32);
-    let model = layers(&store, bn)?;
+    let model = if variant == "net3x3" {
+        net3x3(&store)?
+    } else {
+        layers(&store, bn)?
+    };
     let mut opt = Optimizer::new(Adam::new(1e-3), &store)?;
     let loader = DataLoader::new(train, Batching::MiniBatch(64))?
         .shuffle(true)
