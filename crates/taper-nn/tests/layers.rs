@@ -499,8 +499,11 @@ fn fused_conv_pool_and_relu_give_the_written_orders_values_and_gradients() -> an
         (usize, usize, usize, usize, usize, usize, bool),
         &'static [L],
     );
-    let cases: [Case; 6] = [
+    let cases: [Case; 8] = [
         ((2, 3, 3, 1, 1, 1, true), &[L::Relu, L::Pool(2, 2)]),
+        // Conv2d → ReLU without pooling: one node too.
+        ((2, 4, 3, 2, 1, 2, false), &[L::Relu]),
+        ((2, 3, 3, 1, 0, 1, true), &[L::Relu, L::Relu]),
         ((2, 4, 3, 1, 1, 2, false), &[L::Pool(2, 2), L::Relu]),
         ((2, 3, 3, 2, 1, 1, true), &[L::Pool(2, 2)]),
         ((2, 3, 5, 1, 2, 1, true), &[L::Relu, L::Pool(3, 2)]),

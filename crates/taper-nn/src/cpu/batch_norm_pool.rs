@@ -23,7 +23,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batch_norm::{self, input_grad_block, normalize_block, Normalization};
-use super::conv_pool::{relu, Pooling};
+use super::conv::relu;
+use super::conv_pool::Pooling;
 use super::gemm::Elem;
 use super::pool::{self, Reduce};
 use super::{float_kernel_applies, slice_of, with_slice, GradTensors, Grads};

@@ -336,9 +336,17 @@ fn col2im_rows<T: Elem>(g: &Geometry, tap: &Tap, row: &[T], plane: &mut [T]) {
         let dst = &mut plane[iy as usize * g.w..][..g.w];
         let src = &row[oy * g.ow..][x_lo..x_hi];
         let ix0 = ((x_lo * g.stride) as isize + tap.off_w) as usize;
-        let targets = dst[ix0..].iter_mut().step_by(g.stride);
-        for (d, &v) in targets.zip(src) {
-            *d += v;
+        if g.stride == 1 {
+            // Contiguous: a plain zip vectorizes, where `step_by` stays one scalar add
+            // per element.
+            for (d, &v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                *d += v;
+            }
+        } else {
+            let targets = dst[ix0..].iter_mut().step_by(g.stride);
+            for (d, &v) in targets.zip(src) {
+                *d += v;
+            }
         }
     }
 }
@@ -358,8 +366,22 @@ fn lane_sum<T: Elem>(v: &[T]) -> T {
         .fold(acc.iter().fold(T::ZERO, |s, &a| s + a), |s, &x| s + x)
 }
 
-/// The forward pass: y (n, o, oh, ow) from x, the weight and an optional bias.
-pub(crate) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+/// ReLU as the CPU kernels compute it: `x < 0 ? 0 : x`, which keeps NaN (as torch.relu).
+pub(crate) fn relu<T: Elem>(v: &mut [T]) {
+    for x in v {
+        *x = T::select(*x < T::ZERO, T::ZERO, *x);
+    }
+}
+
+/// The forward pass: y (n, o, oh, ow) from x, the weight and an optional bias, passed
+/// through a ReLU when `relu_after`.
+pub(crate) fn forward<T: Elem>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    relu_after: bool,
+) -> Vec<T> {
     let mut y = vec![T::ZERO; g.n * g.y_len()];
     let per = g.samples_per_task();
     let tasks = y
@@ -368,27 +390,31 @@ pub(crate) fn forward<T: Elem>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) 
     tasks.for_each(|(ys, xs)| {
         let (cols_len, yt_len) = forward_scratch(g);
         T::with_scratch(cols_len + yt_len, |buf| {
-            forward_block(g, ys, xs, w, b, buf.split_at_mut(cols_len))
+            let scratch = buf.split_at_mut(cols_len);
+            forward_block(g, ys, xs, (w, b), scratch, relu_after)
         })
     });
     y
 }
 
 /// One task's share of the forward pass: the outputs `ys` of the samples `xs`, unrolling
-/// each into `cols`.
+/// each into `cols`, each sample's output passed through the ReLU while it is in cache.
 fn forward_block<T: Elem>(
     g: &Geometry,
     ys: &mut [T],
     xs: &[T],
-    w: &[T],
-    b: Option<&[T]>,
+    (w, b): (&[T], Option<&[T]>),
     (cols, yt): (&mut [T], &mut [T]),
+    relu_after: bool,
 ) {
     for (yn, xn) in ys
         .chunks_exact_mut(g.y_len())
         .zip(xs.chunks_exact(g.x_len()))
     {
         forward_sample(g, yn, xn, w, b, (&mut *cols, &mut *yt));
+        if relu_after {
+            relu(yn);
+        }
     }
 }
 
@@ -472,6 +498,28 @@ impl<T: Elem> OutGrad<T> for Direct<'_, T> {
 
     fn sample<'a>(&'a self, n: usize, _buf: &'a mut [T]) -> &'a [T] {
         &self.gy[n * self.y_len..][..self.y_len]
+    }
+}
+
+/// The output gradient behind a fused ReLU: the node's gradient where its output `y` is
+/// positive, zero elsewhere (the ReLU node's g·(y > 0)).
+struct Masked<'a, T> {
+    gy: &'a [T],
+    y: &'a [T],
+    y_len: usize,
+}
+
+impl<T: Elem> OutGrad<T> for Masked<'_, T> {
+    fn scratch_len(&self) -> usize {
+        self.y_len
+    }
+
+    fn sample<'a>(&'a self, n: usize, buf: &'a mut [T]) -> &'a [T] {
+        let at = n * self.y_len..(n + 1) * self.y_len;
+        for ((o, &g), &y) in buf.iter_mut().zip(&self.gy[at.clone()]).zip(&self.y[at]) {
+            *o = T::select(y > T::ZERO, g, T::ZERO);
+        }
+        buf
     }
 }
 
@@ -584,19 +632,20 @@ fn backward_sample<T: Elem>(
     }
 }
 
-/// The backward pass from the output gradient `gy` (n, o, oh, ow).
+/// The backward pass from the output gradient `gy` (n, o, oh, ow); with `relu_out`, the
+/// output y of a fused ReLU, whose mask (y > 0) the gradient passes first.
 pub(crate) fn backward<T: Elem>(
     g: &Geometry,
-    x: &[T],
-    w: &[T],
+    (x, w): (&[T], &[T]),
     gy: &[T],
+    relu_out: Option<&[T]>,
     want: (bool, bool, bool),
 ) -> Grads<T> {
-    let out = Direct {
-        gy,
-        y_len: g.y_len(),
-    };
-    backward_from(g, x, w, &out, want)
+    let y_len = g.y_len();
+    match relu_out {
+        Some(y) => backward_from(g, x, w, &Masked { gy, y, y_len }, want),
+        None => backward_from(g, x, w, &Direct { gy, y_len }, want),
+    }
 }
 
 /// The backward pass from any source of the output gradient ([`OutGrad`]): blocks of
@@ -640,6 +689,8 @@ pub(crate) fn backward_from<T: Elem>(
 pub(crate) struct ConvNode {
     /// The checked shapes.
     pub geometry: Geometry,
+    /// Whether a ReLU follows, in the same node.
+    pub relu: bool,
 }
 
 impl ConvNode {
@@ -659,16 +710,17 @@ impl ConvNode {
                 Some((s, l)) => Some(slice_of::<T>(s, l, g.o)?),
                 None => None,
             };
-            Ok((T::to_cpu_storage_owned(forward(g, xs, ws, bs)), shape))
+            let y = forward(g, xs, ws, bs, self.relu);
+            Ok((T::to_cpu_storage_owned(y), shape))
         })
     }
 
-    /// The backward pass, computing only the gradients of tracked inputs.
+    /// The backward pass, computing only the gradients of tracked inputs; `res` is the
+    /// node's output (the fused ReLU's mask).
     fn grads(
         &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
+        (x, w, b): (&Tensor, &Tensor, Option<&Tensor>),
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<GradTensors> {
         let g = &self.geometry;
@@ -677,9 +729,13 @@ impl ConvNode {
         float_dispatch!(x.dtype(), "taper-conv2d", T => {
             let grads = with_slice::<T, _>(x, |xs| {
                 with_slice::<T, _>(w, |ws| {
-                    with_slice::<T, _>(&grad, |gs| backward(g, xs, ws, gs, want))
+                    with_slice::<T, _>(&grad, |gs| {
+                        with_slice::<T, _>(res, |y| {
+                            backward(g, (xs, ws), gs, self.relu.then_some(y), want)
+                        })
+                    })
                 })
-            })???;
+            })????;
             grads.into_tensors(x.shape(), w.shape(), &Shape::from(g.o))
         })
     }
@@ -704,10 +760,10 @@ impl CustomOp2 for ConvNode {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gx, gw, _) = self.grads(x, w, None, grad)?;
+        let (gx, gw, _) = self.grads((x, w, None), res, grad)?;
         Ok((gx, gw))
     }
 }
@@ -734,21 +790,22 @@ impl CustomOp3 for ConvNode {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        self.grads(x, w, Some(b), grad)
+        self.grads((x, w, Some(b)), res, grad)
     }
 }
 
-/// The convolution through the CPU kernel when it applies ([`float_kernel_applies`]);
-/// `None` elsewhere. The shapes must already be checked:
-/// `geometry` describes `x` and `w`.
+/// The convolution (followed by a ReLU in the same node when `relu`) through the CPU
+/// kernel when it applies ([`float_kernel_applies`]); `None` elsewhere. The shapes must
+/// already be checked: `geometry` describes `x` and `w`.
 pub(crate) fn conv2d(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
     geometry: Geometry,
+    relu: bool,
 ) -> candle_core::Result<Option<Tensor>> {
     let applies = match b {
         Some(b) => float_kernel_applies(&[x, w, b]),
@@ -758,7 +815,7 @@ pub(crate) fn conv2d(
         return Ok(None);
     }
     let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let node = ConvNode { geometry };
+    let node = ConvNode { geometry, relu };
     Ok(Some(match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, node)?,
         None => x.apply_op2(&w, node)?,
@@ -835,13 +892,13 @@ mod tests {
             let w = values(g.o * g.k(), 2);
             let b = values(g.o, 3);
             let want = direct(&g, &x, &w, Some(&b));
-            let got = forward(&g, &x, &w, Some(&b));
+            let got = forward(&g, &x, &w, Some(&b), false);
             for (i, (a, e)) in got.iter().zip(&want).enumerate() {
                 assert!((a - e).abs() < 1e-12, "{xd:?} {wd:?} {opts:?} y[{i}]");
             }
             // Backward of sum(y·r) equals the directional derivatives of the definition.
             let r = values(want.len(), 4);
-            let grads = backward(&g, &x, &w, &r, (true, true, true));
+            let grads = backward(&g, (&x, &w), &r, None, (true, true, true));
             let dot = |y: &[f64]| y.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>();
             let (dx, dw, db) = (grads.x.unwrap(), grads.w.unwrap(), grads.b.unwrap());
             // The map is linear in x (and in w), so a unit step gives the exact derivative.
@@ -863,6 +920,24 @@ mod tests {
                 let d = dot(&direct(&g, &vec![0.0; x.len()], &w, Some(&e)));
                 assert!((v - d).abs() < 1e-10, "db[{o}]");
             }
+            // The fused ReLU: its values are the ReLU of the outputs, and its gradients
+            // those of the gradient masked by y > 0.
+            let fused = forward(&g, &x, &w, Some(&b), true);
+            let mut relu_y = got.clone();
+            relu(&mut relu_y);
+            assert_eq!(fused, relu_y, "{xd:?} {opts:?} fused ReLU values");
+            let masked: Vec<f64> = r
+                .iter()
+                .zip(&fused)
+                .map(|(&r, &y)| if y > 0.0 { r } else { 0.0 })
+                .collect();
+            let want = backward(&g, (&x, &w), &masked, None, (true, true, true));
+            let got = backward(&g, (&x, &w), &r, Some(&fused), (true, true, true));
+            assert_eq!(
+                (got.x, got.w, got.b),
+                (want.x, want.w, want.b),
+                "{xd:?} {opts:?}"
+            );
         }
     }
 

@@ -24,7 +24,7 @@ use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::{self, OutGrad};
+use super::conv::{self, relu, OutGrad};
 use super::gemm::Elem;
 use super::pool::{self, Reduce};
 use super::{float_kernel_applies, slice_of, with_slice, GradTensors};
@@ -51,13 +51,6 @@ fn plane_geometry(g: &conv::Geometry, p: &Pooling) -> Option<pool::Geometry> {
         stride: p.stride,
         out: ((g.oh - kh) / sh + 1, (g.ow - kw) / sw + 1),
     })
-}
-
-/// ReLU as the CPU kernel computes it: `x < 0 ? 0 : x`, which keeps NaN (as torch.relu).
-pub(crate) fn relu<T: Elem>(v: &mut [T]) {
-    for x in v {
-        *x = T::select(*x < T::ZERO, T::ZERO, *x);
-    }
 }
 
 /// The forward pass: the pooled output (n, o, ph, pw), and the argmax of every output

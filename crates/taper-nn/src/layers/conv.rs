@@ -210,6 +210,18 @@ impl Conv2d {
         Ok(Geometry::new(x.dims4()?, self.weight.dims4()?, opts))
     }
 
+    /// This convolution followed by a ReLU, as one node of Taper's CPU kernels
+    /// (`cpu/conv.rs`): the convolution's own output never becomes a tensor. `None` where
+    /// that does not apply (other devices and dtypes, generic kernels, shapes that do not
+    /// fit: the caller then runs the layers one by one, which also reports any shape error).
+    pub(crate) fn forward_relu(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(geometry) = self.geometry(x)? else {
+            return Ok(None);
+        };
+        let (w, b) = (tracked(&self.weight), self.bias.as_ref().map(tracked));
+        conv2d(x, &w, b.as_ref(), geometry, true)
+    }
+
     /// This convolution followed by `pool` and, when `relu`, a ReLU, as one node of Taper's
     /// CPU kernels (`cpu/conv_pool.rs`); `None` where that does not apply (other devices
     /// and dtypes, generic kernels, shapes that do not fit: the caller then runs the layers
@@ -254,7 +266,7 @@ impl Module for Conv2d {
             return Err(Error::shape(layer(), expected, x.dims()).into_candle());
         };
         let (w, b) = (tracked(&self.weight), self.bias.as_ref().map(tracked));
-        if let Some(y) = conv2d(x, &w, b.as_ref(), geometry)? {
+        if let Some(y) = conv2d(x, &w, b.as_ref(), geometry, false)? {
             return Ok(y);
         }
         // candle's conv2d backward (0.11) returns an input gradient short by the r rows

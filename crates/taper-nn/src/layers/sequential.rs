@@ -91,6 +91,9 @@ enum Step<'a> {
     One,
     /// A ReLU then a `MaxPool2d`, run as the pooling then the ReLU.
     PoolThenRelu,
+    /// A `Conv2d` then a ReLU (and no pooling): two children as one node, when Taper's CPU
+    /// kernels apply.
+    ConvRelu(&'a Conv2d),
     /// A `Conv2d` or `BatchNorm`, then a `MaxPool2d` and ReLU in either order or the
     /// `MaxPool2d` alone: `span` children as one node, when Taper's CPU kernels apply.
     Pooled {
@@ -317,9 +320,12 @@ impl Sequential {
     ///   or by a `MaxPool2d` alone, is one node of Taper's CPU kernels
     ///   (`cpu/conv_pool.rs`, `cpu/batch_norm_pool.rs`) when they apply: the full-size
     ///   convolution or normalization output never becomes a tensor;
+    /// - any other `Conv2d` followed by a ReLU is one node (`cpu/conv.rs`), whose backward
+    ///   masks the gradient by y > 0 as the ReLU node does: the convolution's own output
+    ///   never becomes a tensor either;
     /// - a ReLU followed by a `MaxPool2d` runs as the pooling then the ReLU.
     ///
-    /// Both give the values and gradients of the written order. Max pooling and ReLU
+    /// All give the values and gradients of the written order. Max pooling and ReLU
     /// commute: ReLU is monotone and keeps NaN, so each window's maximum and its position
     /// do not change, and a window whose maximum is ≤ 0 passes no gradient either way. The
     /// ReLU then runs on a quarter of the elements (2×2 pooling), with one full-size
@@ -356,6 +362,9 @@ impl Sequential {
                 };
             }
         }
+        if let (Some(Some(Head::Conv(conv))), true) = (self.heads.get(i), is_relu(i + 1)) {
+            return Step::ConvRelu(conv);
+        }
         if is_relu(i) && pool(i + 1).is_some() {
             return Step::PoolThenRelu;
         }
@@ -364,9 +373,9 @@ impl Sequential {
 }
 
 impl ModuleT for Sequential {
-    /// Each child in turn, except where `Sequential::step_at` runs a convolution and its
-    /// pooling as one node, or a ReLU after the pooling that follows it (same values and
-    /// gradients, less work).
+    /// Each child in turn, except where `Sequential::step_at` runs a convolution or a
+    /// normalization with its pooling, or a convolution with its ReLU, as one node, or a
+    /// ReLU after the pooling that follows it (same values and gradients, less work).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         let mut i = 0;
@@ -381,6 +390,15 @@ impl ModuleT for Sequential {
                     if let Some(y) = head.forward_max_pooled(&x, &pool, relu, train)? {
                         x = y;
                         i += span;
+                        continue;
+                    }
+                    x = layer.forward_t(&x, train)?;
+                    i += 1;
+                }
+                Step::ConvRelu(conv) => {
+                    if let Some(y) = conv.forward_relu(&x)? {
+                        x = y;
+                        i += 2;
                         continue;
                     }
                     x = layer.forward_t(&x, train)?;
