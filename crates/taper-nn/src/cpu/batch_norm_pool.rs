@@ -15,8 +15,6 @@
 //! of `batch_norm.rs`, computed the same way in the same order, so values and gradients
 //! equal those of the separate nodes bit for bit.
 
-use std::sync::OnceLock;
-
 use candle_core::backend::BackendStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -24,7 +22,7 @@ use rayon::prelude::*;
 
 use super::batch_norm::{self, input_grad_block, normalize_block, Normalization};
 use super::conv::relu;
-use super::conv_pool::Pooling;
+use super::conv_pool::{KeptArgmax, Pooling};
 use super::gemm::Elem;
 use super::pool::{self, Reduce};
 use super::{float_kernel_applies, slice_of, with_slice, GradTensors, Grads};
@@ -36,9 +34,7 @@ struct BatchNormPoolNode {
     /// One plane's pooling (`planes` is n·c).
     pool: pool::Geometry,
     relu: bool,
-    /// Whether a backward pass can follow (then the argmax is kept).
-    keep_argmax: bool,
-    argmax: OnceLock<Vec<u32>>,
+    argmax: KeptArgmax,
 }
 
 impl BatchNormPoolNode {
@@ -48,8 +44,8 @@ impl BatchNormPoolNode {
         let pg = &self.pool;
         let (il, ol) = (pg.in_len(), pg.out_len());
         let mut y = vec![T::ZERO; pg.planes * ol];
-        let mut arg = vec![0u32; if self.keep_argmax { y.len() } else { 0 }];
-        let args: Vec<&mut [u32]> = if self.keep_argmax {
+        let mut arg = vec![0u32; if self.argmax.keep { y.len() } else { 0 }];
+        let args: Vec<&mut [u32]> = if self.argmax.keep {
             arg.chunks_mut(ol).collect()
         } else {
             (0..pg.planes).map(|_| &mut [][..]).collect()
@@ -153,9 +149,7 @@ impl CustomOp3 for BatchNormPoolNode {
             let x = slice_of::<T>(xs, xl, g.n * g.c * g.s)?;
             let affine = (slice_of::<T>(ws, wl, g.c)?, slice_of::<T>(bs, bl, g.c)?);
             let (y, arg) = self.forward(x, affine);
-            if self.keep_argmax && self.argmax.set(arg).is_err() {
-                candle_core::bail!("{}: forward ran twice", self.name());
-            }
+            self.argmax.store(arg, self.name())?;
             Ok((T::to_cpu_storage_owned(y), shape))
         })
     }
@@ -168,9 +162,7 @@ impl CustomOp3 for BatchNormPoolNode {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<GradTensors> {
-        let Some(argmax) = self.argmax.get() else {
-            candle_core::bail!("{}: backward without a forward", self.name());
-        };
+        let argmax = self.argmax.get(self.name())?;
         let grad = grad.contiguous()?;
         let c = Shape::from(self.bn.c);
         float_dispatch!(x.dtype(), self.name(), T => {
@@ -218,8 +210,7 @@ pub(crate) fn batch_norm_max_pool2d(
         norm: norm()?,
         pool,
         relu: pooling.relu,
-        keep_argmax: x.track_op() || w.track_op() || b.track_op(),
-        argmax: OnceLock::new(),
+        argmax: KeptArgmax::new(x.track_op() || w.track_op() || b.track_op()),
     };
     let (w, b) = (w.contiguous()?, b.contiguous()?);
     Ok(Some(x.contiguous()?.apply_op3(&w, &b, node)?))

@@ -40,6 +40,40 @@ pub(crate) struct Pooling {
     pub relu: bool,
 }
 
+/// The argmax a fused pooling node's forward pass leaves for its backward pass: kept only
+/// when a backward pass can follow, set once.
+pub(crate) struct KeptArgmax {
+    /// Whether a backward pass can follow (any input is tracked).
+    pub keep: bool,
+    cell: OnceLock<Vec<u32>>,
+}
+
+impl KeptArgmax {
+    /// Kept when `keep`.
+    pub(crate) fn new(keep: bool) -> Self {
+        KeptArgmax {
+            keep,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// Stores the forward pass's argmax when kept; an error naming `node` if it ran twice.
+    pub(crate) fn store(&self, arg: Vec<u32>, node: &str) -> candle_core::Result<()> {
+        if self.keep && self.cell.set(arg).is_err() {
+            candle_core::bail!("{node}: forward ran twice");
+        }
+        Ok(())
+    }
+
+    /// The stored argmax; an error naming `node` before a forward pass.
+    pub(crate) fn get(&self, node: &str) -> candle_core::Result<&[u32]> {
+        match self.cell.get() {
+            Some(a) => Ok(a),
+            None => candle_core::bail!("{node}: backward without a forward"),
+        }
+    }
+}
+
 /// The pooling of one sample's convolution output: `o` planes of (oh, ow).
 fn plane_geometry(g: &conv::Geometry, p: &Pooling) -> Option<pool::Geometry> {
     let ((kh, kw), (sh, sw)) = (p.kernel, p.stride);
@@ -162,9 +196,7 @@ struct ConvPoolNode {
     pool: pool::Geometry,
     relu: bool,
     has_bias: bool,
-    /// Whether a backward pass can follow (then the argmax is kept).
-    keep_argmax: bool,
-    argmax: OnceLock<Vec<u32>>,
+    argmax: KeptArgmax,
 }
 
 impl CustomOp3 for ConvPoolNode {
@@ -187,10 +219,8 @@ impl CustomOp3 for ConvPoolNode {
             let x = slice_of::<T>(xs, xl, g.n * g.x_len())?;
             let w = slice_of::<T>(ws, wl, g.o * g.k())?;
             let b = if self.has_bias { Some(slice_of::<T>(bs, bl, g.o)?) } else { None };
-            let (y, arg) = forward(g, pg, self.relu, (x, w, b), self.keep_argmax);
-            if self.keep_argmax && self.argmax.set(arg).is_err() {
-                candle_core::bail!("{}: forward ran twice", self.name());
-            }
+            let (y, arg) = forward(g, pg, self.relu, (x, w, b), self.argmax.keep);
+            self.argmax.store(arg, self.name())?;
             Ok((T::to_cpu_storage_owned(y), shape))
         })
     }
@@ -203,9 +233,7 @@ impl CustomOp3 for ConvPoolNode {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<GradTensors> {
-        let Some(argmax) = self.argmax.get() else {
-            candle_core::bail!("{}: backward without a forward", self.name());
-        };
+        let argmax = self.argmax.get(self.name())?;
         let g = &self.conv;
         let want = (x.track_op(), w.track_op(), self.has_bias && b.track_op());
         let grad = grad.contiguous()?;
@@ -261,8 +289,7 @@ pub(crate) fn conv2d_max_pool2d(
         pool,
         relu: pooling.relu,
         has_bias,
-        keep_argmax: x.track_op() || w.track_op() || b.track_op(),
-        argmax: OnceLock::new(),
+        argmax: KeptArgmax::new(x.track_op() || w.track_op() || b.track_op()),
     };
     Ok(Some(x.apply_op3(&w, &b, node)?))
 }
