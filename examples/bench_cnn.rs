@@ -50,19 +50,19 @@ enum Net {
     CnnBn,
     /// PyTorch's MNIST example network: 3×3 kernels without padding, 32 and 64 channels,
     /// dropout and a 9216-wide linear layer.
-    Net3x3,
+    Conv3x3,
 }
 
 impl Net {
     /// Every network, in the order they run.
-    const ALL: [Net; 3] = [Net::Cnn, Net::CnnBn, Net::Net3x3];
+    const ALL: [Net; 3] = [Net::Cnn, Net::CnnBn, Net::Conv3x3];
 
     /// The name in the tables.
     fn name(self) -> &'static str {
         match self {
             Net::Cnn => "CNN",
             Net::CnnBn => "CNN+BN",
-            Net::Net3x3 => "3x3Net",
+            Net::Conv3x3 => "3x3Net",
         }
     }
 
@@ -71,7 +71,7 @@ impl Net {
         match variant {
             "cnn" => Some(Net::Cnn),
             "cnn-bn" => Some(Net::CnnBn),
-            "net3x3" => Some(Net::Net3x3),
+            "net3x3" => Some(Net::Conv3x3),
             _ => None,
         }
     }
@@ -80,7 +80,7 @@ impl Net {
 /// A benchmark network in Taper.
 fn taper_cnn(store: &ParamStore, net: Net) -> anyhow::Result<Sequential> {
     let mut m = Sequential::new(store);
-    if net == Net::Net3x3 {
+    if net == Net::Conv3x3 {
         return Ok(m
             .append_with(|s| Conv2dConfig::new(1, 32, (3, 3)).build(s))?
             .append(Activation::Relu)

@@ -1,7 +1,9 @@
 //! Roofline figures for the benchmarks: a `Sequential`'s floating-point operations per
 //! sample, counted layer by layer from its architecture (`Sequential::spec`), and the
-//! machine's f32 matmul rate, measured in the same run.
+//! machine's f32 matmul rate, measured in the same run through the gemm crate and, when
+//! `python3 -c 'import torch'` works, through `torch.mm`.
 
+use std::process::Command;
 use std::time::Instant;
 
 use taper::nn::{LayerSpec, Sequential};
@@ -110,11 +112,41 @@ pub fn matmul_gflops() -> anyhow::Result<f64> {
     Ok(2.0 * (n as f64).powi(3) * reps as f64 / start.elapsed().as_secs_f64() / 1e9)
 }
 
+/// The same 1024³ sgemm through `torch.mm` on `threads` threads, in GFLOP/s; `None` when
+/// PyTorch cannot be run.
+pub fn torch_matmul_gflops(threads: usize) -> Option<f64> {
+    let script = format!(
+        "import time, torch\n\
+         torch.set_num_threads({threads})\n\
+         a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)\n\
+         torch.mm(a, b)\n\
+         t, reps = time.perf_counter(), 0\n\
+         while time.perf_counter() - t < 1.0:\n    torch.mm(a, b); reps += 1\n\
+         print(2 * 1024**3 * reps / (time.perf_counter() - t) / 1e9)\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
 /// Prints the roofline table: for each (framework, network, phase, samples/s), the achieved
-/// GFLOP/s and the percentage of `peak`.
-pub fn print_table(rows: &[(String, String, &str, f64, f64)], peak: f64) {
+/// GFLOP/s and the percentage of the matmul rate: the higher of the gemm crate's
+/// (`matmul_gflops`) and PyTorch's (`torch_matmul_gflops`), both measured now.
+pub fn print_table(rows: &[(String, String, &str, f64, f64)], gemm: f64) {
+    let torch = torch_matmul_gflops(rayon::current_num_threads());
+    let peak = gemm.max(torch.unwrap_or(0.0));
+    let through_torch = torch.map_or(" (PyTorch: not run)".to_string(), |t| {
+        format!(", torch.mm {t:.1}")
+    });
     println!(
-        "\nroofline against the measured f32 matmul rate, {peak:.1} GFLOP/s (1024³ sgemm, same run):"
+        "\nroofline against the measured f32 matmul rate, {peak:.1} GFLOP/s \
+         (1024³ sgemm, same run: gemm crate {gemm:.1}{through_torch}; the higher):"
     );
     println!(
         "{:<36} {:<8} {:<9} {:>12} {:>11} {:>10} {:>8}",
