@@ -16,6 +16,10 @@
 //! the input plane shifted by a constant, so `im2col` and `col2im` move one contiguous span
 //! per row instead of one short run per output row.
 //!
+//! With a fused ReLU (`Sequential` runs `Conv2d → ReLU` so), each sample's output passes
+//! through the ReLU while it is in cache, and the backward takes G as the node's gradient
+//! masked by y > 0 (the `Masked` source), as the ReLU node would pass it.
+//!
 //! Each thread keeps its own weight- and bias-gradient sums, added at the end, so threads
 //! never share an output. The unrolled matrices live in one scratch buffer per thread, kept
 //! between calls (`Elem::with_scratch`), so a step allocates only the tensors it returns.
